@@ -1,0 +1,1 @@
+"""Byte in Bottle: relays a local LLM token stream to people as server-sent events."""

@@ -1,0 +1,92 @@
+"""The service's error tree; each error knows its HTTP status and its machine-readable code.
+
+    ServiceError
+    ├── InvalidJSON 400            ├── UpstreamUnavailable 503 (Ollama down, refusing, busy)
+    ├── TooLarge 413               ├── UpstreamError 502 (Ollama 5xx or garbage)
+    ├── InvalidRequest 422         ├── UpstreamTimeout 504 (first token or idle timeout)
+    ├── NotFound 404               └── ModelNotFound 404 (Ollama does not know the model)
+    └── MethodNotAllowed 405
+
+Before a response starts an error is an ``application/problem+json`` body (RFC 9457); after a
+stream has started it is an ``error`` event with the same ``error`` and ``detail``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+
+class ServiceError(Exception):
+    """Base of every error the service reports to a client."""
+
+    status_code: ClassVar[int] = 500
+    code: ClassVar[str] = "internal_error"
+
+    def __init__(self, detail: str | None = None) -> None:
+        self.detail = detail or HTTPStatus(self.status_code).phrase
+        super().__init__(self.detail)
+
+    def problem(self) -> dict[str, Any]:
+        """The RFC 9457 body: status, title, detail and our ``error`` code."""
+        return {
+            "status": self.status_code,
+            "title": HTTPStatus(self.status_code).phrase,
+            "detail": self.detail,
+            "error": self.code,
+        }
+
+
+class InvalidJSON(ServiceError):
+    status_code = 400
+    code = "invalid_json"
+
+
+class NotFound(ServiceError):
+    status_code = 404
+    code = "not_found"
+
+
+class MethodNotAllowed(ServiceError):
+    status_code = 405
+    code = "method_not_allowed"
+
+
+class TooLarge(ServiceError):
+    status_code = 413
+    code = "too_large"
+
+
+class InvalidRequest(ServiceError):
+    """A request that is JSON but does not fit the schema; ``fields`` maps each field to why."""
+
+    status_code = 422
+    code = "invalid_request"
+
+    def __init__(self, detail: str, fields: Mapping[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.fields = dict(fields or {})
+
+    def problem(self) -> dict[str, Any]:
+        return {**super().problem(), "fields": self.fields}
+
+
+class ModelNotFound(ServiceError):
+    status_code = 404
+    code = "model_not_found"
+
+
+class UpstreamError(ServiceError):
+    status_code = 502
+    code = "upstream_error"
+
+
+class UpstreamUnavailable(ServiceError):
+    status_code = 503
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(ServiceError):
+    status_code = 504
+    code = "upstream_timeout"

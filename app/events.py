@@ -1,0 +1,59 @@
+"""The server-sent events of a generation, encoded to the exact bytes that go on the wire.
+
+Event names and payload shapes are fixed here and nowhere else. Every ``data`` line is one line
+of JSON from orjson, which escapes CR and LF inside strings, so no payload ever needs the
+multi-line ``data:`` splitting of the SSE spec: a frame is a plain concatenation, byte-identical
+to what ``sse_starlette.ServerSentEvent(...).encode()`` produces with ``sep="\\n"`` (a test holds
+us to that), and cheap enough to build once per token for every client. Token payloads are kept
+as their JSON bytes, so a replay or a joined client gets the very bytes the first one got.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+
+from app.errors import ServiceError
+
+RETRY_MILLISECONDS = 2000
+PING = b": ping\n\n"
+
+
+def token_payload(fields: Mapping[str, Any]) -> bytes:
+    """The JSON data of one token event: ``text``, ``thinking`` and/or ``tool_calls``."""
+    return orjson.dumps(fields)
+
+
+def opening(generation: str, model: str, *, cached: bool, reset: bool = False) -> bytes:
+    """The reconnect delay and the ``start`` event that names the generation."""
+    data: dict[str, Any] = {"generation": generation, "model": model, "cached": cached}
+    if reset:
+        data["reset"] = True
+    return b"retry: %d\n\n" % RETRY_MILLISECONDS + _frame(None, b"start", orjson.dumps(data))
+
+
+def tokens(generation: str, first_index: int, payloads: Iterable[bytes]) -> bytes:
+    """Consecutive token events, numbered from ``first_index``."""
+    prefix = f"id: {generation}.".encode()
+    return b"".join(
+        b"%s%d\nevent: token\ndata: %s\n\n" % (prefix, index, payload)
+        for index, payload in enumerate(payloads, first_index)
+    )
+
+
+def done(generation: str, stats: Mapping[str, Any], *, cached: bool) -> bytes:
+    """The final event, with Ollama's statistics."""
+    return _frame(f"{generation}.done", b"done", orjson.dumps({**stats, "cached": cached}))
+
+
+def error(generation: str, exc: ServiceError) -> bytes:
+    """The event that ends a stream which failed after it began."""
+    data = orjson.dumps({"error": exc.code, "detail": exc.detail})
+    return _frame(f"{generation}.error", b"error", data)
+
+
+def _frame(event_id: str | None, name: bytes, data: bytes) -> bytes:
+    head = b"" if event_id is None else b"id: %s\n" % event_id.encode()
+    return head + b"event: %s\ndata: %s\n\n" % (name, data)

@@ -1,0 +1,75 @@
+"""The application factory: routes, middleware, error handlers and lifespan, nothing else.
+
+Run with ``python -m app`` (which validates settings first), or ``uvicorn app.main:create_app
+--factory``. Tests call ``create_app(settings, ollama_transport=...)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import httpx
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from app import probes, routes
+from app.errors import MethodNotAllowed, NotFound, ServiceError
+from app.lifespan import lifespan
+from app.responses import problem
+from app.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(
+    settings: Settings | None = None, *, ollama_transport: httpx.AsyncBaseTransport | None = None
+) -> Starlette:
+    settings = settings or Settings.from_environ(os.environ)
+    return Starlette(
+        routes=[
+            Route("/v1/chats/generate", routes.generate, methods=["GET", "POST"]),
+            Route("/v1/models", routes.models),
+            Route("/livez", probes.livez),
+            Route("/readyz", probes.readyz),
+            Route("/v1/health", probes.health),
+        ],
+        middleware=[
+            Middleware(
+                CORSMiddleware,
+                allow_origins=settings.allowed_origins,
+                allow_methods=["GET", "POST", "DELETE"],
+                allow_headers=["Content-Type", "Last-Event-ID", "X-Request-ID"],
+                expose_headers=["X-Cache", "X-Request-ID", "RateLimit", "RateLimit-Policy"],
+            ),
+        ],
+        exception_handlers={
+            ServiceError: _service_error,
+            HTTPException: _http_exception,
+            Exception: _unexpected_error,
+        },
+        lifespan=lifespan(settings, ollama_transport),
+    )
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)  # Starlette dispatches by the registered class
+    return problem(exc)
+
+
+async def _http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's own 404 and 405, in our problem shape."""
+    assert isinstance(exc, HTTPException)
+    error: ServiceError = MethodNotAllowed() if exc.status_code == 405 else NotFound()
+    return problem(error, headers=exc.headers)
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    """A bug: logged with its trace, answered without one."""
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem(ServiceError("The service failed to handle this request."))

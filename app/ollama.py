@@ -1,0 +1,199 @@
+"""The Ollama client: streams a completion as tokens and maps every failure to our errors.
+
+Ollama answers ``/api/generate`` and ``/api/chat`` with NDJSON and sends its status line only
+with the first token, after any model load. So the first-token deadline (``UPSTREAM_TIMEOUT``)
+covers connecting, loading and the first token, and from then on each line must come within
+``UPSTREAM_IDLE_TIMEOUT``. Both are one cancel scope whose deadline moves, which costs far less
+per token than a new timeout per read. Failures are translated here, once: transport errors,
+non-200 statuses (body read first) and in-band ``{"error": ...}`` lines. The HTTP client is
+httpx over aiohttp's transport, which relays a token for about a third of the CPU of httpx's
+own transport; tests pass any httpx transport instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import anyio
+import httpx
+import orjson
+from httpx_aiohttp import AiohttpTransport
+
+from app.completions import Emit, Finished, Token
+from app.errors import (
+    InvalidRequest,
+    ModelNotFound,
+    ServiceError,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from app.schema import CompletionRequest
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+# Final-line fields that are not statistics: the text is already streamed, and `context` is a
+# long token array that Ollama deprecates.
+_NOT_STATS = frozenset({"response", "message", "thinking", "context", "done"})
+
+
+def aiohttp_transport() -> httpx.AsyncBaseTransport:
+    """The production transport: no connection cap (each open stream holds one connection)."""
+
+    def session() -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0),
+            timeout=aiohttp.ClientTimeout(total=None),
+        )
+
+    transport: httpx.AsyncBaseTransport = AiohttpTransport(client=session)
+    return transport
+
+
+class OllamaClient:
+    """Talks to one Ollama server over an ``httpx.AsyncClient``."""
+
+    def __init__(
+        self,
+        http: httpx.AsyncClient,
+        *,
+        first_token_timeout_seconds: float,
+        idle_timeout_seconds: float,
+    ) -> None:
+        self._http = http
+        self._first_token_timeout_seconds = first_token_timeout_seconds
+        self._idle_timeout_seconds = idle_timeout_seconds
+
+    @classmethod
+    def connect(
+        cls,
+        base_url: str,
+        *,
+        first_token_timeout_seconds: float,
+        idle_timeout_seconds: float,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> OllamaClient:
+        http = httpx.AsyncClient(
+            base_url=base_url,
+            transport=transport or aiohttp_transport(),
+            timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT_SECONDS),
+        )
+        return cls(
+            http,
+            first_token_timeout_seconds=first_token_timeout_seconds,
+            idle_timeout_seconds=idle_timeout_seconds,
+        )
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def generate(self, request: CompletionRequest, emit: Emit) -> None:
+        """Streams ``request`` from Ollama into ``emit``; see the module docstring."""
+        path = "/api/chat" if request.kind == "chat" else "/api/generate"
+        body = orjson.dumps(request.upstream_body())
+        headers = {"content-type": "application/json"}
+        started = False
+        with anyio.CancelScope(
+            deadline=anyio.current_time() + self._first_token_timeout_seconds
+        ) as deadline:
+            try:
+                async with self._http.stream(
+                    "POST", path, content=body, headers=headers
+                ) as response:
+                    if response.status_code != 200:
+                        raise _status_error(response.status_code, await response.aread())
+                    started = True
+                    pending = b""
+                    async for chunk in response.aiter_raw():
+                        *lines, pending = (pending + chunk).split(b"\n")
+                        for line in lines:
+                            if line.strip() and _relay_line(line, request.kind == "chat", emit):
+                                return
+                        if lines:
+                            deadline.deadline = anyio.current_time() + self._idle_timeout_seconds
+                    if pending.strip() and _relay_line(pending, request.kind == "chat", emit):
+                        return
+                    raise UpstreamError("Ollama ended the stream before it was done.")
+            except httpx.HTTPError as exc:
+                if started:
+                    raise UpstreamError("Ollama dropped the connection mid-stream.") from exc
+                raise UpstreamUnavailable(f"Ollama is not reachable: {exc}") from exc
+        if deadline.cancelled_caught:
+            if started:
+                raise UpstreamTimeout(
+                    f"Ollama sent nothing for {self._idle_timeout_seconds:g} seconds."
+                )
+            raise UpstreamTimeout(
+                f"Ollama sent no first token within {self._first_token_timeout_seconds:g} seconds."
+            )
+
+    async def models(self) -> list[dict[str, Any]]:
+        """The models Ollama has, as ``/api/tags`` lists them."""
+        data = await self._get_json("/api/tags")
+        models = data.get("models")
+        if not isinstance(models, list):
+            raise UpstreamError("Ollama's model list has no models array.")
+        return models
+
+    async def version(self) -> str:
+        return str((await self._get_json("/api/version")).get("version", "unknown"))
+
+    async def _get_json(self, path: str) -> dict[str, Any]:
+        try:
+            response = await self._http.get(path)
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"Ollama is not reachable: {exc}") from exc
+        if response.status_code != 200:
+            raise _status_error(response.status_code, response.content)
+        try:
+            data = orjson.loads(response.content)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(f"Ollama's {path} answer is not JSON.") from exc
+        if not isinstance(data, dict):
+            raise UpstreamError(f"Ollama's {path} answer is not a JSON object.")
+        return data
+
+
+def _relay_line(line: bytes, chat: bool, emit: Emit) -> bool:
+    """Emits what one NDJSON line carries; returns whether it was the final line."""
+    try:
+        data = orjson.loads(line)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError("Ollama sent a line that is not JSON.") from exc
+    if not isinstance(data, dict):
+        raise UpstreamError("Ollama sent a line that is not a JSON object.")
+    if "error" in data:
+        raise UpstreamError(f"Ollama reported an error: {data['error']}")
+    source = (data.get("message") or {}) if chat else data
+    if not isinstance(source, dict):
+        raise UpstreamError("Ollama sent a message that is not a JSON object.")
+    fields = {
+        name: value
+        for name, value in (
+            ("text", source.get("content" if chat else "response")),
+            ("thinking", source.get("thinking")),
+            ("tool_calls", source.get("tool_calls")),
+        )
+        if value
+    }
+    if fields:
+        emit(Token(fields))
+    if data.get("done") is True:
+        emit(Finished({k: v for k, v in data.items() if k not in _NOT_STATS}))
+        return True
+    return False
+
+
+def _status_error(status: int, body: bytes) -> ServiceError:
+    """Maps a non-200 answer of Ollama, using its ``{"error": ...}`` text when it has one."""
+    try:
+        message = str(orjson.loads(body)["error"])
+    except (orjson.JSONDecodeError, KeyError, TypeError):
+        message = body[:200].decode("utf-8", "replace").strip() or f"status {status}"
+    if status == 404:
+        return ModelNotFound(f"Ollama does not know this model: {message}")
+    if status == 400:
+        return InvalidRequest(f"Ollama refused the request: {message}")
+    if status in (429, 503):
+        return UpstreamUnavailable(f"Ollama is busy: {message}")
+    return UpstreamError(f"Ollama answered {status}: {message}")

@@ -1,0 +1,214 @@
+"""The completion request: what a client may ask for, validated into a frozen value.
+
+One table of fields serves both the JSON body of ``POST`` and the query string of ``GET`` (which
+carries only ``model``, ``prompt``, ``system``, ``stream`` and ``cache``). Choices made on purpose:
+unknown body fields are refused (a misplaced ``temperature`` should not be silently ignored),
+while unknown query parameters are ignored (browsers and proxies add cache busters). Every
+problem is reported at once, keyed by the field's path.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from app.errors import InvalidJSON, InvalidRequest
+from app.settings import MODEL_NAME
+
+Kind = Literal["generate", "chat"]
+ROLES = ("system", "user", "assistant", "tool")
+QUERY_FIELDS = ("model", "prompt", "system", "stream", "cache")
+
+
+@dataclass(frozen=True, slots=True)
+class CompletionRequest:
+    """A validated request; ``prompt`` and ``messages`` are mutually exclusive."""
+
+    model: str
+    prompt: str | None = None
+    messages: tuple[dict[str, Any], ...] | None = None
+    system: str | None = None
+    options: dict[str, Any] | None = None
+    format: str | dict[str, Any] | None = None
+    think: bool | None = None
+    tools: tuple[dict[str, Any], ...] | None = None
+    keep_alive: str | float | None = None
+    stream: bool = True
+    cache: bool = True
+
+    @property
+    def kind(self) -> Kind:
+        return "chat" if self.messages is not None else "generate"
+
+    def content(self) -> dict[str, Any]:
+        """What decides the model's answer: the request minus delivery choices."""
+        content: dict[str, Any] = {"kind": self.kind, "model": self.model}
+        if self.messages is not None:
+            content["messages"] = list(self.messages)
+        else:
+            content["prompt"] = self.prompt
+        optional = {
+            "system": self.system,
+            "options": self.options,
+            "format": self.format,
+            "think": self.think,
+            "tools": list(self.tools) if self.tools is not None else None,
+        }
+        content.update((k, v) for k, v in optional.items() if v is not None)
+        return content
+
+    def upstream_body(self) -> dict[str, Any]:
+        """The body for Ollama: always streamed, so timeouts apply between tokens."""
+        body = self.content()
+        del body["kind"]
+        if self.keep_alive is not None:
+            body["keep_alive"] = self.keep_alive
+        body["stream"] = True
+        return body
+
+
+def _string(value: object) -> str | None:
+    return None if isinstance(value, str) else "must be a string"
+
+
+def _boolean(value: object) -> str | None:
+    return None if isinstance(value, bool) else "must be true or false"
+
+
+def _object(value: object) -> str | None:
+    return None if isinstance(value, dict) else "must be an object"
+
+
+def _model(value: object) -> str | None:
+    if isinstance(value, str) and MODEL_NAME.fullmatch(value):
+        return None
+    return "must be a model name like llama3.2 or qwen3:8b"
+
+
+def _format(value: object) -> str | None:
+    if value == "json" or isinstance(value, dict):
+        return None
+    return 'must be "json" or a JSON schema object'
+
+
+def _keep_alive(value: object) -> str | None:
+    if isinstance(value, str | int | float) and not isinstance(value, bool):
+        return None
+    return 'must be a duration like "5m" or a number of seconds'
+
+
+def _objects(value: object) -> str | None:
+    if isinstance(value, list) and all(isinstance(item, dict) for item in value):
+        return None
+    return "must be a list of objects"
+
+
+def _strings(value: object) -> str | None:
+    if isinstance(value, list) and all(isinstance(item, str) for item in value):
+        return None
+    return "must be a list of strings"
+
+
+def _role(value: object) -> str | None:
+    return None if value in ROLES else "must be one of " + ", ".join(ROLES)
+
+
+_FIELDS: dict[str, Callable[[object], str | None]] = {
+    "model": _model,
+    "prompt": _string,
+    "messages": _objects,
+    "system": _string,
+    "options": _object,
+    "format": _format,
+    "think": _boolean,
+    "tools": _objects,
+    "keep_alive": _keep_alive,
+    "stream": _boolean,
+    "cache": _boolean,
+}
+_MESSAGE_FIELDS: dict[str, Callable[[object], str | None]] = {
+    "role": _role,
+    "content": _string,
+    "images": _strings,
+    "thinking": _string,
+    "tool_calls": _objects,
+    "tool_name": _string,
+}
+
+
+def parse_body(data: object, default_model: str) -> CompletionRequest:
+    """Validates a decoded JSON body."""
+    if not isinstance(data, dict):
+        raise InvalidJSON("The request body must be a JSON object.")
+    problems: dict[str, str] = {}
+    for name, value in data.items():
+        check = _FIELDS.get(name)
+        reason = "is not a known field" if check is None else check(value)
+        if reason:
+            problems[name] = reason
+    for index, message in enumerate(data.get("messages") or []):
+        if isinstance(message, dict):
+            _check_message(index, message, problems)
+    if ("prompt" in data) == ("messages" in data):
+        problems["prompt"] = "give exactly one of prompt and messages"
+    elif data.get("messages") == []:
+        problems["messages"] = "must not be empty"
+    if "tools" in data and "messages" not in data:
+        problems["tools"] = "needs messages (tools are a chat feature)"
+    if problems:
+        raise InvalidRequest(_summary(problems), problems)
+    return _build(data, default_model)
+
+
+def parse_query(params: Mapping[str, str], default_model: str) -> CompletionRequest:
+    """Validates the query string of a ``GET``; booleans are true/false/1/0."""
+    data: dict[str, object] = {}
+    problems: dict[str, str] = {}
+    for name in QUERY_FIELDS:
+        if name not in params:
+            continue
+        raw = params[name]
+        if name in ("stream", "cache"):
+            flag = {"true": True, "1": True, "false": False, "0": False}.get(raw.lower())
+            if flag is None:
+                problems[name] = "must be true or false"
+            data[name] = flag
+        else:
+            data[name] = raw
+    if problems:
+        raise InvalidRequest(_summary(problems), problems)
+    return parse_body(data, default_model)
+
+
+def _check_message(index: int, message: dict[str, Any], problems: dict[str, str]) -> None:
+    for required in ("role", "content"):
+        if required not in message:
+            problems[f"messages[{index}].{required}"] = "is required"
+    for name, value in message.items():
+        check = _MESSAGE_FIELDS.get(name)
+        reason = "is not a known field" if check is None else check(value)
+        if reason:
+            problems[f"messages[{index}].{name}"] = reason
+
+
+def _summary(problems: Mapping[str, str]) -> str:
+    return "; ".join(f"{name} {reason}" for name, reason in problems.items()) + "."
+
+
+def _build(data: dict[str, Any], default_model: str) -> CompletionRequest:
+    messages = data.get("messages")
+    tools = data.get("tools")
+    return CompletionRequest(
+        model=data.get("model", default_model),
+        prompt=data.get("prompt"),
+        messages=tuple(messages) if messages is not None else None,
+        system=data.get("system"),
+        options=data.get("options"),
+        format=data.get("format"),
+        think=data.get("think"),
+        tools=tuple(tools) if tools is not None else None,
+        keep_alive=data.get("keep_alive"),
+        stream=data.get("stream", True),
+        cache=data.get("cache", True),
+    )

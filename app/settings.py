@@ -1,0 +1,201 @@
+"""Service settings, read once from an environment mapping into a frozen value.
+
+Nothing else in the service reads the environment. A bad value raises ``ValueError`` with one
+line that names the variable and what it accepts; ``python -m app`` prints that line and exits.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from starlette.config import Config
+
+T = TypeVar("T")
+
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
+HTTP_URL = re.compile(r"https?://[^\s/]+(/\S*)?")
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Every setting of the service; field docs give the environment variable and the unit."""
+
+    ollama_host: str = "http://localhost:11434"  # OLLAMA_HOST
+    redis_url: str = field(default="redis://localhost:6379/0", repr=False)  # REDIS_URL
+    cache_ttl_seconds: int = 3600  # CACHE_TTL, 0 turns caching off
+    rate_limit_max: int = 10  # RATE_LIMIT_MAX, requests per window and client
+    rate_limit_window_seconds: int = 60  # RATE_LIMIT_WINDOW
+    rate_limit_fail_open: bool = True  # RATE_LIMIT_FAIL_OPEN
+    allowed_origins: tuple[str, ...] = ("*",)  # ALLOWED_ORIGINS, comma-separated
+    default_model: str = "llama3.2"  # DEFAULT_MODEL
+    heartbeat_interval_seconds: float = 15.0  # HEARTBEAT_INTERVAL
+    upstream_timeout_seconds: float = 300.0  # UPSTREAM_TIMEOUT, first token incl. model load
+    upstream_idle_timeout_seconds: float = 60.0  # UPSTREAM_IDLE_TIMEOUT, between tokens
+    max_body_bytes: int = 1024 * 1024  # MAX_BODY_BYTES
+    shutdown_grace_seconds: float = 30.0  # SHUTDOWN_GRACE
+    resume_grace_seconds: float = 5.0  # RESUME_GRACE
+    web_concurrency: int = 1  # WEB_CONCURRENCY, uvicorn worker processes
+    forwarded_allow_ips: str = "127.0.0.1"  # FORWARDED_ALLOW_IPS, handed to uvicorn
+    host: str = "127.0.0.1"  # HOST
+    port: int = 8000  # PORT
+    log_level: str = "info"  # LOG_LEVEL
+
+    @classmethod
+    def from_environ(cls, environ: Mapping[str, str]) -> Settings:
+        """Reads the settings from ``environ``; unset variables keep their defaults."""
+        config = Config(environ=environ)
+        defaults = cls()
+
+        def read(name: str, cast: Callable[[str], T], default: T, accepts: str) -> T:
+            raw = config(name, default=None)
+            if raw is None or raw == "":
+                return default
+            try:
+                return cast(raw)
+            except ValueError:
+                raise ValueError(f"{name}={raw!r} is invalid: expected {accepts}") from None
+
+        return cls(
+            ollama_host=read("OLLAMA_HOST", _http_url, defaults.ollama_host, "an http(s) URL"),
+            redis_url=read("REDIS_URL", _redis_url, defaults.redis_url, "a redis:// URL"),
+            cache_ttl_seconds=read(
+                "CACHE_TTL", _non_negative_int, defaults.cache_ttl_seconds, "seconds >= 0"
+            ),
+            rate_limit_max=read(
+                "RATE_LIMIT_MAX", _positive_int, defaults.rate_limit_max, "an integer >= 1"
+            ),
+            rate_limit_window_seconds=read(
+                "RATE_LIMIT_WINDOW",
+                _positive_int,
+                defaults.rate_limit_window_seconds,
+                "whole seconds >= 1",
+            ),
+            rate_limit_fail_open=read(
+                "RATE_LIMIT_FAIL_OPEN", _boolean, defaults.rate_limit_fail_open, "true or false"
+            ),
+            allowed_origins=read(
+                "ALLOWED_ORIGINS", _origins, defaults.allowed_origins, "* or comma-separated URLs"
+            ),
+            default_model=read(
+                "DEFAULT_MODEL", _model_name, defaults.default_model, "an Ollama model name"
+            ),
+            heartbeat_interval_seconds=read(
+                "HEARTBEAT_INTERVAL",
+                _positive_float,
+                defaults.heartbeat_interval_seconds,
+                "seconds > 0",
+            ),
+            upstream_timeout_seconds=read(
+                "UPSTREAM_TIMEOUT",
+                _positive_float,
+                defaults.upstream_timeout_seconds,
+                "seconds > 0",
+            ),
+            upstream_idle_timeout_seconds=read(
+                "UPSTREAM_IDLE_TIMEOUT",
+                _positive_float,
+                defaults.upstream_idle_timeout_seconds,
+                "seconds > 0",
+            ),
+            max_body_bytes=read(
+                "MAX_BODY_BYTES", _positive_int, defaults.max_body_bytes, "bytes >= 1"
+            ),
+            shutdown_grace_seconds=read(
+                "SHUTDOWN_GRACE",
+                _non_negative_float,
+                defaults.shutdown_grace_seconds,
+                "seconds >= 0",
+            ),
+            resume_grace_seconds=read(
+                "RESUME_GRACE", _non_negative_float, defaults.resume_grace_seconds, "seconds >= 0"
+            ),
+            web_concurrency=read(
+                "WEB_CONCURRENCY", _positive_int, defaults.web_concurrency, "an integer >= 1"
+            ),
+            forwarded_allow_ips=read(
+                "FORWARDED_ALLOW_IPS", str, defaults.forwarded_allow_ips, "addresses or *"
+            ),
+            host=read("HOST", str, defaults.host, "an interface address"),
+            port=read("PORT", _port, defaults.port, "a port from 1 to 65535"),
+            log_level=read("LOG_LEVEL", _log_level, defaults.log_level, "|".join(LOG_LEVELS)),
+        )
+
+
+def _positive_int(raw: str) -> int:
+    value = int(raw)
+    if value < 1:
+        raise ValueError(raw)
+    return value
+
+
+def _non_negative_int(raw: str) -> int:
+    value = int(raw)
+    if value < 0:
+        raise ValueError(raw)
+    return value
+
+
+def _positive_float(raw: str) -> float:
+    value = _non_negative_float(raw)
+    if value == 0:
+        raise ValueError(raw)
+    return value
+
+
+def _non_negative_float(raw: str) -> float:
+    value = float(raw)
+    if not 0 <= value < float("inf"):
+        raise ValueError(raw)
+    return value
+
+
+def _port(raw: str) -> int:
+    value = int(raw)
+    if not 1 <= value <= 65535:
+        raise ValueError(raw)
+    return value
+
+
+def _boolean(raw: str) -> bool:
+    lowered = raw.strip().lower()
+    if lowered in ("true", "1", "yes", "on"):
+        return True
+    if lowered in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(raw)
+
+
+def _http_url(raw: str) -> str:
+    if not HTTP_URL.fullmatch(raw):
+        raise ValueError(raw)
+    return raw.rstrip("/")
+
+
+def _redis_url(raw: str) -> str:
+    if not re.fullmatch(r"(redis|rediss|unix)://\S*", raw):
+        raise ValueError(raw)
+    return raw
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(part.strip() for part in raw.split(",") if part.strip())
+    if not origins or any(o != "*" and not HTTP_URL.fullmatch(o) for o in origins):
+        raise ValueError(raw)
+    return origins
+
+
+def _model_name(raw: str) -> str:
+    if not MODEL_NAME.fullmatch(raw):
+        raise ValueError(raw)
+    return raw
+
+
+def _log_level(raw: str) -> str:
+    lowered = raw.lower()
+    if lowered not in LOG_LEVELS:
+        raise ValueError(raw)
+    return lowered

@@ -1,0 +1,49 @@
+"""``python -m simulator``: serves the Ollama simulator (default port 11434, like Ollama)."""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from simulator.app import FAULTS, Behaviour, create_app
+
+DEFAULTS = Behaviour()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=11434)
+    parser.add_argument("--tokens", type=int, default=DEFAULTS.tokens, help="tokens per answer")
+    parser.add_argument(
+        "--token-delay", type=float, default=DEFAULTS.token_delay, help="seconds between tokens"
+    )
+    parser.add_argument(
+        "--first-token-delay",
+        type=float,
+        default=DEFAULTS.first_token_delay,
+        help="seconds before the first token (a model load)",
+    )
+    parser.add_argument("--fault", choices=FAULTS, default="none")
+    parser.add_argument("--fault-after", type=int, default=DEFAULTS.fault_after)
+    args = parser.parse_args()
+    behaviour = Behaviour(
+        tokens=args.tokens,
+        token_delay=args.token_delay,
+        first_token_delay=args.first_token_delay,
+        fault=args.fault,
+        fault_after=args.fault_after,
+    )
+    uvicorn.run(
+        create_app(behaviour),
+        host=args.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,298 @@
+"""An Ollama look-alike: the same endpoints, NDJSON lines, statuses and error bodies.
+
+Like Ollama it sends the status line only with the first token, after any "model load" delay, and
+notices a client that goes away at any moment (counted as cancelled). Behaviour comes from the
+command line (``Behaviour``) and can be changed per request through ``options``: ``sim_tokens``,
+``sim_token_delay``, ``sim_first_token_delay``, ``sim_fault`` and ``sim_fault_after`` (tokens
+sent before the fault). Faults: ``error`` (an ``{"error": ...}`` line mid-stream, status 200),
+``hang`` (silence; before the status line when ``sim_fault_after`` is 0), ``drop`` (connection
+closed mid-stream), ``garbage`` (a line that is not JSON), ``500`` and ``busy`` (503).
+The text is deterministic per request content and mixes in tokens that break naive SSE relays.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from dataclasses import asdict, dataclass, replace
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
+VERSION = "0.12.6"
+THINKING_MODELS = ("qwen3",)
+MODELS = ("llama3.2", "qwen3")
+WORDS = (
+    " the", " model", " says", " hello", " bottle", " byte", " stream", ",", ".", " and",
+    "\n", "\n\n", ' "quoted"', "\r", "\r\n", "\u2028", " 🍾", " é", "\\", " data: x",
+    "id: 7", ": not a comment", "\t", " {\"json\": 1}", " <b>", "event: done",
+)  # fmt: skip
+FAULTS = ("none", "error", "hang", "drop", "garbage", "500", "busy")
+
+
+@dataclass(frozen=True, slots=True)
+class Behaviour:
+    tokens: int = 20
+    token_delay: float = 0.05  # seconds between tokens
+    first_token_delay: float = 0.0  # seconds before the status line, like a model load
+    fault: str = "none"
+    fault_after: int = 3  # tokens sent before the fault
+
+
+@dataclass(slots=True)
+class Counters:
+    started: int = 0
+    completed: int = 0
+    cancelled: int = 0
+    failed: int = 0
+
+
+class _Abort(Exception):
+    """Ends a response without completing it, which makes uvicorn drop the connection."""
+
+
+def create_app(behaviour: Behaviour | None = None) -> Starlette:
+    defaults = behaviour or Behaviour()
+    counters = Counters()
+
+    async def counters_endpoint(request: Request) -> Response:
+        return JSONResponse(asdict(counters))
+
+    async def tags(request: Request) -> Response:
+        return _json({"models": [_model_entry(name) for name in MODELS]})
+
+    async def version(request: Request) -> Response:
+        return _json({"version": VERSION})
+
+    async def root(request: Request) -> Response:
+        return PlainTextResponse("Ollama is running")
+
+    return Starlette(
+        routes=[
+            Route("/", root, methods=["GET", "HEAD"]),
+            Route("/api/version", version),
+            Route("/api/tags", tags),
+            Route("/api/generate", _Generation(defaults, counters, chat=False), methods=["POST"]),
+            Route("/api/chat", _Generation(defaults, counters, chat=True), methods=["POST"]),
+            Route("/_sim/counters", counters_endpoint),
+        ]
+    )
+
+
+class _Generation:
+    """``POST /api/generate`` or ``/api/chat`` as a raw ASGI app (to watch for disconnects)."""
+
+    def __init__(self, defaults: Behaviour, counters: Counters, *, chat: bool) -> None:
+        self.defaults, self.counters, self.chat = defaults, counters, chat
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        try:
+            request = json.loads(body)
+            if not isinstance(request, dict):
+                raise ValueError
+        except ValueError:
+            await _json({"error": "invalid request body"}, 400)(scope, receive, send)
+            return
+        rejection = self._reject(request)
+        if rejection is not None:
+            await rejection(scope, receive, send)
+            return
+        behaviour = _behaviour(self.defaults, request.get("options") or {})
+        self.counters.started += 1
+        if behaviour.fault in ("500", "busy"):
+            self.counters.failed += 1
+            status = 500 if behaviour.fault == "500" else 503
+            text = "server busy, please try again.  maximum pending requests exceeded"
+            error = "simulated internal error" if status == 500 else text
+            await _json({"error": error}, status)(scope, receive, send)
+            return
+        async with anyio.create_task_group() as group:
+
+            async def watch_disconnect() -> None:
+                while (await receive())["type"] != "http.disconnect":
+                    pass
+                if not group.cancel_scope.cancel_called:  # not a close after the last line
+                    self.counters.cancelled += 1
+                    group.cancel_scope.cancel()
+
+            group.start_soon(watch_disconnect)
+            try:
+                await self._stream(request, behaviour, send)
+            except _Abort:
+                self.counters.failed += 1
+                return
+            finally:
+                group.cancel_scope.cancel()
+
+    def _reject(self, request: dict[str, Any]) -> Response | None:
+        model = request.get("model")
+        if not model:
+            return _json({"error": "model is required"}, 400)
+        if str(model).split(":")[0] not in MODELS:
+            return _json({"error": f'model "{model}" not found, try pulling it first'}, 404)
+        if request.get("think") and str(model).split(":")[0] not in THINKING_MODELS:
+            return _json({"error": f'"{model}" does not support thinking'}, 400)
+        return None
+
+    async def _stream(self, request: dict[str, Any], behaviour: Behaviour, send: Send) -> None:
+        started = time.monotonic_ns()
+        lines = _lines(request, behaviour, chat=self.chat)
+        fault_at = behaviour.fault_after if behaviour.fault in ("error", "hang", "drop") else -1
+        if behaviour.fault == "garbage":
+            fault_at = behaviour.fault_after
+        await anyio.sleep(behaviour.first_token_delay)
+        for index, line in enumerate([*lines, None]):
+            if index == fault_at:
+                await self._fault(behaviour.fault, index, send)
+            if index > 0:
+                await anyio.sleep(behaviour.token_delay)
+            else:
+                await send({"type": "http.response.start", "status": 200, "headers": _NDJSON})
+            body = _encode(line or self._final(request, behaviour, started, len(lines)))
+            await send({"type": "http.response.body", "body": body, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        self.counters.completed += 1
+
+    async def _fault(self, fault: str, sent: int, send: Send) -> None:
+        if fault == "hang":  # before the first token, even the status line never comes
+            self.counters.failed += 1
+            await anyio.sleep_forever()
+        if not sent:
+            await send({"type": "http.response.start", "status": 200, "headers": _NDJSON})
+        if fault == "drop":
+            raise _Abort
+        body = (
+            b"<html>502 Bad Gateway</html>\n"
+            if fault == "garbage"
+            else _encode({"error": "simulated failure mid-stream"})
+        )
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+        raise _Abort
+
+    def _final(
+        self, request: dict[str, Any], behaviour: Behaviour, started_ns: int, count: int
+    ) -> dict[str, Any]:
+        limit = (request.get("options") or {}).get("num_predict")
+        final: dict[str, Any] = {
+            "model": request["model"],
+            "created_at": _now(),
+            **(
+                {"message": {"role": "assistant", "content": ""}} if self.chat else {"response": ""}
+            ),
+            "done": True,
+            "done_reason": "length" if isinstance(limit, int) and count >= limit else "stop",
+        }
+        if not self.chat:
+            final["context"] = list(range(1, 9))
+        total = time.monotonic_ns() - started_ns
+        return {
+            **final,
+            "total_duration": total,
+            "load_duration": int(behaviour.first_token_delay * 1e9),
+            "prompt_eval_count": 26,
+            "prompt_eval_duration": 1_000_000,
+            "eval_count": count,
+            "eval_duration": max(total - int(behaviour.first_token_delay * 1e9), 0),
+        }
+
+
+_NDJSON = [(b"content-type", b"application/x-ndjson")]
+
+
+def _behaviour(defaults: Behaviour, options: dict[str, Any]) -> Behaviour:
+    overrides = {
+        name: options[f"sim_{name}"] for name in asdict(defaults) if f"sim_{name}" in options
+    }
+    return replace(defaults, **overrides)
+
+
+def _lines(request: dict[str, Any], behaviour: Behaviour, *, chat: bool) -> list[dict[str, Any]]:
+    """The non-final lines: thinking first (when asked), then tokens or a tool call."""
+    content = {k: v for k, v in request.items() if k not in ("stream", "keep_alive")}
+    seed = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).digest()
+    rng = random.Random(seed)
+    limit = (request.get("options") or {}).get("num_predict")
+    count = (
+        min(behaviour.tokens, limit) if isinstance(limit, int) and limit > 0 else behaviour.tokens
+    )
+    pieces: list[dict[str, str | list[Any]]] = []
+    if request.get("think"):
+        pieces += [{"thinking": word} for word in (" Let", " me", " think", ".")]
+    tools = request.get("tools") if chat else None
+    if tools:
+        name = (tools[0].get("function") or {}).get("name", "tool")
+        pieces.append({"tool_calls": [{"function": {"name": name, "arguments": {"q": "x"}}}]})
+    else:
+        pieces += [{"content": rng.choice(WORDS)} for _ in range(count)]
+    lines = []
+    for piece in pieces:
+        line: dict[str, Any] = {"model": request["model"], "created_at": _now()}
+        if chat:
+            line["message"] = {
+                "role": "assistant",
+                "content": piece.get("content", ""),
+                **{k: v for k, v in piece.items() if k != "content"},
+            }
+        else:
+            line["response"] = piece.get("content", "")
+            if "thinking" in piece:
+                line["thinking"] = piece["thinking"]
+        line["done"] = False
+        lines.append(line)
+    return lines
+
+
+def _text_field(chat: bool, text: str) -> dict[str, Any]:
+    return {"message": {"role": "assistant", "content": text}} if chat else {"response": text}
+
+
+def _model_entry(name: str) -> dict[str, Any]:
+    return {
+        "name": f"{name}:latest",
+        "model": f"{name}:latest",
+        "modified_at": "2026-11-01T10:00:00.000000000Z",
+        "size": 2019393189,
+        "digest": hashlib.sha256(name.encode()).hexdigest(),
+        "details": {
+            "parent_model": "",
+            "format": "gguf",
+            "family": name.rstrip("0123456789.") or name,
+            "families": [name.rstrip("0123456789.") or name],
+            "parameter_size": "3.2B",
+            "quantization_level": "Q4_K_M",
+        },
+    }
+
+
+def _encode(line: dict[str, Any]) -> bytes:
+    """Go's encoding/json: compact, non-ASCII kept, HTML characters escaped, one line."""
+    text = json.dumps(line, ensure_ascii=False, separators=(",", ":"))
+    for char, escape in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026")):
+        text = text.replace(char, escape)
+    return text.replace("\u2028", "\\u2028").replace("\u2029", "\\u2029").encode() + b"\n"
+
+
+def _json(content: dict[str, Any], status: int = 200) -> Response:
+    return Response(
+        _encode(content).rstrip(b"\n"),
+        status_code=status,
+        media_type="application/json; charset=utf-8",
+    )
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -1,0 +1,77 @@
+"""Shared fixtures: a real Valkey, the Ollama simulator, and the app under uvicorn."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+
+import httpx
+import pytest
+
+from tests import servers
+
+# Small numbers keep the suite fast; tests that need others start their own app.
+SERVICE_ENV = {
+    "HEARTBEAT_INTERVAL": "1",
+    "UPSTREAM_TIMEOUT": "5",
+    "UPSTREAM_IDLE_TIMEOUT": "2",
+    "RESUME_GRACE": "0",
+    "LOG_LEVEL": "warning",
+}
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # redis-py's asyncio client runs on asyncio only
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[servers.Server]:
+    server = servers.valkey().start(ready_path=None)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_url(redis_server: servers.Server) -> str:
+    return f"redis://127.0.0.1:{redis_server.port}/0"
+
+
+@pytest.fixture(scope="session")
+def ollama() -> Iterator[servers.Server]:
+    """The simulator: 12 tokens, 10 ms apart, unless a request's options say otherwise."""
+    server = servers.simulator("--tokens", "12", "--token-delay", "0.01").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def service_env(redis_url: str, ollama: servers.Server) -> dict[str, str]:
+    return {**SERVICE_ENV, "REDIS_URL": redis_url, "OLLAMA_HOST": ollama.url}
+
+
+@pytest.fixture(scope="session")
+def service(service_env: dict[str, str]) -> Iterator[servers.Server]:
+    server = servers.app(service_env).start("/livez")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def start_service(service_env: dict[str, str]) -> Iterator[Callable[..., servers.Server]]:
+    """Starts an app with settings on top of the suite's; stopped after the test."""
+    started: list[servers.Server] = []
+
+    def start(**env: str) -> servers.Server:
+        server = servers.app({**service_env, **env}).start("/livez")
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+async def client(service: servers.Server) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=service.url, timeout=20) as http:
+        yield http

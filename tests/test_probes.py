@@ -1,0 +1,62 @@
+"""Health probes and the model list, over real sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from tests.servers import Server, free_port
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_probes_pass_when_dependencies_answer(client: httpx.AsyncClient) -> None:
+    live = await client.get("/livez")
+    assert (live.status_code, live.json()) == (200, {"status": "pass"})
+    ready = await client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.headers["content-type"] == "application/health+json"
+    assert ready.headers["cache-control"] == "no-store"
+    assert ready.json()["status"] == "pass"
+    health = (await client.get("/v1/health")).json()
+    assert health["status"] == "healthy"
+    assert (health["ollama"], health["redis"]) == ("connected", "connected")
+    assert "llama3.2:latest" in health["available_models"]
+    assert health["version"]
+    assert health["uptime_seconds"] >= 0
+
+
+async def test_models_come_from_ollama(client: httpx.AsyncClient) -> None:
+    models = (await client.get("/v1/models")).json()["models"]
+    assert [m["name"] for m in models] == ["llama3.2:latest", "qwen3:latest"]
+
+
+async def test_redis_down_fails_readiness_but_not_liveness(
+    start_service: Callable[..., Server],
+) -> None:
+    service = start_service(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        assert (await http.get("/livez")).status_code == 200
+        ready = await http.get("/readyz")
+        assert ready.status_code == 503
+        body = ready.json()
+        assert body["status"] == "fail"
+        assert body["checks"]["redis:responseTime"][0]["status"] == "fail"
+        assert body["checks"]["ollama:responseTime"][0]["status"] == "pass"
+        health = await http.get("/v1/health")
+        assert (health.status_code, health.json()["status"]) == (200, "degraded")
+
+
+async def test_ollama_down_is_unhealthy(start_service: Callable[..., Server]) -> None:
+    service = start_service(OLLAMA_HOST=f"http://127.0.0.1:{free_port()}")
+    async with httpx.AsyncClient(base_url=service.url) as http:
+        ready = (await http.get("/readyz")).json()
+        assert ready["checks"]["ollama:responseTime"][0]["status"] == "fail"
+        health = await http.get("/v1/health")
+        assert health.status_code == 503
+        assert health.json()["status"] == "unhealthy"
+        assert health.json()["ollama"] == "disconnected"
+        models = await http.get("/v1/models")
+        assert (models.status_code, models.json()["error"]) == (503, "upstream_unavailable")
