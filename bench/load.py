@@ -1,0 +1,68 @@
+"""A lean HTTP/1.1 load client on raw asyncio streams, so the client costs little CPU."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import statistics
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Timing:
+    first_token_seconds: float
+    total_seconds: float
+
+
+async def stream_once(port: int, request: bytes, first: bytes, last: bytes) -> Timing:
+    """Sends ``request`` and reads until ``last``; times ``first`` (the first token's marker)."""
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    seen = b""
+    first_at = 0.0
+    while last not in seen:
+        chunk = await reader.read(65536)
+        if not chunk:
+            raise RuntimeError(f"connection closed early: {seen[-300:]!r}")
+        seen = seen[-4096:] + chunk
+        if not first_at and first in seen:
+            first_at = time.perf_counter() - started
+    writer.close()
+    return Timing(first_at, time.perf_counter() - started)
+
+
+def post(path: str, body: bytes) -> bytes:
+    return (
+        f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body
+
+
+def get(path: str) -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode()
+
+
+async def concurrent(
+    count: int, port: int, requests: Sequence[bytes], first: bytes, last: bytes
+) -> list[Timing]:
+    return list(
+        await asyncio.gather(
+            *(stream_once(port, requests[i % len(requests)], first, last) for i in range(count))
+        )
+    )
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of all threads of a process, in nanosecond resolution (/proc schedstat)."""
+    total_ns = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/schedstat") as schedstat:
+            total_ns += int(schedstat.read().split()[0])
+    return total_ns / 1e9
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)

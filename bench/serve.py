@@ -1,0 +1,29 @@
+"""Serves the app on one uvicorn worker with a chosen Ollama transport, for benchmarks only."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import httpx
+import uvicorn
+
+from app.main import create_app
+from app.settings import Settings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--transport", choices=("aiohttp", "httpx"), default="aiohttp")
+    args = parser.parse_args()
+    settings = Settings.from_environ(os.environ)
+    transport = None  # None is the production choice: httpx over aiohttp
+    if args.transport == "httpx":
+        transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=None))
+    app = create_app(settings, ollama_transport=transport)
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()
