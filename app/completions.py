@@ -1,12 +1,18 @@
-"""Generations: one upstream generation, run as its own task, followed by its clients.
+"""Generations: one upstream generation run as a task, followed by clients here and elsewhere.
 
-A ``Generation`` runs a ``TokenSource`` in a task of its own and keeps what it produced: each
-token's JSON payload, then either Ollama's final statistics or the error that ended it. Clients
-follow it from any token index, so the task that talks to Ollama never waits on a slow client,
-and a client can wait for the first token without owning the upstream request. Choices made on
-purpose: the upstream request is cancelled as soon as the last client leaves (nobody reads the
-text, so no GPU time is spent on it); a generation that failed or was cancelled never counts
-as finished.
+A ``Generation`` runs a ``TokenSource`` in a task of its own and keeps what it produced (each
+token's JSON payload, then Ollama's statistics or the error that ended it), so clients on this
+worker follow it from any token index and the task talking to Ollama never waits on a client.
+A second task, the keeper, publishes the tokens to Redis for clients on other workers, for
+resuming and for the cache: it wakes on a new token, waits ``BATCH_SECONDS`` for more, and
+writes them as one stream entry (``XADD``), so a joiner on another worker sees a token at most
+about 50 ms (plus a Redis round trip) after one here, and publication costs one round trip per
+batch, not per token. Once a second (and whenever the last local client leaves) it renews the
+leader's leases and counts the clients on other workers: when none has been here or elsewhere
+for ``RESUME_GRACE``, the upstream request is cancelled.
+A generation is cached only when Ollama said ``done``; a failed or cancelled one never is. Its
+clients get the final event only once the end is written to Redis, so a client that saw ``done``
+and asks again gets a cache hit, and one that saw an error asks Ollama again.
 """
 
 from __future__ import annotations
@@ -14,17 +20,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-from collections.abc import AsyncGenerator, Callable
+import time
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import anyio
 import orjson
 
-from app import events
-from app.errors import ServiceError
-from app.schema import CompletionRequest
+from app import cache, events
+from app.errors import Cancelled, ServiceError
+from app.schema import CompletionRequest, Kind
+from app.store import RedisStore, StoreUnavailable, batch_entry
 
 logger = logging.getLogger(__name__)
+
+BATCH_SECONDS = 0.05
+TICK_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +61,12 @@ class TokenSource(Protocol):
         """Emits the request's tokens, then one ``Finished``; raises ``ServiceError``."""
 
 
-class GenerationCancelled(ServiceError):
-    status_code = 503
-    code = "cancelled"
+@dataclass(frozen=True, slots=True)
+class Policy:
+    resume_grace_seconds: float = 0.0
+    cache_ttl_seconds: int = 0  # 0: never cache
+    cache_max_bytes: int = 1024 * 1024
+    local_cache_seconds: float = 0.0  # 0: every hit reads Redis
 
 
 def new_generation_id() -> str:
@@ -59,26 +74,75 @@ def new_generation_id() -> str:
     return "g_" + secrets.token_urlsafe(16)
 
 
-class Generation:
-    """One upstream generation and everything it produced so far."""
+def as_json(
+    kind: Kind, model: str, payloads: Sequence[bytes], stats: dict[str, Any], *, cached: bool
+) -> dict[str, Any]:
+    """A whole completion as one JSON object, a superset of Ollama's final answer."""
+    text: list[str] = []
+    thinking: list[str] = []
+    tool_calls: list[Any] = []
+    for payload in payloads:
+        fields = orjson.loads(payload)
+        text.append(fields.get("text", ""))
+        thinking.append(fields.get("thinking", ""))
+        tool_calls.extend(fields.get("tool_calls", ()))
+    body: dict[str, Any] = {"model": model, "response": "".join(text)}
+    if any(thinking):
+        body["thinking"] = "".join(thinking)
+    if kind == "chat":
+        message: dict[str, Any] = {"role": "assistant", "content": body["response"]}
+        if "thinking" in body:
+            message["thinking"] = body["thinking"]
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        body["message"] = message
+    return {**body, **stats, "done": True, "cached": cached}
 
-    def __init__(self, request: CompletionRequest) -> None:
-        self.id = new_generation_id()
+
+class Generation:
+    """One upstream generation, everything it produced so far, and who follows it here.
+
+    Args:
+        sha: the request content's hash; ``claimed`` says whether this generation holds the
+            content's claim in Redis (joinable and cacheable) or is private (``cache: false``).
+        store: where to publish; ``None`` when Redis is unavailable (local clients only).
+    """
+
+    def __init__(
+        self,
+        request: CompletionRequest,
+        *,
+        generation_id: str,
+        sha: str,
+        claimed: bool,
+        store: RedisStore | None,
+        policy: Policy,
+    ) -> None:
+        self.id = generation_id
         self.request = request
+        self.sha = sha
+        self.claimed = claimed
         self.payloads: list[bytes] = []
         self.stats: dict[str, Any] | None = None
         self.error: ServiceError | None = None
+        self._store = store
+        self._policy = policy
         self._changed = asyncio.Event()
+        self._settled = asyncio.Event()  # the end is written to Redis (or cannot be)
         self._clients = 0
-        self._task: asyncio.Task[None] | None = None
+        self._last_client_at = time.monotonic()
+        self.cached: cache.CachedCompletion | None = None  # set once stored in the cache
+        self.cached_bytes = 0
+        self._producer: asyncio.Task[None] | None = None
+        self._cancel_reason = "The generation was stopped."
 
     @property
     def ended(self) -> bool:
         return self.stats is not None or self.error is not None
 
-    def start(self, source: TokenSource) -> asyncio.Task[None]:
-        self._task = asyncio.create_task(self._produce(source), name=self.id)
-        return self._task
+    def start(self, source: TokenSource) -> list[asyncio.Task[None]]:
+        self._producer = asyncio.create_task(self._produce(source), name=self.id)
+        return [self._producer, asyncio.create_task(self._keep(), name=f"{self.id} keeper")]
 
     async def _produce(self, source: TokenSource) -> None:
         try:
@@ -86,7 +150,7 @@ class Generation:
         except ServiceError as exc:
             self._end(error=exc)
         except asyncio.CancelledError:
-            self._end(error=GenerationCancelled("The generation was stopped."))
+            self._end(error=Cancelled(self._cancel_reason))
             raise
         except Exception:
             logger.exception("generation %s failed", self.id)
@@ -110,79 +174,97 @@ class Generation:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    def attach(self) -> None:
+        """A client follows (or is about to); the generation will not be abandoned."""
+        self._clients += 1
+
+    def detach(self) -> None:
+        self._clients -= 1
+        if self._clients == 0:
+            self._last_client_at = time.monotonic()
+            self._notify()  # the keeper decides whether the generation is abandoned
+
+    def cancel(self, reason: str) -> None:
+        """Stops the upstream request, if it still runs; followers get a ``cancelled`` error."""
+        if not self.ended and self._producer is not None:
+            self._cancel_reason = reason
+            self._producer.cancel()
+
     async def wait_beyond(self, index: int) -> None:
         """Returns once there is a token at ``index`` or the generation has ended."""
         while len(self.payloads) <= index and not self.ended:
             await self._changed.wait()
 
-    async def wait_ended(self) -> None:
-        while not self.ended:
-            await self._changed.wait()
-
-    def result(self, *, cached: bool) -> dict[str, Any]:
-        """The whole completion as one JSON object, a superset of Ollama's final answer."""
-        text: list[str] = []
-        thinking: list[str] = []
-        tool_calls: list[Any] = []
-        for payload in self.payloads:
-            fields = orjson.loads(payload)
-            text.append(fields.get("text", ""))
-            thinking.append(fields.get("thinking", ""))
-            tool_calls.extend(fields.get("tool_calls", ()))
-        body: dict[str, Any] = {"model": self.request.model, "response": "".join(text)}
-        if any(thinking):
-            body["thinking"] = "".join(thinking)
-        if self.request.kind == "chat":
-            message: dict[str, Any] = {"role": "assistant", "content": body["response"]}
-            if "thinking" in body:
-                message["thinking"] = body["thinking"]
-            if tool_calls:
-                message["tool_calls"] = tool_calls
-            body["message"] = message
-        return {**body, **(self.stats or {}), "done": True, "cached": cached}
-
-    async def follow(self, index: int = 0, *, cached: bool = False) -> AsyncGenerator[bytes]:
+    async def follow(self, index: int = 0) -> AsyncGenerator[bytes]:
         """The encoded events from token ``index`` on, ending with ``done`` or ``error``."""
-        self._clients += 1
+        while True:
+            await self.wait_beyond(index)
+            available = len(self.payloads)
+            if available > index:
+                yield events.tokens(self.id, index, self.payloads[index:available])
+                index = available
+                continue
+            await self._settled.wait()  # so that after `done` the cache already has it
+            if self.stats is not None:
+                yield events.done(self.id, self.stats, cached=False)
+                return
+            elif self.error is not None:
+                yield events.error(self.id, self.error)
+                return
+
+    async def _keep(self) -> None:
         try:
-            while True:
-                await self.wait_beyond(index)
-                available = len(self.payloads)
-                if available > index:
-                    yield events.tokens(self.id, index, self.payloads[index:available])
-                    index = available
-                elif self.stats is not None:
-                    yield events.done(self.id, self.stats, cached=cached)
-                    return
-                elif self.error is not None:
-                    yield events.error(self.id, self.error)
-                    return
+            await self._publish_until_ended()
         finally:
-            self._clients -= 1
-            if self._clients == 0:
-                self.cancel()
+            self._settled.set()
 
-    def cancel(self) -> None:
-        """Stops the upstream request, if it still runs."""
-        if not self.ended and self._task is not None:
-            self._task.cancel()
+    async def _publish_until_ended(self) -> None:
+        published = 0
+        renewed_at = float("-inf")
+        while True:
+            if len(self.payloads) == published and not self.ended:
+                with anyio.move_on_after(TICK_SECONDS):
+                    await self._changed.wait()
+                if not self.ended:
+                    await asyncio.sleep(BATCH_SECONDS)  # let a batch gather
+            ended, available = self.ended, len(self.payloads)
+            remote_clients = 0
+            if self._store is not None:
+                try:
+                    if available > published:
+                        entry = batch_entry(published, self.payloads[published:available])
+                        await self._store.append(self.id, entry, first=published == 0)
+                    if ended:
+                        await self._finish(self._store)
+                    elif not self._clients or time.monotonic() - renewed_at >= TICK_SECONDS:
+                        sha = self.sha if self.claimed else None
+                        remote_clients = await self._store.renew(self.id, sha)
+                        renewed_at = time.monotonic()
+                except StoreUnavailable:
+                    self._store = None  # local clients carry on; nothing more is published
+            published = available
+            if ended:
+                return
+            if self._clients or remote_clients:
+                self._last_client_at = time.monotonic()
+            elif time.monotonic() - self._last_client_at >= self._policy.resume_grace_seconds:
+                self.cancel("Nobody was reading the generation.")
 
-
-class Generations:
-    """Starts generations and cancels those still running when the service stops."""
-
-    def __init__(self, source: TokenSource) -> None:
-        self._source = source
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def start(self, request: CompletionRequest) -> Generation:
-        generation = Generation(request)
-        task = generation.start(self._source)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return generation
-
-    async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def _finish(self, store: RedisStore) -> None:
+        if self.error is not None:
+            terminal = {"error": events.error_data(self.error)}
+        else:
+            terminal = {"done": orjson.dumps(self.stats)}
+        entry = completion = None
+        if self.stats is not None and self.claimed and self._policy.cache_ttl_seconds > 0:
+            completion = cache.CachedCompletion(
+                self.id, self.request.kind, self.request.model, self.payloads, self.stats
+            )
+            entry = cache.encode(completion)
+            if len(entry) > self._policy.cache_max_bytes:
+                logger.info("generation %s is over CACHE_MAX_BYTES, not cached", self.id)
+                entry = completion = None
+        sha = self.sha if self.claimed else None
+        await store.finish(self.id, sha, terminal, entry, self._policy.cache_ttl_seconds)
+        if completion is not None and entry is not None:
+            self.cached, self.cached_bytes = completion, len(entry)

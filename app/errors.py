@@ -4,8 +4,8 @@
     ├── InvalidJSON 400            ├── UpstreamUnavailable 503 (Ollama down, refusing, busy)
     ├── TooLarge 413               ├── UpstreamError 502 (Ollama 5xx or garbage)
     ├── InvalidRequest 422         ├── UpstreamTimeout 504 (first token or idle timeout)
-    ├── NotFound 404               └── ModelNotFound 404 (Ollama does not know the model)
-    └── MethodNotAllowed 405
+    ├── NotFound 404               ├── ModelNotFound 404 (Ollama does not know the model)
+    └── MethodNotAllowed 405       └── Cancelled (stopped by a client, or nobody was reading)
 
 Before a response starts an error is an ``application/problem+json`` body (RFC 9457); after a
 stream has started it is an ``error`` event with the same ``error`` and ``detail``.
@@ -90,3 +90,24 @@ class UpstreamUnavailable(ServiceError):
 class UpstreamTimeout(ServiceError):
     status_code = 504
     code = "upstream_timeout"
+
+
+class Cancelled(ServiceError):
+    """Only ever an ``error`` event: a generation that was stopped has no status of its own."""
+
+    status_code = 503
+    code = "cancelled"
+
+
+_BY_CODE: dict[str, type[ServiceError]] = {
+    kind.code: kind
+    for kind in (
+        ServiceError, InvalidJSON, NotFound, MethodNotAllowed, TooLarge, InvalidRequest,
+        ModelNotFound, UpstreamError, UpstreamUnavailable, UpstreamTimeout, Cancelled,
+    )
+}  # fmt: skip
+
+
+def error_for(code: str, detail: str) -> ServiceError:
+    """Rebuilds an error that another worker published, from its code."""
+    return _BY_CODE.get(code, UpstreamError)(detail)

@@ -50,7 +50,15 @@ def done(generation: str, stats: Mapping[str, Any], *, cached: bool) -> bytes:
 
 def error(generation: str, exc: ServiceError) -> bytes:
     """The event that ends a stream which failed after it began."""
-    data = orjson.dumps({"error": exc.code, "detail": exc.detail})
+    return error_from_data(generation, error_data(exc))
+
+
+def error_data(exc: ServiceError) -> bytes:
+    """The JSON data of an ``error`` event (and of a published error entry)."""
+    return orjson.dumps({"error": exc.code, "detail": exc.detail})
+
+
+def error_from_data(generation: str, data: bytes) -> bytes:
     return _frame(f"{generation}.error", b"error", data)
 
 

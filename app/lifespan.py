@@ -2,11 +2,12 @@
 
 Handlers read them from ``request.state`` (typed by ``State``); pure ASGI middleware reads
 ``scope["state"]``. Connecting to Redis is lazy, so the service starts, and generates uncached,
-while Redis is still down.
+while Redis is still down. Each worker listens for stop requests for its whole life.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -16,10 +17,13 @@ import httpx
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
-from app.completions import Generations
+from app.completions import Policy
+from app.feeds import READ_BLOCK_MILLISECONDS
+from app.generations import Generations
 from app.health import CachedCheck
 from app.ollama import OllamaClient
 from app.settings import Settings
+from app.store import RedisStore
 
 REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
 
@@ -52,7 +56,19 @@ def lifespan(
             socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
         )
-        generations = Generations(ollama)
+        blocking = Redis.from_url(
+            settings.redis_url,
+            socket_timeout=READ_BLOCK_MILLISECONDS / 1000 + REDIS_SOCKET_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+        )
+        policy = Policy(
+            resume_grace_seconds=settings.resume_grace_seconds,
+            cache_ttl_seconds=settings.cache_ttl_seconds,
+            cache_max_bytes=settings.cache_max_bytes,
+            local_cache_seconds=settings.cache_local_seconds,
+        )
+        generations = Generations(ollama, RedisStore(redis, blocking), policy)
+        stop_listener = asyncio.create_task(generations.listen_for_stops())
         try:
             yield State(
                 settings=settings,
@@ -64,8 +80,10 @@ def lifespan(
                 started_at=time.monotonic(),
             )
         finally:
+            stop_listener.cancel()
             await generations.aclose()
             await ollama.aclose()
             await redis.aclose()
+            await blocking.aclose()
 
     return run

@@ -34,6 +34,9 @@ def create_app(
     return Starlette(
         routes=[
             Route("/v1/chats/generate", routes.generate, methods=["GET", "POST"]),
+            Route("/v1/chats/generations", routes.create_generation, methods=["POST"]),
+            Route("/v1/chats/generations/{generation}/events", routes.generation_events),
+            Route("/v1/chats/generations/{generation}", routes.stop_generation, methods=["DELETE"]),
             Route("/v1/models", routes.models),
             Route("/livez", probes.livez),
             Route("/readyz", probes.readyz),

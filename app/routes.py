@@ -1,48 +1,94 @@
 """The generation endpoints and the model list.
 
-``/v1/chats/generate`` holds its response until Ollama's first token, error or the first
-heartbeat, whichever comes first (DESIGN.md, "When the response starts"): an error Ollama reports
-in that time still gets its own HTTP status, while a long model load commits to a 200 and keeps
-the connection alive with pings. From then on failures are ``error`` events.
+A stream holds its response until the generation's first token, error or the first heartbeat,
+whichever comes first (DESIGN.md, "When the response starts"): an error Ollama reports in that
+time still gets its own HTTP status, while a long model load commits to a 200 and keeps the
+connection alive with pings. From then on failures are ``error`` events. A cache hit is sent
+as one plain response body: it is complete, so nothing needs pinging or watching.
+
+``Last-Event-ID`` (any client may send it; ``EventSource`` does on reconnect): ``<g>.done`` or
+``<g>.error`` answers ``204``, which stops an ``EventSource`` from reconnecting; ``<g>.<n>`` of a
+generation that still exists continues with token ``n+1``; anything else is a fresh start, and
+its ``start`` event says ``"reset": true`` when the client had a generation we no longer know.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
-import anyio
 import orjson
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app import events
-from app.completions import Generation
-from app.errors import InvalidJSON, TooLarge
+from app.cache import content_hash
+from app.errors import InvalidJSON, NotFound, TooLarge
+from app.feeds import CachedFeed, Feed
 from app.lifespan import State
 from app.responses import NO_STORE, JSONBody
 from app.schema import CompletionRequest, parse_body, parse_query
-from app.settings import Settings
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+SSE_MEDIA_TYPE = "text/event-stream"
+LAST_EVENT_ID = re.compile(r"(g_[A-Za-z0-9_-]{22})\.(\d{1,9}|done|error)")
 
 
 async def generate(request: Request[State]) -> Response:
     """``POST`` (JSON body) or ``GET``/``HEAD`` (query string) ``/v1/chats/generate``."""
-    settings = request.state["settings"]
-    if request.method == "POST":
-        data = await _read_json(request, settings.max_body_bytes)
-        completion = parse_body(data, settings.default_model)
-    else:
-        completion = parse_query(request.query_params, settings.default_model)
+    completion = await _completion(request)
     if request.method == "HEAD":
-        return Response(headers=SSE_HEADERS, media_type="text/event-stream")
-    generation = request.state["generations"].start(completion)
-    try:
-        return await _respond(generation, completion, settings)
-    except BaseException:
-        generation.cancel()
-        raise
+        return Response(headers=SSE_HEADERS, media_type=SSE_MEDIA_TYPE)
+    generations = request.state["generations"]
+    last = _last_event_id(request)
+    if last is not None and completion.stream:
+        generation_id, position = last
+        if position in ("done", "error"):
+            return Response(status_code=204)
+        resumed = await generations.find(generation_id, content_hash(completion))
+        if resumed is not None:
+            return await _stream(request, resumed, int(position) + 1)
+    feed = await generations.open(completion)
+    if not completion.stream:
+        return await _json(feed)
+    return await _stream(request, feed, 0, reset=last is not None)
+
+
+async def create_generation(request: Request[State]) -> Response:
+    """``POST /v1/chats/generations``: starts (or joins, or finds cached) a generation."""
+    completion = await _completion(request)
+    feed = await request.state["generations"].open(completion)
+    await feed.aclose()  # nobody follows yet: RESUME_GRACE counts from now
+    url = f"/v1/chats/generations/{feed.generation_id}/events"
+    body = {"generation": feed.generation_id, "events": url, "cached": feed.x_cache == "HIT"}
+    return JSONBody(body, status_code=202, headers={"Location": url, "X-Cache": feed.x_cache})
+
+
+async def generation_events(request: Request[State]) -> Response:
+    """``GET /v1/chats/generations/<id>/events``: the generation's stream, from the start or
+    from ``Last-Event-ID``; reconnects need nothing but the URL."""
+    generation_id = request.path_params["generation"]
+    index = 0
+    last = _last_event_id(request)
+    if last is not None and last[0] == generation_id:
+        if last[1] in ("done", "error"):
+            return Response(status_code=204)
+        index = int(last[1]) + 1
+    if request.method == "HEAD":
+        return Response(headers=SSE_HEADERS, media_type=SSE_MEDIA_TYPE)
+    feed = await request.state["generations"].find(generation_id)
+    if feed is None:
+        raise NotFound("No such generation, or it has expired.")
+    return await _stream(request, feed, index)
+
+
+async def stop_generation(request: Request[State]) -> Response:
+    """``DELETE /v1/chats/generations/<id>``: ends it for every client, wherever it runs."""
+    if not await request.state["generations"].stop(request.path_params["generation"]):
+        raise NotFound("No such generation, or it has expired.")
+    return Response(status_code=204)
 
 
 async def models(request: Request[State]) -> Response:
@@ -50,32 +96,60 @@ async def models(request: Request[State]) -> Response:
     return JSONBody({"models": await request.state["ollama"].models()}, headers=NO_STORE)
 
 
-async def _respond(
-    generation: Generation, completion: CompletionRequest, settings: Settings
-) -> Response:
-    if not completion.stream:
-        await generation.wait_ended()
-        if generation.error is not None:
-            raise generation.error
-        return JSONBody(generation.result(cached=False))
-    with anyio.move_on_after(settings.heartbeat_interval_seconds) as waiting:
-        await generation.wait_beyond(0)
-    if generation.error is not None and not generation.payloads:
-        raise generation.error
+async def _stream(request: Request[State], feed: Feed, index: int, *, reset: bool = False
+                  ) -> Response:  # fmt: skip
+    """The feed as SSE from token ``index`` (a resume when above 0: no ``start`` again)."""
+    settings = request.state["settings"]
+    headers = {**SSE_HEADERS, "X-Cache": feed.x_cache}
+    try:
+        ready = await feed.ready(settings.heartbeat_interval_seconds)
+        error = feed.early_error()
+        if error is not None:
+            raise error
+    except BaseException:
+        await feed.aclose()
+        raise
+    cached = feed.x_cache == "HIT"
+    opening = b"retry: %d\n\n" % events.RETRY_MILLISECONDS
+    if index == 0:
+        opening = events.opening(feed.generation_id, feed.model, cached=cached, reset=reset)
+    if isinstance(feed, CachedFeed):
+        return Response(opening + feed.replay(index), headers=headers, media_type=SSE_MEDIA_TYPE)
     return EventSourceResponse(
-        _stream(generation, heartbeat_due=waiting.cancelled_caught),
-        headers={**SSE_HEADERS, "X-Cache": "MISS"},
+        _relay(feed, index, opening if ready else opening + events.PING),
+        headers=headers,
         ping=settings.heartbeat_interval_seconds,
         ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),
         sep="\n",
+        background=BackgroundTask(feed.aclose),  # also when the stream never got to start
     )
 
 
-async def _stream(generation: Generation, *, heartbeat_due: bool) -> AsyncIterator[bytes]:
-    opening = events.opening(generation.id, generation.request.model, cached=False)
-    yield opening + events.PING if heartbeat_due else opening
-    async for chunk in generation.follow(0):
+async def _relay(feed: Feed, index: int, opening: bytes) -> AsyncIterator[bytes]:
+    yield opening
+    async for chunk in feed.events(index):
         yield chunk
+
+
+async def _json(feed: Feed) -> Response:
+    try:
+        return JSONBody(await feed.result(), headers={"X-Cache": feed.x_cache})
+    finally:
+        await feed.aclose()
+
+
+async def _completion(request: Request[State]) -> CompletionRequest:
+    settings = request.state["settings"]
+    if request.method == "POST":
+        data = await _read_json(request, settings.max_body_bytes)
+        return parse_body(data, settings.default_model)
+    return parse_query(request.query_params, settings.default_model)
+
+
+def _last_event_id(request: Request[State]) -> tuple[str, str] | None:
+    """``(generation, n|done|error)`` from a well-formed ``Last-Event-ID``; else ``None``."""
+    match = LAST_EVENT_ID.fullmatch(request.headers.get("last-event-id", ""))
+    return (match[1], match[2]) if match else None
 
 
 async def _read_json(request: Request[State], limit_bytes: int) -> object:

@@ -27,6 +27,8 @@ class Settings:
     ollama_host: str = "http://localhost:11434"  # OLLAMA_HOST
     redis_url: str = field(default="redis://localhost:6379/0", repr=False)  # REDIS_URL
     cache_ttl_seconds: int = 3600  # CACHE_TTL, 0 turns caching off
+    cache_max_bytes: int = 1024 * 1024  # CACHE_MAX_BYTES, larger completions are not cached
+    cache_local_seconds: float = 10.0  # CACHE_LOCAL_SECONDS, a worker's copy of a hot entry
     rate_limit_max: int = 10  # RATE_LIMIT_MAX, requests per window and client
     rate_limit_window_seconds: int = 60  # RATE_LIMIT_WINDOW
     rate_limit_fail_open: bool = True  # RATE_LIMIT_FAIL_OPEN
@@ -64,6 +66,15 @@ class Settings:
             redis_url=read("REDIS_URL", _redis_url, defaults.redis_url, "a redis:// URL"),
             cache_ttl_seconds=read(
                 "CACHE_TTL", _non_negative_int, defaults.cache_ttl_seconds, "seconds >= 0"
+            ),
+            cache_max_bytes=read(
+                "CACHE_MAX_BYTES", _positive_int, defaults.cache_max_bytes, "bytes >= 1"
+            ),
+            cache_local_seconds=read(
+                "CACHE_LOCAL_SECONDS",
+                _non_negative_float,
+                defaults.cache_local_seconds,
+                "seconds >= 0",
             ),
             rate_limit_max=read(
                 "RATE_LIMIT_MAX", _positive_int, defaults.rate_limit_max, "an integer >= 1"

@@ -12,89 +12,126 @@ from collections.abc import Sequence
 
 import orjson
 
-from bench.load import concurrent, cpu_seconds, median, post
+from bench.load import concurrent, cpu_seconds, get, median, post, throughput
 from tests import servers
 
 TOKENS = 50
 TOKEN_DELAY_SECONDS = 0.02
+DONE = b"\nevent: done\n"  # an event line: a token's text can say "event: done" too
+Table = tuple[str, list[str], list[list[str]]]
 
 
-def relay(rounds: int, stream_counts: Sequence[int]) -> list[list[str]]:
-    """CPU per relayed token and time to first token, via each HTTP transport and direct."""
-    valkey = servers.valkey().start(ready_path=None)
-    ollama = servers.simulator(
-        "--tokens", str(TOKENS), "--token-delay", str(TOKEN_DELAY_SECONDS)
-    ).start()
-    env = {
-        "REDIS_URL": f"redis://127.0.0.1:{valkey.port}/0",
-        "OLLAMA_HOST": ollama.url,
-        "LOG_LEVEL": "warning",
-    }
-    apps = {name: _bench_app(name, env) for name in ("httpx", "aiohttp")}
-    rows = []
-    try:
-        for count in stream_counts:
-            cpu: dict[str, list[float]] = {name: [] for name in apps}
-            added_ttft: dict[str, list[float]] = {name: [] for name in apps}
-            for round_ in range(rounds):
-                direct = _ttft(
-                    count,
-                    ollama.port,
-                    "/api/generate",
-                    round_,
-                    b'"done":false',
-                    b'"done":true',
-                    {"model": "llama3.2"},
-                )
-                for name, app in apps.items():
-                    assert app.process is not None
-                    before = cpu_seconds(app.process.pid)
-                    ttft = _ttft(
-                        count,
-                        app.port,
-                        "/v1/chats/generate",
-                        round_,
-                        b"event: token",
-                        b"event: done",
-                        {},
-                    )
-                    spent = cpu_seconds(app.process.pid) - before
-                    cpu[name].append(spent / (count * TOKENS) * 1e6)
-                    added_ttft[name].append((ttft - direct) * 1e3)
-            rows.append(_row(f"{count} streams: CPU µs per relayed token", cpu, "{:.0f}"))
-            rows.append(
-                _row(f"{count} streams: added time to first token, ms", added_ttft, "{:.1f}")
-            )
-    finally:
-        for server in (*apps.values(), ollama, valkey):
+class Setup:
+    """Valkey, the simulator, and bench apps (one uvicorn worker each) for one run."""
+
+    def __init__(self) -> None:
+        self.valkey = servers.valkey().start(ready_path=None)
+        self.ollama = servers.simulator(
+            "--tokens", str(TOKENS), "--token-delay", str(TOKEN_DELAY_SECONDS)
+        ).start()
+        self.apps: list[servers.Server] = []
+
+    def app(self, transport: str = "aiohttp", *, redis: bool = True) -> servers.Server:
+        """An app; without ``redis`` it points at a closed port, so nothing is published."""
+        redis_port = self.valkey.port if redis else servers.free_port()
+        env = {
+            "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+            "OLLAMA_HOST": self.ollama.url,
+            "LOG_LEVEL": "warning",
+        }
+        port = servers.free_port()
+        argv = [servers.PYTHON, "-m", "bench.serve", "--port", str(port), "--transport", transport]
+        app = servers.Server(argv, port, env=env).start("/livez")
+        self.apps.append(app)
+        return app
+
+    def stop(self) -> None:
+        for server in (*self.apps, self.ollama, self.valkey):
             server.stop()
-    return rows
 
 
-def _bench_app(transport: str, env: dict[str, str]) -> servers.Server:
-    port = servers.free_port()
-    argv = [servers.PYTHON, "-m", "bench.serve", "--port", str(port), "--transport", transport]
-    return servers.Server(argv, port, env=env).start("/livez")
+def relay(setup: Setup, rounds: int, stream_counts: Sequence[int]) -> list[Table]:
+    """CPU per relayed token and added time to first token, per transport and publication."""
+    apps = {
+        "httpx": setup.app("httpx", redis=False),
+        "aiohttp": setup.app("aiohttp", redis=False),
+        "published": setup.app("aiohttp", redis=True),
+    }
+    transports: list[list[str]] = []
+    publication: list[list[str]] = []
+    for count in stream_counts:
+        cpu: dict[str, list[float]] = {name: [] for name in apps}
+        added_ttft: dict[str, list[float]] = {name: [] for name in apps}
+        for round_ in range(rounds):
+            direct = _ttft(count, setup.ollama.port, f"{round_} direct", direct=True)
+            for name, app in apps.items():
+                assert app.process is not None
+                before = cpu_seconds(app.process.pid)
+                ttft = _ttft(count, app.port, f"{round_} {name}")
+                spent = cpu_seconds(app.process.pid) - before
+                cpu[name].append(spent / (count * TOKENS) * 1e6)
+                added_ttft[name].append((ttft - direct) * 1e3)
+        for label, values, fmt in (
+            (f"{count} streams: CPU µs per relayed token", cpu, "{:.0f}"),
+            (f"{count} streams: added time to first token, ms", added_ttft, "{:.1f}"),
+        ):
+            transports.append(_row(label, values["httpx"], values["aiohttp"], fmt))
+            publication.append(_row(label, values["aiohttp"], values["published"], fmt))
+    return [
+        (
+            "relay, publication to Redis off: the HTTP client's transport",
+            ["measure", "baseline: httpx default", "ours: httpx over aiohttp", "ours/base"],
+            transports,
+        ),
+        (
+            "relay with httpx over aiohttp: publication of tokens to Redis (batched)",
+            ["measure", "baseline: not published", "ours: published", "ours/base"],
+            publication,
+        ),
+    ]
 
 
-def _ttft(
-    count: int, port: int, path: str, round_: int, first: bytes, last: bytes, extra: dict[str, str]
-) -> float:
+def replay(setup: Setup, rounds: int, seconds: float, connections: int) -> list[Table]:
+    """Cache hits (a 50-token completion, streamed) per second beside hello world."""
+    app = setup.app()
+    body = orjson.dumps({"prompt": "replay bench", "options": {"sim_token_delay": 0}})
+    asyncio.run(concurrent(1, app.port, [post("/v1/chats/generate", body)], b"", DONE))
+    hit = post("/v1/chats/generate", body, connection="keep-alive")
+    hello = get("/hello", connection="keep-alive")
+    rps: dict[str, list[float]] = {"hello": [], "hit": []}
+    for _ in range(rounds):
+        rps["hello"].append(asyncio.run(throughput(app.port, hello, connections, seconds)))
+        rps["hit"].append(asyncio.run(throughput(app.port, hit, connections, seconds)))
+    label = f"requests per second, {connections} keep-alive connections"
+    return [
+        (
+            "cache-hit replay on one worker, beside hello world on the same stack",
+            ["measure", "baseline: hello world", "ours: streamed cache hit", "ours/base"],
+            [_row(label, rps["hello"], rps["hit"], "{:.0f}")],
+        )
+    ]
+
+
+def _ttft(count: int, port: int, label: str, *, direct: bool = False) -> float:
     """Median time to first token of ``count`` concurrent streams of distinct prompts."""
+    path = "/api/generate" if direct else "/v1/chats/generate"
+    first, last = (b'"done":false', b'"done":true') if direct else (b"\nevent: token\n", DONE)
     requests = [
-        post(path, orjson.dumps({"prompt": f"bench {round_} {i}", **extra})) for i in range(count)
+        post(path, orjson.dumps({"model": "llama3.2", "prompt": f"bench {label} {i}"}))
+        for i in range(count)
     ]
     timings = asyncio.run(concurrent(count, port, requests, first, last))
     return median([t.first_token_seconds for t in timings])
 
 
-def _row(label: str, values: dict[str, list[float]], fmt: str) -> list[str]:
-    baseline, ours = median(values["httpx"]), median(values["aiohttp"])
-    ratio = f"{ours / baseline:.2f}x" if baseline > 0 else "n/a"
-    return [label, fmt.format(baseline), fmt.format(ours), ratio]
+def _row(label: str, baseline: list[float], ours: list[float], fmt: str) -> list[str]:
+    base, our = median(baseline), median(ours)
+    ratio = f"{our / base:.2f}x" if base > 0 else "n/a"
+    return [label, fmt.format(base), fmt.format(our), ratio]
 
 
-def print_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    print(f"\n{title}")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for index, row in enumerate([header, *rows]):
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
@@ -107,15 +144,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__)
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds per figure")
     parser.add_argument("--streams", type=int, nargs="+", default=[20, 100])
+    parser.add_argument("--seconds", type=float, default=2.0, help="per throughput round")
+    parser.add_argument("--connections", type=int, default=50)
     args = parser.parse_args()
-    print(
-        f"relay: {TOKENS}-token generations, {TOKEN_DELAY_SECONDS * 1e3:.0f} ms per token, "
-        f"one uvicorn worker, medians of {args.rounds} rounds"
-    )
-    print_table(
-        ["measure", "baseline: httpx default transport", "ours: httpx over aiohttp", "ours/base"],
-        relay(args.rounds, args.streams),
-    )
+    print(f"{TOKENS}-token generations, {TOKEN_DELAY_SECONDS * 1e3:.0f} ms per token, "
+          f"one uvicorn worker per app, medians of {args.rounds} rounds")  # fmt: skip
+    setup = Setup()
+    try:
+        tables = relay(setup, args.rounds, args.streams)
+        tables += replay(setup, args.rounds, args.seconds, args.connections)
+    finally:
+        setup.stop()
+    for table in tables:
+        print_table(*table)
 
 
 if __name__ == "__main__":

@@ -34,15 +34,15 @@ async def stream_once(port: int, request: bytes, first: bytes, last: bytes) -> T
     return Timing(first_at, time.perf_counter() - started)
 
 
-def post(path: str, body: bytes) -> bytes:
+def post(path: str, body: bytes, connection: str = "close") -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: {connection}\r\n\r\n"
     ).encode() + body
 
 
-def get(path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n".encode()
+def get(path: str, connection: str = "close") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: {connection}\r\n\r\n".encode()
 
 
 async def concurrent(
@@ -66,3 +66,30 @@ def cpu_seconds(pid: int) -> float:
 
 def median(values: Sequence[float]) -> float:
     return statistics.median(values)
+
+
+async def _keep_alive_loop(port: int, request: bytes, stop_at: float) -> int:
+    """Sends ``request`` over one keep-alive connection until ``stop_at``; counts answers."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    answered = 0
+    while time.perf_counter() < stop_at:
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 200"):
+            raise RuntimeError(f"unexpected answer: {head[:200]!r}")
+        if b"content-length:" not in head.lower():
+            raise RuntimeError(f"no content-length: {head!r}")
+        length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+        await reader.readexactly(length)
+        answered += 1
+    writer.close()
+    return answered
+
+
+async def throughput(port: int, request: bytes, connections: int, seconds: float) -> float:
+    """Requests per second over ``connections`` keep-alive connections (bodies with a length)."""
+    stop_at = time.perf_counter() + seconds
+    counts = await asyncio.gather(
+        *(_keep_alive_loop(port, request, stop_at) for _ in range(connections))
+    )
+    return sum(counts) / seconds

@@ -7,9 +7,15 @@ import os
 
 import httpx
 import uvicorn
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
 
 from app.main import create_app
 from app.settings import Settings
+
+
+async def hello(request: Request) -> Response:
+    return PlainTextResponse("Hello, world!")
 
 
 def main() -> None:
@@ -22,6 +28,7 @@ def main() -> None:
     if args.transport == "httpx":
         transport = httpx.AsyncHTTPTransport(limits=httpx.Limits(max_connections=None))
     app = create_app(settings, ollama_transport=transport)
+    app.add_route("/hello", hello)  # the baseline: the same server stack doing nothing
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
 
 

@@ -1,4 +1,4 @@
-"""Generations: one upstream run, followed by any number of clients from any token."""
+"""A generation on its own (no Redis): one upstream run, followed from any token."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.completions import Generations
+from app.completions import Generation, Policy, as_json, new_generation_id
 from app.errors import UpstreamError
 from app.schema import CompletionRequest
 from tests import sse
@@ -18,13 +18,27 @@ pytestmark = pytest.mark.anyio
 REQUEST = CompletionRequest(model="llama3.2", prompt="Hi")
 
 
+def start(source: ScriptedSource, grace_seconds: float = 0.0) -> Generation:
+    generation = Generation(
+        REQUEST,
+        generation_id=new_generation_id(),
+        sha="0" * 64,
+        claimed=False,
+        store=None,
+        policy=Policy(resume_grace_seconds=grace_seconds),
+    )
+    generation.start(source)
+    return generation
+
+
 async def collect(stream: AsyncIterator[bytes]) -> bytes:
     return b"".join([chunk async for chunk in stream])
 
 
 async def test_followers_get_identical_events_from_one_upstream_run() -> None:
     source = ScriptedSource(texts=["a", "b", "c"])
-    generation = Generations(source).start(REQUEST)
+    generation = start(source)
+    generation.attach()
     first, second = await asyncio.gather(collect(generation.follow()), collect(generation.follow()))
     assert first == second
     assert [e.type for e in sse.events(first)] == ["token", "token", "token", "done"]
@@ -33,54 +47,62 @@ async def test_followers_get_identical_events_from_one_upstream_run() -> None:
 
 
 async def test_following_from_an_index_skips_what_was_read() -> None:
-    generation = Generations(ScriptedSource(texts=["a", "b", "c"])).start(REQUEST)
-    await generation.wait_ended()
+    generation = start(ScriptedSource(texts=["a", "b", "c"]))
+    generation.attach()
+    await generation.wait_beyond(3)
     tail = sse.events(await collect(generation.follow(2)))
     assert [e.last_event_id for e in tail] == [f"{generation.id}.2", f"{generation.id}.done"]
 
 
 async def test_an_upstream_error_ends_every_follower_with_it() -> None:
-    source = ScriptedSource(texts=["a"], error=UpstreamError("gone"))
-    generation = Generations(source).start(REQUEST)
-    body = await collect(generation.follow())
-    *_, error = sse.events(body)
+    generation = start(ScriptedSource(texts=["a"], error=UpstreamError("gone")))
+    generation.attach()
+    *_, error = sse.events(await collect(generation.follow()))
     assert error.json() == {"error": "upstream_error", "detail": "gone"}
     assert generation.stats is None
 
 
-async def test_last_follower_leaving_cancels_upstream() -> None:
+async def test_last_client_leaving_cancels_upstream_after_the_grace() -> None:
     gate = asyncio.Event()
     source = ScriptedSource(texts=["a"] * 10, gate=gate)
-    generation = Generations(source).start(REQUEST)
-    stream = generation.follow()
+    generation = start(source, grace_seconds=0.3)
+    generation.attach()
     gate.set()
-    await stream.__anext__()
-    await stream.aclose()
-    await asyncio.sleep(0)
-    await generation.wait_ended()
+    await generation.wait_beyond(0)
+    generation.detach()
+    await asyncio.sleep(0.2)
+    assert not generation.ended  # still inside the grace: a reconnect could resume
+    await asyncio.wait_for(generation.wait_beyond(10), 2)
     assert source.cancelled == 1
     assert generation.error is not None
     assert generation.error.code == "cancelled"
 
 
-async def test_result_joins_the_text_for_json_callers() -> None:
-    generation = Generations(ScriptedSource(texts=["Hel", "lo"])).start(REQUEST)
-    await generation.wait_ended()
-    assert generation.result(cached=False) == {
-        "model": "llama3.2",
+async def test_a_returning_client_keeps_the_generation() -> None:
+    gate = asyncio.Event()
+    source = ScriptedSource(texts=["a"] * 3, gate=gate)
+    generation = start(source, grace_seconds=0.3)
+    generation.attach()
+    generation.detach()
+    generation.attach()
+    await asyncio.sleep(0.5)
+    assert source.cancelled == 0
+    generation.cancel("stop")
+    await asyncio.wait_for(generation.wait_beyond(3), 1)
+    assert generation.error is not None
+    assert generation.error.detail == "stop"
+
+
+async def test_as_json_joins_the_text_for_json_callers() -> None:
+    payloads = [b'{"text":"Hel","thinking":"hm"}', b'{"tool_calls":[{"f":1}]}', b'{"text":"lo"}']
+    chat = as_json("chat", "m", payloads, {"done_reason": "stop"}, cached=True)
+    assert chat == {
+        "model": "m",
         "response": "Hello",
+        "thinking": "hm",
+        "message": {"role": "assistant", "content": "Hello", "thinking": "hm",
+                    "tool_calls": [{"f": 1}]},
         "done_reason": "stop",
-        "eval_count": 2,
         "done": True,
-        "cached": False,
-    }
-
-
-async def test_closing_cancels_running_generations() -> None:
-    source = ScriptedSource(texts=["a"], gate=asyncio.Event())
-    generations = Generations(source)
-    generation = generations.start(REQUEST)
-    await asyncio.sleep(0)
-    await generations.aclose()
-    assert source.cancelled == 1
-    assert generation.ended
+        "cached": True,
+    }  # fmt: skip

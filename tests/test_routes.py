@@ -74,7 +74,7 @@ async def test_tokens_leave_as_soon_as_ollama_sends_them(client: httpx.AsyncClie
     received = await sse.fetch(client, "POST", GENERATE, json=body)
     first = received.arrival_of(b".0\nevent: token")
     second = received.arrival_of(b".1\nevent: token")
-    done = received.arrival_of(b"event: done")
+    done = received.arrival_of(b"\nevent: done\n")
     assert done - first > 0.6  # four more gaps of 0.2 s followed the first token
     assert second - first > 0.1
 
@@ -239,7 +239,7 @@ async def test_long_model_load_commits_to_the_stream_with_pings(
     async with httpx.AsyncClient(base_url=service.url) as http:
         received = await sse.fetch(http, "POST", GENERATE, json=body)
     assert received.status == 200
-    assert received.arrival_of(b"event: start") < 0.9
+    assert received.arrival_of(b"\nevent: start\n") < 0.9
     items = received.items()
     first_token = next(i for i, item in enumerate(items) if getattr(item, "type", "") == "token")
     pings = [item for item in items[:first_token] if item == sse.Comment("ping")]

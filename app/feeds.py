@@ -1,0 +1,236 @@
+"""Feeds: what one client follows, wherever the generation is.
+
+``LocalFeed`` follows a generation running on this worker (no Redis on the path), ``RemoteFeed``
+one running on another worker or replica, through its Redis stream, and ``CachedFeed`` a finished
+completion from the cache. All three give the same bytes for the same token, so a client cannot
+tell where its answer came from, except by ``X-Cache`` and ``cached``. A remote generation whose
+leader stops renewing its lease (its worker died) ends with an ``upstream_error`` event within
+about ``LEASE_SECONDS`` plus a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import secrets
+import time
+from collections.abc import AsyncGenerator
+from typing import Any, Literal, Protocol
+
+import anyio
+import orjson
+
+from app import events
+from app.cache import CachedCompletion
+from app.completions import Generation, as_json
+from app.errors import ServiceError, UpstreamError, error_for
+from app.schema import Kind
+from app.store import RedisStore, StoreUnavailable
+
+XCache = Literal["HIT", "MISS", "JOINED", "BYPASS"]
+READ_BLOCK_MILLISECONDS = 1000
+RENEW_WATCH_SECONDS = 1.0
+
+
+class Feed(Protocol):
+    generation_id: str
+    model: str
+    x_cache: XCache
+
+    async def ready(self, timeout_seconds: float) -> bool:
+        """Waits until there is something to send; ``False`` when the time ran out first."""
+
+    def early_error(self) -> ServiceError | None:
+        """The error that ended the generation before its first token, if any."""
+
+    def events(self, index: int) -> AsyncGenerator[bytes]:
+        """Token events from ``index`` on, then ``done`` or ``error``."""
+
+    async def result(self) -> dict[str, Any]:
+        """The whole completion as JSON; raises the error that ended it."""
+
+    async def aclose(self) -> None:
+        """This client is gone (idempotent)."""
+
+
+class LocalFeed:
+    def __init__(self, generation: Generation, x_cache: XCache) -> None:
+        self.generation_id = generation.id
+        self.model = generation.request.model
+        self.x_cache = x_cache
+        self._generation = generation
+        self._attached = True
+        generation.attach()
+
+    async def ready(self, timeout_seconds: float) -> bool:
+        with anyio.move_on_after(timeout_seconds) as waiting:
+            await self._generation.wait_beyond(0)
+        return not waiting.cancelled_caught
+
+    def early_error(self) -> ServiceError | None:
+        return None if self._generation.payloads else self._generation.error
+
+    async def events(self, index: int) -> AsyncGenerator[bytes]:
+        try:
+            async for chunk in self._generation.follow(index):
+                yield chunk
+        finally:
+            await self.aclose()
+
+    async def result(self) -> dict[str, Any]:
+        generation = self._generation
+        while not generation.ended:
+            await generation.wait_beyond(len(generation.payloads))
+        if generation.error is not None:
+            raise generation.error
+        assert generation.stats is not None
+        request = generation.request
+        return as_json(request.kind, request.model, generation.payloads, generation.stats,
+                       cached=False)  # fmt: skip
+
+    async def aclose(self) -> None:
+        if self._attached:
+            self._attached = False
+            self._generation.detach()
+
+
+class CachedFeed:
+    def __init__(self, completion: CachedCompletion) -> None:
+        self.generation_id = completion.generation
+        self.model = completion.model
+        self.x_cache: XCache = "HIT"
+        self._completion = completion
+        self._whole: bytes | None = None  # built once: copies of hot entries serve many hits
+
+    async def ready(self, timeout_seconds: float) -> bool:
+        return True
+
+    def early_error(self) -> ServiceError | None:
+        return None
+
+    def replay(self, index: int) -> bytes:
+        """Everything from token ``index`` on, at once: a replay is as fast as the client reads."""
+        if index == 0 and self._whole is not None:
+            return self._whole
+        completion = self._completion
+        replayed = events.tokens(
+            completion.generation, index, completion.payloads[index:]
+        ) + events.done(completion.generation, completion.stats, cached=True)
+        if index == 0:
+            self._whole = replayed
+        return replayed
+
+    async def events(self, index: int) -> AsyncGenerator[bytes]:
+        yield self.replay(index)
+
+    async def result(self) -> dict[str, Any]:
+        c = self._completion
+        return as_json(c.kind, c.model, c.payloads, c.stats, cached=True)
+
+    async def aclose(self) -> None:
+        pass
+
+
+class RemoteFeed:
+    """Follows a generation of another worker through its Redis stream."""
+
+    def __init__(
+        self, store: RedisStore, generation_id: str, kind: Kind, model: str, x_cache: XCache
+    ) -> None:
+        self.generation_id = generation_id
+        self.model = model
+        self.x_cache = x_cache
+        self._store = store
+        self._kind = kind
+        self._watcher = secrets.token_hex(8)
+        self._watched_at = 0.0
+        self._last_entry = b"0"
+        self.payloads: list[bytes] = []
+        self._stats: bytes | None = None
+        self._error: bytes | None = None
+        self.lost = False  # no events found and no leader alive: nothing to follow
+
+    @property
+    def _ended(self) -> bool:
+        return self._stats is not None or self._error is not None
+
+    async def watch(self) -> None:
+        """Tells the leader that a client follows here, at most once a second."""
+        if time.monotonic() - self._watched_at >= RENEW_WATCH_SECONDS:
+            self._watched_at = time.monotonic()
+            await self._store.watch(self.generation_id, self._watcher)
+
+    async def pull(self, block_milliseconds: int) -> None:
+        """Reads new stream entries; notices a leader that is gone."""
+        try:
+            await self.watch()
+            entries = await self._store.read(
+                self.generation_id, self._last_entry, block_milliseconds
+            )
+            if not entries and not await self._store.alive(self.generation_id):
+                entries = await self._store.read(self.generation_id, self._last_entry, 0)
+                if not entries and self._last_entry == b"0":
+                    self.lost = True
+                if not entries:
+                    self._error = events.error_data(
+                        UpstreamError("The worker running this generation went away.")
+                    )
+        except StoreUnavailable:
+            self._error = events.error_data(UpstreamError("Lost touch with the generation."))
+            return
+        for entry_id, fields in entries:
+            self._last_entry = entry_id
+            if b"p" in fields:
+                self.payloads.extend(fields[b"p"].split(b"\n"))
+            elif b"done" in fields:
+                self._stats = fields[b"done"]
+            elif b"error" in fields:
+                self._error = fields[b"error"]
+
+    async def ready(self, timeout_seconds: float) -> bool:
+        deadline = time.monotonic() + timeout_seconds
+        while not self.payloads and not self._ended:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            await self.pull(min(int(remaining * 1000) + 1, READ_BLOCK_MILLISECONDS))
+        return True
+
+    def early_error(self) -> ServiceError | None:
+        return None if self.payloads or self._error is None else _error_of(self._error)
+
+    async def events(self, index: int) -> AsyncGenerator[bytes]:
+        try:
+            while True:
+                if len(self.payloads) > index:
+                    yield events.tokens(self.generation_id, index, self.payloads[index:])
+                    index = len(self.payloads)
+                elif self._stats is not None:
+                    stats = orjson.loads(self._stats)
+                    yield events.done(self.generation_id, stats, cached=False)
+                    return
+                elif self._error is not None:
+                    yield events.error_from_data(self.generation_id, self._error)
+                    return
+                else:
+                    await self.pull(READ_BLOCK_MILLISECONDS)
+        finally:
+            await self.aclose()
+
+    async def result(self) -> dict[str, Any]:
+        while not self._ended:
+            await self.pull(READ_BLOCK_MILLISECONDS)
+        if self._error is not None:
+            raise _error_of(self._error)
+        assert self._stats is not None
+        return as_json(self._kind, self.model, self.payloads, orjson.loads(self._stats),
+                       cached=False)  # fmt: skip
+
+    async def aclose(self) -> None:
+        # shielded: this runs when the client hung up and our task is being cancelled
+        with anyio.move_on_after(1, shield=True), contextlib.suppress(StoreUnavailable):
+            await self._store.unwatch(self.generation_id, self._watcher)  # else it expires
+
+
+def _error_of(data: bytes) -> ServiceError:
+    fields = orjson.loads(data)
+    return error_for(fields["error"], fields["detail"])

@@ -1,0 +1,166 @@
+"""The generations of this worker, and how a request finds its feed: cache, join, or lead.
+
+``open`` answers a request from the cache, joins a generation of the same content already
+running (here first, then on any worker through Redis), or leads a new one; one Redis round
+trip decides. ``find`` locates a generation by id for a resume or an events URL, here or in
+Redis, live or cached. ``stop`` ends one wherever it runs: other workers hear of it on a pub/sub
+channel. When Redis is unavailable every request leads a private generation (``BYPASS``):
+uncached, unjoined, but answered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import orjson
+
+from app import cache
+from app.cache import LocalCopies
+from app.completions import Generation, Policy, TokenSource, new_generation_id
+from app.feeds import CachedFeed, Feed, LocalFeed, RemoteFeed
+from app.schema import CompletionRequest
+from app.store import STREAM_RETENTION_SECONDS, RedisStore, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+class Generations:
+    def __init__(self, source: TokenSource, store: RedisStore, policy: Policy) -> None:
+        self._source = source
+        self._store = store
+        self._policy = policy
+        self._by_id: dict[str, Generation] = {}
+        self._by_sha: dict[str, Generation] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._copies: LocalCopies[CachedFeed] = LocalCopies(max_seconds=policy.local_cache_seconds)
+
+    async def open(self, request: CompletionRequest) -> Feed:
+        sha = cache.content_hash(request)
+        if not request.cache:
+            return await self._lead(request, sha, new_generation_id(), claimed=False)
+        copy = self._copies.get(sha)
+        if copy is not None:
+            return copy
+        local = self._by_sha.get(sha)
+        if local is not None and not local.ended:
+            return LocalFeed(local, "JOINED")
+        generation_id = new_generation_id()
+        read_cache = self._policy.cache_ttl_seconds > 0
+        try:
+            claim = await self._store.claim(sha, generation_id, read_cache=read_cache)
+        except StoreUnavailable:
+            return self._start(request, sha, generation_id, claimed=False, store=None)
+        if claim.outcome == "hit":
+            try:
+                hit = CachedFeed(cache.decode(claim.value))
+                self._copies.put(sha, hit, size=len(claim.value), ttl_seconds=claim.ttl_seconds)
+                return hit
+            except ValueError:  # generate afresh: its entry overwrites the bad one
+                logger.warning("replacing a corrupt cache entry for %s", sha)
+                return await self._lead(request, sha, generation_id, claimed=True)
+        if claim.outcome == "lead":
+            return await self._lead(request, sha, generation_id, claimed=True)
+        joined = claim.value.decode()
+        feed = RemoteFeed(self._store, joined, request.kind, request.model, "JOINED")
+        with contextlib.suppress(StoreUnavailable):
+            await feed.watch()
+        return feed
+
+    async def find(self, generation_id: str, sha: str | None = None) -> Feed | None:
+        """The generation ``generation_id`` (of content ``sha``, when given), if it exists."""
+        local = self._by_id.get(generation_id)
+        if local is not None:
+            return LocalFeed(local, "JOINED") if sha in (None, local.sha) else None
+        try:
+            meta = await self._store.meta(generation_id)
+            if meta is None:
+                return None
+            described = orjson.loads(meta)
+            if sha not in (None, described["sha"]):
+                return None
+            feed = RemoteFeed(
+                self._store, generation_id, described["kind"], described["model"], "JOINED"
+            )
+            await feed.pull(0)
+            if not feed.lost:
+                return feed  # running, or finished with its events still in Redis
+            entry = await self._store.cached(described["sha"])
+        except StoreUnavailable:
+            return None
+        if entry is None:
+            return None
+        completion = cache.decode(entry)
+        return CachedFeed(completion) if completion.generation == generation_id else None
+
+    async def stop(self, generation_id: str) -> bool:
+        """Stops the generation for every client; ``False`` when there is no such generation."""
+        local = self._by_id.get(generation_id)
+        if local is not None:
+            local.cancel("Stopped by a client.")
+            return True
+        try:
+            if await self._store.meta(generation_id) is None:
+                return False
+            await self._store.request_stop(generation_id)
+        except StoreUnavailable:
+            return False
+        return True
+
+    async def listen_for_stops(self) -> None:
+        """Runs for the worker's life: stops local generations that a client asked to stop."""
+        async for generation_id in self._store.stop_requests():
+            local = self._by_id.get(generation_id)
+            if local is not None:
+                local.cancel("Stopped by a client.")
+
+    async def _lead(
+        self, request: CompletionRequest, sha: str, generation_id: str, *, claimed: bool
+    ) -> Feed:
+        meta = orjson.dumps({"sha": sha, "kind": request.kind, "model": request.model})
+        ttl = max(self._policy.cache_ttl_seconds, STREAM_RETENTION_SECONDS)
+        try:
+            await self._store.describe(generation_id, meta, ttl)
+        except StoreUnavailable:
+            return self._start(request, sha, generation_id, claimed=False, store=None)
+        return self._start(request, sha, generation_id, claimed=claimed, store=self._store)
+
+    def _start(
+        self,
+        request: CompletionRequest,
+        sha: str,
+        generation_id: str,
+        *,
+        claimed: bool,
+        store: RedisStore | None,
+    ) -> Feed:
+        """Runs a new generation here; only a claimed one (joinable, cacheable) is a MISS."""
+        generation = Generation(
+            request, generation_id=generation_id, sha=sha, claimed=claimed, store=store,
+            policy=self._policy,
+        )  # fmt: skip
+        self._by_id[generation_id] = generation
+        if claimed:
+            self._by_sha[sha] = generation
+        feed = LocalFeed(generation, "MISS" if claimed else "BYPASS")
+        producer, keeper = generation.start(self._source)
+        for task in (producer, keeper):
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        keeper.add_done_callback(lambda _: self._forget(generation))
+        return feed
+
+    def _forget(self, generation: Generation) -> None:
+        if generation.cached is not None:
+            ttl = self._policy.cache_ttl_seconds
+            feed = CachedFeed(generation.cached)
+            self._copies.put(generation.sha, feed, size=generation.cached_bytes, ttl_seconds=ttl)
+        self._by_id.pop(generation.id, None)
+        if self._by_sha.get(generation.sha) is generation:
+            del self._by_sha[generation.sha]
+
+    async def aclose(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,86 @@
+"""Cache entries and the canonical content key."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from app.cache import CachedCompletion, LocalCopies, content_hash, decode, encode
+from app.schema import parse_body
+
+
+def test_entries_round_trip_byte_for_byte() -> None:
+    payloads = [b'{"text":"a\\nb"}', b'{"text":"\xe2\x80\xa8"}', b'{"thinking":"x"}']
+    completion = CachedCompletion("g_x", "chat", "llama3.2", payloads, {"done_reason": "stop"})
+    assert decode(encode(completion)) == completion
+
+
+def test_an_empty_completion_round_trips() -> None:
+    completion = CachedCompletion("g_x", "generate", "m", [], {"eval_count": 0})
+    assert decode(encode(completion)) == completion
+
+
+@pytest.mark.parametrize("entry", [b"", b"not json", b'{"generation": "g"}', b"[1]\n{}"])
+def test_foreign_entries_are_refused(entry: bytes) -> None:
+    with pytest.raises(ValueError, match="not a cache entry"):
+        decode(entry)
+
+
+def test_key_ignores_key_order_and_delivery_choices() -> None:
+    a = parse_body({"prompt": "p", "options": {"seed": 1, "temperature": 0}}, "m")
+    b = parse_body(
+        {"options": {"temperature": 0, "seed": 1}, "stream": False, "cache": True,
+         "keep_alive": "1m", "prompt": "p"},
+        "m",
+    )  # fmt: skip
+    assert content_hash(a) == content_hash(b)
+    assert len(content_hash(a)) == 64
+
+
+@pytest.mark.parametrize(
+    "changed",
+    [
+        pytest.param({"prompt": "q"}, id="prompt"),
+        pytest.param({"model": "other"}, id="model"),
+        pytest.param({"system": "s"}, id="system"),
+        pytest.param({"options": {"seed": 2}}, id="option"),
+        pytest.param({"format": "json"}, id="format"),
+        pytest.param({"think": True}, id="think"),
+    ],
+)
+def test_key_changes_with_content(changed: dict[str, object]) -> None:
+    base = {"prompt": "p", "options": {"seed": 1}}
+    assert content_hash(parse_body(base, "m")) != content_hash(parse_body({**base, **changed}, "m"))
+
+
+def test_prompt_and_chat_never_share_a_key() -> None:
+    prompt = parse_body({"prompt": "hi"}, "m")
+    chat = parse_body({"messages": [{"role": "user", "content": "hi"}]}, "m")
+    assert content_hash(prompt) != content_hash(chat)
+
+
+def test_local_copies_expire_with_the_shorter_ttl() -> None:
+    copies: LocalCopies[str] = LocalCopies(max_seconds=10)
+    copies.put("a", "entry a", size=1, ttl_seconds=0.05)  # the Redis entry ends sooner
+    copies.put("b", "entry b", size=1, ttl_seconds=3600)
+    assert (copies.get("a"), copies.get("b")) == ("entry a", "entry b")
+    time.sleep(0.1)
+    assert (copies.get("a"), copies.get("b")) == (None, "entry b")
+
+
+def test_local_copies_stay_within_their_bytes_least_recently_used_first() -> None:
+    copies: LocalCopies[str] = LocalCopies(max_seconds=10, max_bytes=10)
+    copies.put("a", "a", size=4, ttl_seconds=60)
+    copies.put("b", "b", size=4, ttl_seconds=60)
+    assert copies.get("a") == "a"  # now b is the least recently used
+    copies.put("c", "c", size=4, ttl_seconds=60)
+    assert (copies.get("a"), copies.get("b"), copies.get("c")) == ("a", None, "c")
+    copies.put("huge", "x", size=11, ttl_seconds=60)
+    assert copies.get("huge") is None
+
+
+def test_local_copies_can_be_turned_off() -> None:
+    copies: LocalCopies[str] = LocalCopies(max_seconds=0)
+    copies.put("a", "a", size=1, ttl_seconds=60)
+    assert copies.get("a") is None
