@@ -12,6 +12,7 @@ own transport; tests pass any httpx transport instead.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import aiohttp
@@ -93,9 +94,8 @@ class OllamaClient:
         body = orjson.dumps(request.upstream_body())
         headers = {"content-type": "application/json"}
         started = False
-        with anyio.CancelScope(
-            deadline=anyio.current_time() + self._first_token_timeout_seconds
-        ) as deadline:
+        clock = asyncio.get_running_loop().time  # anyio's clock on asyncio, minus its lookups
+        with anyio.CancelScope(deadline=clock() + self._first_token_timeout_seconds) as deadline:
             try:
                 async with self._http.stream(
                     "POST", path, content=body, headers=headers
@@ -110,7 +110,7 @@ class OllamaClient:
                             if line.strip() and _relay_line(line, request.kind == "chat", emit):
                                 return
                         if lines:
-                            deadline.deadline = anyio.current_time() + self._idle_timeout_seconds
+                            deadline.deadline = clock() + self._idle_timeout_seconds
                     if pending.strip() and _relay_line(pending, request.kind == "chat", emit):
                         return
                     raise UpstreamError("Ollama ended the stream before it was done.")

@@ -18,7 +18,7 @@ import re
 from collections.abc import AsyncIterator
 
 import orjson
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
@@ -30,6 +30,7 @@ from app.feeds import CachedFeed, Feed
 from app.lifespan import State
 from app.responses import NO_STORE, JSONBody
 from app.schema import CompletionRequest, parse_body, parse_query
+from app.streams import EventStream
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_MEDIA_TYPE = "text/event-stream"
@@ -115,7 +116,7 @@ async def _stream(request: Request[State], feed: Feed, index: int, *, reset: boo
         opening = events.opening(feed.generation_id, feed.model, cached=cached, reset=reset)
     if isinstance(feed, CachedFeed):
         return Response(opening + feed.replay(index), headers=headers, media_type=SSE_MEDIA_TYPE)
-    return EventSourceResponse(
+    return EventStream(
         _relay(feed, index, opening if ready else opening + events.PING),
         headers=headers,
         ping=settings.heartbeat_interval_seconds,

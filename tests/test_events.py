@@ -42,3 +42,15 @@ def test_opening_done_and_error_frames() -> None:
         b'id: g_x.error\nevent: error\ndata: {"error":"upstream_timeout","detail":"late"}\n\n'
     )
     assert sse.parse(events.PING) == [sse.Comment("ping")]
+
+
+def test_event_stream_overrides_the_send_hook_that_sse_starlette_calls() -> None:
+    """app.streams replaces a private hook; if sse-starlette renames it, this fails."""
+    import inspect
+
+    from sse_starlette import EventSourceResponse
+
+    from app.streams import EventStream
+
+    assert "_send_with_timeout" in inspect.getsource(EventSourceResponse._stream_response)
+    assert EventStream._send_with_timeout is not EventSourceResponse._send_with_timeout
