@@ -4,6 +4,7 @@
     ├── InvalidJSON 400            ├── UpstreamUnavailable 503 (Ollama down, refusing, busy)
     ├── TooLarge 413               ├── UpstreamError 502 (Ollama 5xx or garbage)
     ├── InvalidRequest 422         ├── UpstreamTimeout 504 (first token or idle timeout)
+    ├── RateLimited 429            ├── RateLimitUnavailable 503 (limiter down, failing closed)
     ├── NotFound 404               ├── ModelNotFound 404 (Ollama does not know the model)
     └── MethodNotAllowed 405       └── Cancelled (stopped by a client, or nobody was reading)
 
@@ -24,8 +25,9 @@ class ServiceError(Exception):
     status_code: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
 
-    def __init__(self, detail: str | None = None) -> None:
+    def __init__(self, detail: str | None = None, headers: Mapping[str, str] | None = None) -> None:
         self.detail = detail or HTTPStatus(self.status_code).phrase
+        self.headers = dict(headers or {})
         super().__init__(self.detail)
 
     def problem(self) -> dict[str, Any]:
@@ -72,6 +74,16 @@ class InvalidRequest(ServiceError):
         return {**super().problem(), "fields": self.fields}
 
 
+class RateLimited(ServiceError):
+    status_code = 429
+    code = "rate_limited"
+
+
+class RateLimitUnavailable(ServiceError):
+    status_code = 503
+    code = "rate_limit_unavailable"
+
+
 class ModelNotFound(ServiceError):
     status_code = 404
     code = "model_not_found"
@@ -104,6 +116,7 @@ _BY_CODE: dict[str, type[ServiceError]] = {
     for kind in (
         ServiceError, InvalidJSON, NotFound, MethodNotAllowed, TooLarge, InvalidRequest,
         ModelNotFound, UpstreamError, UpstreamUnavailable, UpstreamTimeout, Cancelled,
+        RateLimited, RateLimitUnavailable,
     )
 }  # fmt: skip
 

@@ -10,6 +10,7 @@ as their JSON bytes, so a replay or a joined client gets the very bytes the firs
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -19,6 +20,13 @@ from app.errors import ServiceError
 
 RETRY_MILLISECONDS = 2000
 PING = b": ping\n\n"
+_EVENT_ID = re.compile(r"(g_[A-Za-z0-9_-]{22})\.(\d{1,9}|done|error)")
+
+
+def parse_event_id(value: str) -> tuple[str, str] | None:
+    """``(generation, n|done|error)`` from an event id (``Last-Event-ID``); else ``None``."""
+    match = _EVENT_ID.fullmatch(value)
+    return (match[1], match[2]) if match else None
 
 
 def token_payload(fields: Mapping[str, Any]) -> bytes:

@@ -94,6 +94,15 @@ class Generations:
         completion = cache.decode(entry)
         return CachedFeed(completion) if completion.generation == generation_id else None
 
+    async def knows(self, generation_id: str) -> bool:
+        """Whether the generation exists, here or anywhere (a resume of it is no new request)."""
+        if generation_id in self._by_id:
+            return True
+        try:
+            return await self._store.meta(generation_id) is not None
+        except StoreUnavailable:
+            return False
+
     async def stop(self, generation_id: str) -> bool:
         """Stops the generation for every client; ``False`` when there is no such generation."""
         local = self._by_id.get(generation_id)

@@ -22,6 +22,7 @@ from app.feeds import READ_BLOCK_MILLISECONDS
 from app.generations import Generations
 from app.health import CachedCheck
 from app.ollama import OllamaClient
+from app.ratelimit import SlidingWindowLimiter
 from app.settings import Settings
 from app.store import RedisStore
 
@@ -35,6 +36,7 @@ class State(TypedDict):
     generations: Generations
     ollama_check: CachedCheck[list[dict[str, Any]]]
     redis_check: CachedCheck[bool]
+    limiter: SlidingWindowLimiter
     started_at: float
 
 
@@ -77,6 +79,11 @@ def lifespan(
                 generations=generations,
                 ollama_check=CachedCheck(ollama.models),
                 redis_check=CachedCheck(redis.ping),
+                limiter=SlidingWindowLimiter(
+                    redis,
+                    limit=settings.rate_limit_max,
+                    window_seconds=settings.rate_limit_window_seconds,
+                ),
                 started_at=time.monotonic(),
             )
         finally:

@@ -21,6 +21,7 @@ from starlette.routing import Route
 from app import probes, routes
 from app.errors import MethodNotAllowed, NotFound, ServiceError
 from app.lifespan import lifespan
+from app.middleware import RateLimitMiddleware
 from app.responses import problem
 from app.settings import Settings
 
@@ -31,6 +32,17 @@ def create_app(
     settings: Settings | None = None, *, ollama_transport: httpx.AsyncBaseTransport | None = None
 ) -> Starlette:
     settings = settings or Settings.from_environ(os.environ)
+    middleware = [
+        Middleware(
+            CORSMiddleware,
+            allow_origins=settings.allowed_origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Content-Type", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=["X-Cache", "X-Request-ID", "RateLimit", "RateLimit-Policy"],
+        ),
+    ]
+    if settings.rate_limit_max > 0:
+        middleware.append(Middleware(RateLimitMiddleware, fail_open=settings.rate_limit_fail_open))
     return Starlette(
         routes=[
             Route("/v1/chats/generate", routes.generate, methods=["GET", "POST"]),
@@ -42,15 +54,7 @@ def create_app(
             Route("/readyz", probes.readyz),
             Route("/v1/health", probes.health),
         ],
-        middleware=[
-            Middleware(
-                CORSMiddleware,
-                allow_origins=settings.allowed_origins,
-                allow_methods=["GET", "POST", "DELETE"],
-                allow_headers=["Content-Type", "Last-Event-ID", "X-Request-ID"],
-                expose_headers=["X-Cache", "X-Request-ID", "RateLimit", "RateLimit-Policy"],
-            ),
-        ],
+        middleware=middleware,
         exception_handlers={
             ServiceError: _service_error,
             HTTPException: _http_exception,
@@ -62,7 +66,7 @@ def create_app(
 
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)  # Starlette dispatches by the registered class
-    return problem(exc)
+    return problem(exc, headers=exc.headers)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:

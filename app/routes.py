@@ -14,7 +14,6 @@ its ``start`` event says ``"reset": true`` when the client had a generation we n
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 
 import orjson
@@ -28,13 +27,13 @@ from app.cache import content_hash
 from app.errors import InvalidJSON, NotFound, TooLarge
 from app.feeds import CachedFeed, Feed
 from app.lifespan import State
+from app.middleware import DEFERRED, admit
 from app.responses import NO_STORE, JSONBody
 from app.schema import CompletionRequest, parse_body, parse_query
 from app.streams import EventStream
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_MEDIA_TYPE = "text/event-stream"
-LAST_EVENT_ID = re.compile(r"(g_[A-Za-z0-9_-]{22})\.(\d{1,9}|done|error)")
 
 
 async def generate(request: Request[State]) -> Response:
@@ -51,6 +50,8 @@ async def generate(request: Request[State]) -> Response:
         resumed = await generations.find(generation_id, content_hash(completion))
         if resumed is not None:
             return await _stream(request, resumed, int(position) + 1)
+    if request.scope.get(DEFERRED):  # let through as a resume, but it starts something new
+        await admit(request.scope, fail_open=request.state["settings"].rate_limit_fail_open)
     feed = await generations.open(completion)
     if not completion.stream:
         return await _json(feed)
@@ -148,9 +149,7 @@ async def _completion(request: Request[State]) -> CompletionRequest:
 
 
 def _last_event_id(request: Request[State]) -> tuple[str, str] | None:
-    """``(generation, n|done|error)`` from a well-formed ``Last-Event-ID``; else ``None``."""
-    match = LAST_EVENT_ID.fullmatch(request.headers.get("last-event-id", ""))
-    return (match[1], match[2]) if match else None
+    return events.parse_event_id(request.headers.get("last-event-id", ""))
 
 
 async def _read_json(request: Request[State], limit_bytes: int) -> object:

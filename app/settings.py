@@ -29,7 +29,7 @@ class Settings:
     cache_ttl_seconds: int = 3600  # CACHE_TTL, 0 turns caching off
     cache_max_bytes: int = 1024 * 1024  # CACHE_MAX_BYTES, larger completions are not cached
     cache_local_seconds: float = 10.0  # CACHE_LOCAL_SECONDS, a worker's copy of a hot entry
-    rate_limit_max: int = 10  # RATE_LIMIT_MAX, requests per window and client
+    rate_limit_max: int = 10  # RATE_LIMIT_MAX, requests per window and client; 0: no limit
     rate_limit_window_seconds: int = 60  # RATE_LIMIT_WINDOW
     rate_limit_fail_open: bool = True  # RATE_LIMIT_FAIL_OPEN
     allowed_origins: tuple[str, ...] = ("*",)  # ALLOWED_ORIGINS, comma-separated
@@ -77,7 +77,7 @@ class Settings:
                 "seconds >= 0",
             ),
             rate_limit_max=read(
-                "RATE_LIMIT_MAX", _positive_int, defaults.rate_limit_max, "an integer >= 1"
+                "RATE_LIMIT_MAX", _non_negative_int, defaults.rate_limit_max, "an integer >= 0"
             ),
             rate_limit_window_seconds=read(
                 "RATE_LIMIT_WINDOW",

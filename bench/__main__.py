@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import Sequence
 
 import orjson
+import redis
 
 from bench.load import concurrent, cpu_seconds, get, median, post, throughput
 from tests import servers
@@ -31,13 +32,17 @@ class Setup:
         ).start()
         self.apps: list[servers.Server] = []
 
-    def app(self, transport: str = "aiohttp", *, redis: bool = True) -> servers.Server:
-        """An app; without ``redis`` it points at a closed port, so nothing is published."""
+    def app(
+        self, transport: str = "aiohttp", *, redis: bool = True, rate_limit_max: int = 0
+    ) -> servers.Server:
+        """An app; without ``redis`` it points at a closed port, so nothing is published.
+        ``rate_limit_max`` 0 turns the limiter off."""
         redis_port = self.valkey.port if redis else servers.free_port()
         env = {
             "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
             "OLLAMA_HOST": self.ollama.url,
             "LOG_LEVEL": "warning",
+            "RATE_LIMIT_MAX": str(rate_limit_max),
         }
         port = servers.free_port()
         argv = [servers.PYTHON, "-m", "bench.serve", "--port", str(port), "--transport", transport]
@@ -92,24 +97,66 @@ def relay(setup: Setup, rounds: int, stream_counts: Sequence[int]) -> list[Table
 
 
 def replay(setup: Setup, rounds: int, seconds: float, connections: int) -> list[Table]:
-    """Cache hits (a 50-token completion, streamed) per second beside hello world."""
-    app = setup.app()
+    """Cache hits (a 50-token completion, streamed) per second beside hello world, and with
+    the rate limiter off, on (admitting) and refusing; Redis commands per request beside."""
+    apps = {
+        "off": setup.app(),
+        "admitting": setup.app(rate_limit_max=10**9),
+        "refusing": setup.app(rate_limit_max=1),
+    }
     body = orjson.dumps({"prompt": "replay bench", "options": {"sim_token_delay": 0}})
-    asyncio.run(concurrent(1, app.port, [post("/v1/chats/generate", body)], b"", DONE))
+    # fills the cache; the apps share Valkey, so this also uses up the refusing app's request
+    for app in (apps["off"], apps["admitting"]):
+        asyncio.run(concurrent(1, app.port, [post("/v1/chats/generate", body)], b"", DONE))
     hit = post("/v1/chats/generate", body, connection="keep-alive")
     hello = get("/hello", connection="keep-alive")
-    rps: dict[str, list[float]] = {"hello": [], "hit": []}
+    rps: dict[str, list[float]] = {"hello": [], "off": [], "admitting": [], "refusing": []}
+    commands: dict[str, list[float]] = {name: [] for name in apps}
     for _ in range(rounds):
-        rps["hello"].append(asyncio.run(throughput(app.port, hello, connections, seconds)))
-        rps["hit"].append(asyncio.run(throughput(app.port, hit, connections, seconds)))
+        rps["hello"].append(asyncio.run(throughput(apps["off"].port, hello, connections, seconds)))
+        for name, app in apps.items():
+            before = _redis_commands(setup.valkey)
+            rate = asyncio.run(throughput(app.port, hit, connections, seconds, status=None))
+            commands[name].append((_redis_commands(setup.valkey) - before) / (rate * seconds))
+            rps[name].append(rate)
     label = f"requests per second, {connections} keep-alive connections"
+    per_request = "Redis round trips per request"
     return [
         (
             "cache-hit replay on one worker, beside hello world on the same stack",
             ["measure", "baseline: hello world", "ours: streamed cache hit", "ours/base"],
-            [_row(label, rps["hello"], rps["hit"], "{:.0f}")],
-        )
+            [_row(label, rps["hello"], rps["off"], "{:.0f}")],
+        ),
+        (
+            "rate limiter on cache hits: off beside on (admitting) and on (answering 429)",
+            ["measure", "baseline: limiter off", "ours: admitted hits", "ours/base"],
+            [
+                _row(label, rps["off"], rps["admitting"], "{:.0f}"),
+                _row(per_request, commands["off"], commands["admitting"], "{:.2f}"),
+            ],
+        ),
+        (
+            "",
+            ["measure", "baseline: limiter off", "ours: refused (429)", "ours/base"],
+            [
+                _row(label, rps["off"], rps["refusing"], "{:.0f}"),
+                _row(per_request, commands["off"], commands["refusing"], "{:.2f}"),
+            ],
+        ),
     ]
+
+
+def _redis_commands(valkey: servers.Server) -> int:
+    """Commands clients sent (round trips): Valkey counts the GET, INCR and EXPIRE that the
+    limiter's script runs inside as commands too, and this path sends none of its own."""
+    client = redis.Redis(port=valkey.port)
+    try:
+        stats: dict[str, dict[str, int]] = client.info("commandstats")
+    finally:
+        client.close()
+    inside_scripts = ("cmdstat_get", "cmdstat_incr", "cmdstat_expire")  # what the Lua calls
+    sent = sum(s["calls"] for name, s in stats.items() if name not in inside_scripts)
+    return sent - sum(s["calls"] for name, s in stats.items() if name == "cmdstat_info")
 
 
 def _ttft(count: int, port: int, label: str, *, direct: bool = False) -> float:
@@ -126,12 +173,12 @@ def _ttft(count: int, port: int, label: str, *, direct: bool = False) -> float:
 
 def _row(label: str, baseline: list[float], ours: list[float], fmt: str) -> list[str]:
     base, our = median(baseline), median(ours)
-    ratio = f"{our / base:.2f}x" if base > 0 else "n/a"
+    ratio = f"{our / base:.2f}x" if base >= 0.05 else "-"  # no ratio to nothing
     return [label, fmt.format(base), fmt.format(our), ratio]
 
 
 def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
-    print(f"\n{title}")
+    print(f"\n{title}" if title else "")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for index, row in enumerate([header, *rows]):
         cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))

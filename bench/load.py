@@ -68,14 +68,15 @@ def median(values: Sequence[float]) -> float:
     return statistics.median(values)
 
 
-async def _keep_alive_loop(port: int, request: bytes, stop_at: float) -> int:
+async def _keep_alive_loop(port: int, request: bytes, stop_at: float, status: bytes | None
+                           ) -> int:  # fmt: skip
     """Sends ``request`` over one keep-alive connection until ``stop_at``; counts answers."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     answered = 0
     while time.perf_counter() < stop_at:
         writer.write(request)
         head = await reader.readuntil(b"\r\n\r\n")
-        if not head.startswith(b"HTTP/1.1 200"):
+        if status is not None and not head.startswith(b"HTTP/1.1 " + status):
             raise RuntimeError(f"unexpected answer: {head[:200]!r}")
         if b"content-length:" not in head.lower():
             raise RuntimeError(f"no content-length: {head!r}")
@@ -86,10 +87,13 @@ async def _keep_alive_loop(port: int, request: bytes, stop_at: float) -> int:
     return answered
 
 
-async def throughput(port: int, request: bytes, connections: int, seconds: float) -> float:
-    """Requests per second over ``connections`` keep-alive connections (bodies with a length)."""
+async def throughput(
+    port: int, request: bytes, connections: int, seconds: float, status: bytes | None = b"200"
+) -> float:
+    """Requests per second over ``connections`` keep-alive connections (bodies with a length);
+    every answer must have ``status`` (``None``: any)."""
     stop_at = time.perf_counter() + seconds
     counts = await asyncio.gather(
-        *(_keep_alive_loop(port, request, stop_at) for _ in range(connections))
+        *(_keep_alive_loop(port, request, stop_at, status) for _ in range(connections))
     )
     return sum(counts) / seconds

@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
+import redis
 
 from tests import servers
 
@@ -15,6 +16,7 @@ SERVICE_ENV = {
     "UPSTREAM_TIMEOUT": "5",
     "UPSTREAM_IDLE_TIMEOUT": "2",
     "RESUME_GRACE": "0",
+    "RATE_LIMIT_MAX": "1000000",  # on, so every test passes through it, but out of the way
     "LOG_LEVEL": "warning",
 }
 
@@ -34,6 +36,14 @@ def redis_server() -> Iterator[servers.Server]:
 @pytest.fixture(scope="session")
 def redis_url(redis_server: servers.Server) -> str:
     return f"redis://127.0.0.1:{redis_server.port}/0"
+
+
+@pytest.fixture(autouse=True)
+def _flush_redis(redis_url: str) -> None:
+    """Each test starts from an empty Redis: no cache entries or counts of earlier tests."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    client.close()
 
 
 @pytest.fixture(scope="session")
