@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 from starlette.config import Config
-
-T = TypeVar("T")
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 HTTP_URL = re.compile(r"https?://[^\s/]+(/\S*)?")
@@ -48,92 +46,19 @@ class Settings:
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
-        """Reads the settings from ``environ``; unset variables keep their defaults."""
+        """Reads the settings from ``environ``; unset or empty variables keep their defaults."""
         config = Config(environ=environ)
         defaults = cls()
-
-        def read(name: str, cast: Callable[[str], T], default: T, accepts: str) -> T:
-            raw = config(name, default=None)
+        values: dict[str, Any] = {}  # each checked by its parser
+        for name, variable, parse, accepts in _VARIABLES:
+            raw = config(variable, default=None)
             if raw is None or raw == "":
-                return default
+                continue
             try:
-                return cast(raw)
+                values[name] = parse(raw)
             except ValueError:
-                raise ValueError(f"{name}={raw!r} is invalid: expected {accepts}") from None
-
-        return cls(
-            ollama_host=read("OLLAMA_HOST", _http_url, defaults.ollama_host, "an http(s) URL"),
-            redis_url=read("REDIS_URL", _redis_url, defaults.redis_url, "a redis:// URL"),
-            cache_ttl_seconds=read(
-                "CACHE_TTL", _non_negative_int, defaults.cache_ttl_seconds, "seconds >= 0"
-            ),
-            cache_max_bytes=read(
-                "CACHE_MAX_BYTES", _positive_int, defaults.cache_max_bytes, "bytes >= 1"
-            ),
-            cache_local_seconds=read(
-                "CACHE_LOCAL_SECONDS",
-                _non_negative_float,
-                defaults.cache_local_seconds,
-                "seconds >= 0",
-            ),
-            rate_limit_max=read(
-                "RATE_LIMIT_MAX", _non_negative_int, defaults.rate_limit_max, "an integer >= 0"
-            ),
-            rate_limit_window_seconds=read(
-                "RATE_LIMIT_WINDOW",
-                _positive_int,
-                defaults.rate_limit_window_seconds,
-                "whole seconds >= 1",
-            ),
-            rate_limit_fail_open=read(
-                "RATE_LIMIT_FAIL_OPEN", _boolean, defaults.rate_limit_fail_open, "true or false"
-            ),
-            allowed_origins=read(
-                "ALLOWED_ORIGINS", _origins, defaults.allowed_origins, "* or comma-separated URLs"
-            ),
-            default_model=read(
-                "DEFAULT_MODEL", _model_name, defaults.default_model, "an Ollama model name"
-            ),
-            heartbeat_interval_seconds=read(
-                "HEARTBEAT_INTERVAL",
-                _positive_float,
-                defaults.heartbeat_interval_seconds,
-                "seconds > 0",
-            ),
-            upstream_timeout_seconds=read(
-                "UPSTREAM_TIMEOUT",
-                _positive_float,
-                defaults.upstream_timeout_seconds,
-                "seconds > 0",
-            ),
-            upstream_idle_timeout_seconds=read(
-                "UPSTREAM_IDLE_TIMEOUT",
-                _positive_float,
-                defaults.upstream_idle_timeout_seconds,
-                "seconds > 0",
-            ),
-            max_body_bytes=read(
-                "MAX_BODY_BYTES", _positive_int, defaults.max_body_bytes, "bytes >= 1"
-            ),
-            shutdown_grace_seconds=read(
-                "SHUTDOWN_GRACE",
-                _non_negative_float,
-                defaults.shutdown_grace_seconds,
-                "seconds >= 0",
-            ),
-            resume_grace_seconds=read(
-                "RESUME_GRACE", _non_negative_float, defaults.resume_grace_seconds, "seconds >= 0"
-            ),
-            web_concurrency=read(
-                "WEB_CONCURRENCY", _positive_int, defaults.web_concurrency, "an integer >= 1"
-            ),
-            forwarded_allow_ips=read(
-                "FORWARDED_ALLOW_IPS", str, defaults.forwarded_allow_ips, "addresses or *"
-            ),
-            host=read("HOST", str, defaults.host, "an interface address"),
-            port=read("PORT", _port, defaults.port, "a port from 1 to 65535"),
-            log_level=read("LOG_LEVEL", _log_level, defaults.log_level, "|".join(LOG_LEVELS)),
-        )
+                raise ValueError(f"{variable}={raw!r} is invalid: expected {accepts}") from None
+        return replace(defaults, **values)
 
 
 def _positive_int(raw: str) -> int:
@@ -210,3 +135,29 @@ def _log_level(raw: str) -> str:
     if lowered not in LOG_LEVELS:
         raise ValueError(raw)
     return lowered
+
+
+# field, environment variable, parser, what it accepts (for the one-line error)
+_VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
+    ("ollama_host", "OLLAMA_HOST", _http_url, "an http(s) URL"),
+    ("redis_url", "REDIS_URL", _redis_url, "a redis:// URL"),
+    ("cache_ttl_seconds", "CACHE_TTL", _non_negative_int, "seconds >= 0"),
+    ("cache_max_bytes", "CACHE_MAX_BYTES", _positive_int, "bytes >= 1"),
+    ("cache_local_seconds", "CACHE_LOCAL_SECONDS", _non_negative_float, "seconds >= 0"),
+    ("rate_limit_max", "RATE_LIMIT_MAX", _non_negative_int, "an integer >= 0"),
+    ("rate_limit_window_seconds", "RATE_LIMIT_WINDOW", _positive_int, "whole seconds >= 1"),
+    ("rate_limit_fail_open", "RATE_LIMIT_FAIL_OPEN", _boolean, "true or false"),
+    ("allowed_origins", "ALLOWED_ORIGINS", _origins, "* or comma-separated URLs"),
+    ("default_model", "DEFAULT_MODEL", _model_name, "an Ollama model name"),
+    ("heartbeat_interval_seconds", "HEARTBEAT_INTERVAL", _positive_float, "seconds > 0"),
+    ("upstream_timeout_seconds", "UPSTREAM_TIMEOUT", _positive_float, "seconds > 0"),
+    ("upstream_idle_timeout_seconds", "UPSTREAM_IDLE_TIMEOUT", _positive_float, "seconds > 0"),
+    ("max_body_bytes", "MAX_BODY_BYTES", _positive_int, "bytes >= 1"),
+    ("shutdown_grace_seconds", "SHUTDOWN_GRACE", _non_negative_float, "seconds >= 0"),
+    ("resume_grace_seconds", "RESUME_GRACE", _non_negative_float, "seconds >= 0"),
+    ("web_concurrency", "WEB_CONCURRENCY", _positive_int, "an integer >= 1"),
+    ("forwarded_allow_ips", "FORWARDED_ALLOW_IPS", str, "addresses or *"),
+    ("host", "HOST", str, "an interface address"),
+    ("port", "PORT", _port, "a port from 1 to 65535"),
+    ("log_level", "LOG_LEVEL", _log_level, "|".join(LOG_LEVELS)),
+)

@@ -81,3 +81,12 @@ def test_bad_value_stops_startup_with_one_line() -> None:
     )
     assert result.returncode != 0
     assert result.stderr == "error: RATE_LIMIT_MAX='abc' is invalid: expected an integer >= 0\n"
+
+
+def test_every_setting_has_its_variable() -> None:
+    """A field added to Settings without an environment variable would be unreachable."""
+    from dataclasses import fields
+
+    from app.settings import _VARIABLES
+
+    assert [name for name, *_ in _VARIABLES] == [f.name for f in fields(Settings)]
