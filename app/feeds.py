@@ -147,10 +147,9 @@ class RemoteFeed:
         self.payloads: list[bytes] = []
         self._stats: bytes | None = None
         self._error: bytes | None = None
-        self.lost = False  # no events found and no leader alive: nothing to follow
 
     @property
-    def _ended(self) -> bool:
+    def ended(self) -> bool:
         return self._stats is not None or self._error is not None
 
     async def watch(self) -> None:
@@ -160,16 +159,18 @@ class RemoteFeed:
             await self._store.watch(self.generation_id, self._watcher)
 
     async def pull(self, block_milliseconds: int) -> None:
-        """Reads new stream entries; notices a leader that is gone."""
+        """Reads new stream entries; after waiting in vain, notices a leader that is gone."""
         try:
             await self.watch()
             entries = await self._store.read(
                 self.generation_id, self._last_entry, block_milliseconds
             )
-            if not entries and not await self._store.alive(self.generation_id):
+            if (
+                not entries
+                and block_milliseconds
+                and not await self._store.alive(self.generation_id)
+            ):
                 entries = await self._store.read(self.generation_id, self._last_entry, 0)
-                if not entries and self._last_entry == b"0":
-                    self.lost = True
                 if not entries:
                     self._error = events.error_data(
                         UpstreamError("The worker running this generation went away.")
@@ -188,7 +189,7 @@ class RemoteFeed:
 
     async def ready(self, timeout_seconds: float) -> bool:
         deadline = time.monotonic() + timeout_seconds
-        while not self.payloads and not self._ended:
+        while not self.payloads and not self.ended:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -217,7 +218,7 @@ class RemoteFeed:
             await self.aclose()
 
     async def result(self) -> dict[str, Any]:
-        while not self._ended:
+        while not self.ended:
             await self.pull(READ_BLOCK_MILLISECONDS)
         if self._error is not None:
             raise _error_of(self._error)

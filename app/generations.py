@@ -84,9 +84,9 @@ class Generations:
                 self._store, generation_id, described["kind"], described["model"], "JOINED"
             )
             await feed.pull(0)
-            if not feed.lost:
-                return feed  # running, or finished with its events still in Redis
-            entry = await self._store.cached(described["sha"])
+            if feed.ended or await self._store.alive(generation_id):
+                return feed  # finished with its events still in Redis, or running
+            entry = await self._store.cached(described["sha"])  # else only the cache has it
         except StoreUnavailable:
             return None
         if entry is None:

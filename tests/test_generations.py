@@ -346,6 +346,9 @@ async def test_joiners_hear_of_a_dead_leader_within_seconds(
         "detail": "The worker running this generation went away.",
     }
     assert time.monotonic() - killed < 8
+    token = tokens_of(received)[-1].last_event_id
+    again = await fetch(follower, "POST", GENERATE, json=body, headers={"Last-Event-ID": token})
+    assert again.events()[0].json()["reset"] is True  # that generation is gone: start afresh
 
 
 async def test_every_key_expires(service: Server, redis_url: str) -> None:
