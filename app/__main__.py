@@ -27,6 +27,8 @@ def main() -> None:
         log_level=settings.log_level,
         forwarded_allow_ips=settings.forwarded_allow_ips,
         proxy_headers=True,
+        # after the app's own drain (SHUTDOWN_GRACE), only stragglers are left to cut off
+        timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )
 
 

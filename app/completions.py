@@ -29,7 +29,7 @@ import anyio
 import orjson
 
 from app import cache, events
-from app.errors import Cancelled, ServiceError
+from app.errors import Cancelled, ServiceError, ShuttingDown
 from app.schema import CompletionRequest, Kind
 from app.store import RedisStore, StoreUnavailable, batch_entry
 
@@ -134,7 +134,7 @@ class Generation:
         self.cached: cache.CachedCompletion | None = None  # set once stored in the cache
         self.cached_bytes = 0
         self._producer: asyncio.Task[None] | None = None
-        self._cancel_reason = "The generation was stopped."
+        self._cancel_error: ServiceError = Cancelled("The generation was stopped.")
 
     @property
     def ended(self) -> bool:
@@ -150,7 +150,7 @@ class Generation:
         except ServiceError as exc:
             self._end(error=exc)
         except asyncio.CancelledError:
-            self._end(error=Cancelled(self._cancel_reason))
+            self._end(error=self._cancel_error)
             raise
         except Exception:
             logger.exception("generation %s failed", self.id)
@@ -184,10 +184,10 @@ class Generation:
             self._last_client_at = time.monotonic()
             self._notify()  # the keeper decides whether the generation is abandoned
 
-    def cancel(self, reason: str) -> None:
-        """Stops the upstream request, if it still runs; followers get a ``cancelled`` error."""
+    def cancel(self, error: ServiceError) -> None:
+        """Stops the upstream request, if it still runs; followers get ``error``."""
         if not self.ended and self._producer is not None:
-            self._cancel_reason = reason
+            self._cancel_error = error
             self._producer.cancel()
 
     async def wait_beyond(self, index: int) -> None:
@@ -248,9 +248,13 @@ class Generation:
             if self._clients or remote_clients:
                 self._last_client_at = time.monotonic()
             elif time.monotonic() - self._last_client_at >= self._policy.resume_grace_seconds:
-                self.cancel("Nobody was reading the generation.")
+                self.cancel(Cancelled("Nobody was reading the generation."))
 
     async def _finish(self, store: RedisStore) -> None:
+        sha = self.sha if self.claimed else None
+        if isinstance(self.error, ShuttingDown):  # not over: gone, so a resume starts afresh
+            await store.abandon(self.id, sha)
+            return
         if self.error is not None:
             terminal = {"error": events.error_data(self.error)}
         else:
@@ -264,7 +268,6 @@ class Generation:
             if len(entry) > self._policy.cache_max_bytes:
                 logger.info("generation %s is over CACHE_MAX_BYTES, not cached", self.id)
                 entry = completion = None
-        sha = self.sha if self.claimed else None
         await store.finish(self.id, sha, terminal, entry, self._policy.cache_ttl_seconds)
         if completion is not None and entry is not None:
             self.cached, self.cached_bytes = completion, len(entry)

@@ -5,6 +5,7 @@
     ├── TooLarge 413               ├── UpstreamError 502 (Ollama 5xx or garbage)
     ├── InvalidRequest 422         ├── UpstreamTimeout 504 (first token or idle timeout)
     ├── RateLimited 429            ├── RateLimitUnavailable 503 (limiter down, failing closed)
+    ├── ShuttingDown 503 (draining: no new generations; open streams end with it)
     ├── NotFound 404               ├── ModelNotFound 404 (Ollama does not know the model)
     └── MethodNotAllowed 405       └── Cancelled (stopped by a client, or nobody was reading)
 
@@ -79,6 +80,11 @@ class RateLimited(ServiceError):
     code = "rate_limited"
 
 
+class ShuttingDown(ServiceError):
+    status_code = 503
+    code = "shutting_down"
+
+
 class RateLimitUnavailable(ServiceError):
     status_code = 503
     code = "rate_limit_unavailable"
@@ -116,7 +122,7 @@ _BY_CODE: dict[str, type[ServiceError]] = {
     for kind in (
         ServiceError, InvalidJSON, NotFound, MethodNotAllowed, TooLarge, InvalidRequest,
         ModelNotFound, UpstreamError, UpstreamUnavailable, UpstreamTimeout, Cancelled,
-        RateLimited, RateLimitUnavailable,
+        RateLimited, RateLimitUnavailable, ShuttingDown,
     )
 }  # fmt: skip
 

@@ -57,7 +57,10 @@ def done(generation: str, stats: Mapping[str, Any], *, cached: bool) -> bytes:
 
 
 def error(generation: str, exc: ServiceError) -> bytes:
-    """The event that ends a stream which failed after it began."""
+    """The event that ends a stream which failed after it began. ``shutting_down`` has no id,
+    so a reconnecting ``EventSource`` names its last token and resumes elsewhere."""
+    if exc.code == "shutting_down":
+        return _frame(None, b"error", error_data(exc))
     return error_from_data(generation, error_data(exc))
 
 

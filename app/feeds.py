@@ -130,17 +130,28 @@ class CachedFeed:
         pass
 
 
+class Halting(Protocol):
+    halted: ServiceError | None  # set when this worker stops: its followers end with it
+
+
 class RemoteFeed:
     """Follows a generation of another worker through its Redis stream."""
 
     def __init__(
-        self, store: RedisStore, generation_id: str, kind: Kind, model: str, x_cache: XCache
+        self,
+        store: RedisStore,
+        generation_id: str,
+        kind: Kind,
+        model: str,
+        x_cache: XCache,
+        worker: Halting,
     ) -> None:
         self.generation_id = generation_id
         self.model = model
         self.x_cache = x_cache
         self._store = store
         self._kind = kind
+        self._worker = worker
         self._watcher = secrets.token_hex(8)
         self._watched_at = 0.0
         self._last_entry = b"0"
@@ -211,6 +222,9 @@ class RemoteFeed:
                     return
                 elif self._error is not None:
                     yield events.error_from_data(self.generation_id, self._error)
+                    return
+                elif self._worker.halted is not None:
+                    yield events.error(self.generation_id, self._worker.halted)
                     return
                 else:
                     await self.pull(READ_BLOCK_MILLISECONDS)

@@ -19,6 +19,7 @@ import orjson
 from app import cache
 from app.cache import LocalCopies
 from app.completions import Generation, Policy, TokenSource, new_generation_id
+from app.errors import Cancelled, ServiceError, ShuttingDown
 from app.feeds import CachedFeed, Feed, LocalFeed, RemoteFeed
 from app.schema import CompletionRequest
 from app.store import STREAM_RETENTION_SECONDS, RedisStore, StoreUnavailable
@@ -35,8 +36,24 @@ class Generations:
         self._by_sha: dict[str, Generation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._copies: LocalCopies[CachedFeed] = LocalCopies(max_seconds=policy.local_cache_seconds)
+        self.draining = False  # set by the drain: no new generations, no new followers
+        self.halted: ServiceError | None = None  # set at the drain's end: followers stop
+
+    def refuse_new(self) -> None:
+        self.draining = True
+
+    def halt(self) -> None:
+        """Ends every generation here and every follower of one elsewhere: the worker exits."""
+        self.halted = ShuttingDown("This server is restarting; reconnect to continue.")
+        for generation in list(self._by_id.values()):
+            generation.cancel(self.halted)
+
+    def _refuse_while_draining(self) -> None:
+        if self.draining:
+            raise ShuttingDown("This server is shutting down; try again.")
 
     async def open(self, request: CompletionRequest) -> Feed:
+        self._refuse_while_draining()
         sha = cache.content_hash(request)
         if not request.cache:
             return await self._lead(request, sha, new_generation_id(), claimed=False)
@@ -63,13 +80,14 @@ class Generations:
         if claim.outcome == "lead":
             return await self._lead(request, sha, generation_id, claimed=True)
         joined = claim.value.decode()
-        feed = RemoteFeed(self._store, joined, request.kind, request.model, "JOINED")
+        feed = RemoteFeed(self._store, joined, request.kind, request.model, "JOINED", self)
         with contextlib.suppress(StoreUnavailable):
             await feed.watch()
         return feed
 
     async def find(self, generation_id: str, sha: str | None = None) -> Feed | None:
         """The generation ``generation_id`` (of content ``sha``, when given), if it exists."""
+        self._refuse_while_draining()
         local = self._by_id.get(generation_id)
         if local is not None:
             return LocalFeed(local, "JOINED") if sha in (None, local.sha) else None
@@ -81,7 +99,7 @@ class Generations:
             if sha not in (None, described["sha"]):
                 return None
             feed = RemoteFeed(
-                self._store, generation_id, described["kind"], described["model"], "JOINED"
+                self._store, generation_id, described["kind"], described["model"], "JOINED", self
             )
             await feed.pull(0)
             if feed.ended or await self._store.alive(generation_id):
@@ -107,7 +125,7 @@ class Generations:
         """Stops the generation for every client; ``False`` when there is no such generation."""
         local = self._by_id.get(generation_id)
         if local is not None:
-            local.cancel("Stopped by a client.")
+            local.cancel(Cancelled("Stopped by a client."))
             return True
         try:
             if await self._store.meta(generation_id) is None:
@@ -122,7 +140,7 @@ class Generations:
         async for generation_id in self._store.stop_requests():
             local = self._by_id.get(generation_id)
             if local is not None:
-                local.cancel("Stopped by a client.")
+                local.cancel(Cancelled("Stopped by a client."))
 
     async def _lead(
         self, request: CompletionRequest, sha: str, generation_id: str, *, claimed: bool

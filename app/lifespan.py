@@ -24,6 +24,7 @@ from app.health import CachedCheck
 from app.ollama import OllamaClient
 from app.ratelimit import SlidingWindowLimiter
 from app.settings import Settings
+from app.shutdown import Drain
 from app.store import RedisStore
 
 REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
@@ -37,6 +38,7 @@ class State(TypedDict):
     ollama_check: CachedCheck[list[dict[str, Any]]]
     redis_check: CachedCheck[bool]
     limiter: SlidingWindowLimiter
+    drain: Drain
     started_at: float
 
 
@@ -71,6 +73,10 @@ def lifespan(
         )
         generations = Generations(ollama, RedisStore(redis, blocking), policy)
         stop_listener = asyncio.create_task(generations.listen_for_stops())
+        drain = Drain(
+            settings.shutdown_grace_seconds, refuse=generations.refuse_new, halt=generations.halt
+        )
+        drain.install()
         try:
             yield State(
                 settings=settings,
@@ -85,6 +91,7 @@ def lifespan(
                     window_seconds=settings.rate_limit_window_seconds,
                 ),
                 started_at=time.monotonic(),
+                drain=drain,
             )
         finally:
             stop_listener.cancel()

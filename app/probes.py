@@ -29,6 +29,9 @@ async def livez(request: Request[State]) -> Response:
 
 
 async def readyz(request: Request[State]) -> Response:
+    if request.state["drain"].draining:
+        draining = {"status": "fail", "output": "shutting down"}
+        return HealthBody(draining, status_code=503, headers=NO_STORE)
     redis = await request.state["redis_check"]()
     ollama = await request.state["ollama_check"]()
     passed = redis.passed and ollama.passed

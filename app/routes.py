@@ -30,6 +30,7 @@ from app.lifespan import State
 from app.middleware import DEFERRED, admit
 from app.responses import NO_STORE, JSONBody
 from app.schema import CompletionRequest, parse_body, parse_query
+from app.shutdown import Drain
 from app.streams import EventStream
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -118,7 +119,7 @@ async def _stream(request: Request[State], feed: Feed, index: int, *, reset: boo
     if isinstance(feed, CachedFeed):
         return Response(opening + feed.replay(index), headers=headers, media_type=SSE_MEDIA_TYPE)
     return EventStream(
-        _relay(feed, index, opening if ready else opening + events.PING),
+        _relay(request.state["drain"], feed, index, opening if ready else opening + events.PING),
         headers=headers,
         ping=settings.heartbeat_interval_seconds,
         ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),
@@ -127,10 +128,14 @@ async def _stream(request: Request[State], feed: Feed, index: int, *, reset: boo
     )
 
 
-async def _relay(feed: Feed, index: int, opening: bytes) -> AsyncIterator[bytes]:
-    yield opening
-    async for chunk in feed.events(index):
-        yield chunk
+async def _relay(drain: Drain, feed: Feed, index: int, opening: bytes) -> AsyncIterator[bytes]:
+    drain.stream_opened()
+    try:
+        yield opening
+        async for chunk in feed.events(index):
+            yield chunk
+    finally:
+        drain.stream_closed()
 
 
 async def _json(feed: Feed) -> Response:

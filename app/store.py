@@ -169,6 +169,13 @@ class RedisStore:
             live = content_key(sha, "live")
             await self._call(lambda: self._release(keys=[live], args=[generation]))
 
+    async def abandon(self, generation: str, sha: str | None) -> None:
+        """Gives up a generation that will not finish: no lease, no claim, no final entry."""
+        await self._call(lambda: self.redis.delete(generation_key(generation, "lease")))
+        if sha is not None:
+            live = content_key(sha, "live")
+            await self._call(lambda: self._release(keys=[live], args=[generation]))
+
     async def read(
         self, generation: str, after: bytes, block_milliseconds: int
     ) -> list[tuple[bytes, dict[bytes, bytes]]]:

@@ -17,6 +17,7 @@ SERVICE_ENV = {
     "UPSTREAM_IDLE_TIMEOUT": "2",
     "RESUME_GRACE": "0",
     "RATE_LIMIT_MAX": "1000000",  # on, so every test passes through it, but out of the way
+    "SHUTDOWN_GRACE": "2",
     "LOG_LEVEL": "warning",
 }
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.completions import Generation, Policy, as_json, new_generation_id
-from app.errors import UpstreamError
+from app.errors import Cancelled, UpstreamError
 from app.schema import CompletionRequest
 from tests import sse
 from tests.fakes import ScriptedSource
@@ -87,7 +87,7 @@ async def test_a_returning_client_keeps_the_generation() -> None:
     generation.attach()
     await asyncio.sleep(0.5)
     assert source.cancelled == 0
-    generation.cancel("stop")
+    generation.cancel(Cancelled("stop"))
     await asyncio.wait_for(generation.wait_beyond(3), 1)
     assert generation.error is not None
     assert generation.error.detail == "stop"
