@@ -28,7 +28,7 @@ from typing import Any, Protocol
 import anyio
 import orjson
 
-from app import cache, events
+from app import cache, events, metrics
 from app.errors import Cancelled, ServiceError, ShuttingDown
 from app.schema import CompletionRequest, Kind
 from app.store import RedisStore, StoreUnavailable, batch_entry
@@ -169,6 +169,13 @@ class Generation:
         if not self.ended:
             self.stats, self.error = stats, error
             self._notify()
+            if error is None:
+                metrics.GENERATIONS.labels("completed").inc()
+            elif isinstance(error, Cancelled | ShuttingDown):
+                metrics.GENERATIONS.labels("cancelled").inc()
+            else:
+                metrics.GENERATIONS.labels("failed").inc()
+                metrics.UPSTREAM_ERRORS.labels(error.code).inc()
 
     def _notify(self) -> None:
         self._changed.set()

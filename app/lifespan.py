@@ -17,6 +17,7 @@ import httpx
 from redis.asyncio import Redis
 from starlette.applications import Starlette
 
+from app import metrics
 from app.completions import Policy
 from app.feeds import READ_BLOCK_MILLISECONDS
 from app.generations import Generations
@@ -99,5 +100,6 @@ def lifespan(
             await ollama.aclose()
             await redis.aclose()
             await blocking.aclose()
+            metrics.forget_worker()
 
     return run

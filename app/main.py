@@ -18,10 +18,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from app import probes, routes
+from app import metrics, probes, routes
 from app.errors import MethodNotAllowed, NotFound, ServiceError
 from app.lifespan import lifespan
 from app.middleware import RateLimitMiddleware
+from app.requestlog import RequestLogMiddleware
 from app.responses import problem
 from app.settings import Settings
 
@@ -33,6 +34,7 @@ def create_app(
 ) -> Starlette:
     settings = settings or Settings.from_environ(os.environ)
     middleware = [
+        Middleware(RequestLogMiddleware),
         Middleware(
             CORSMiddleware,
             allow_origins=settings.allowed_origins,
@@ -41,18 +43,28 @@ def create_app(
             expose_headers=["X-Cache", "X-Request-ID", "RateLimit", "RateLimit-Policy"],
         ),
     ]
+    # on the routes that start generations, so a 429 is already routed (logs, metrics)
+    limited = []
     if settings.rate_limit_max > 0:
-        middleware.append(Middleware(RateLimitMiddleware, fail_open=settings.rate_limit_fail_open))
+        limited.append(Middleware(RateLimitMiddleware, fail_open=settings.rate_limit_fail_open))
     return Starlette(
         routes=[
-            Route("/v1/chats/generate", routes.generate, methods=["GET", "POST"]),
-            Route("/v1/chats/generations", routes.create_generation, methods=["POST"]),
+            Route(
+                "/v1/chats/generate", routes.generate, methods=["GET", "POST"], middleware=limited
+            ),
+            Route(
+                "/v1/chats/generations",
+                routes.create_generation,
+                methods=["POST"],
+                middleware=limited,
+            ),
             Route("/v1/chats/generations/{generation}/events", routes.generation_events),
             Route("/v1/chats/generations/{generation}", routes.stop_generation, methods=["DELETE"]),
             Route("/v1/models", routes.models),
             Route("/livez", probes.livez),
             Route("/readyz", probes.readyz),
             Route("/v1/health", probes.health),
+            Route("/metrics", metrics.metrics),
         ],
         middleware=middleware,
         exception_handlers={

@@ -1,6 +1,7 @@
 """``RateLimitMiddleware``: pure ASGI (``BaseHTTPMiddleware`` would buffer streams), in front of
-the requests that start generations: ``GET``/``POST /v1/chats/generate`` and ``POST
-/v1/chats/generations``, cache hits included. Everything else, probes above all, passes.
+the requests that start generations: ``create_app`` puts it on the routes ``/v1/chats/generate``
+(``GET``, ``POST``) and ``POST /v1/chats/generations``, cache hits included; a ``HEAD`` starts
+nothing and passes. Nothing else is behind it: probes, events URLs, stop, docs, metrics.
 
 A ``Last-Event-ID`` of ``<g>.done`` or ``<g>.error`` passes first (the route answers ``204``);
 one naming a generation this service knows continues an admitted request, so it is neither
@@ -15,13 +16,13 @@ from __future__ import annotations
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app import metrics
 from app.errors import RateLimited, RateLimitUnavailable
 from app.events import parse_event_id
 from app.ratelimit import Decision, LimiterUnavailable, SlidingWindowLimiter, client_key
 from app.responses import problem
 
-LIMITED = {("POST", "/v1/chats/generate"), ("GET", "/v1/chats/generate"),
-           ("POST", "/v1/chats/generations")}  # fmt: skip
+LIMITED_METHODS = ("GET", "POST")
 DECISION = "bib.rate_limit_decision"
 DEFERRED = "bib.rate_limit_deferred"
 
@@ -32,7 +33,7 @@ class RateLimitMiddleware:
         self.fail_open = fail_open
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or (scope["method"], scope["path"]) not in LIMITED:
+        if scope["type"] != "http" or scope["method"] not in LIMITED_METHODS:
             await self.app(scope, receive, send)
             return
         last = parse_event_id(Headers(scope=scope).get("last-event-id", ""))
@@ -71,6 +72,7 @@ async def admit(scope: Scope, *, fail_open: bool) -> None:
         raise RateLimitUnavailable("The rate limiter is unavailable; try again soon.") from None
     scope[DECISION] = decision
     if not decision.allowed:
+        metrics.RATE_LIMITED.inc()
         raise RateLimited(
             f"Rate limit of {limiter.limit} requests per {limiter.window_seconds} seconds "
             f"exceeded; retry in {decision.retry_after_seconds} seconds.",

@@ -28,6 +28,8 @@ from importlib import resources
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app import metrics
+
 logger = logging.getLogger(__name__)
 
 LOG_EVERY_SECONDS = 60.0
@@ -93,6 +95,7 @@ class SlidingWindowLimiter:
             )
         except (RedisError, OSError) as exc:
             self.failures += 1
+            metrics.REDIS_ERRORS.labels("limiter").inc()
             if time.monotonic() - self._logged_at >= LOG_EVERY_SECONDS:
                 self._logged_at = time.monotonic()
                 logger.warning("rate limiter cannot reach Redis: %s", exc)

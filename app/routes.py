@@ -22,12 +22,13 @@ from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app import events
+from app import events, metrics
 from app.cache import content_hash
 from app.errors import InvalidJSON, NotFound, TooLarge
 from app.feeds import CachedFeed, Feed
 from app.lifespan import State
 from app.middleware import DEFERRED, admit
+from app.requestlog import RequestFacts, facts
 from app.responses import NO_STORE, JSONBody
 from app.schema import CompletionRequest, parse_body, parse_query
 from app.shutdown import Drain
@@ -35,6 +36,7 @@ from app.streams import EventStream
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_MEDIA_TYPE = "text/event-stream"
+TOKEN_EVENT = b"\nevent: token\n"  # data lines are one-line JSON, so this is never inside one
 
 
 async def generate(request: Request[State]) -> Response:
@@ -55,7 +57,7 @@ async def generate(request: Request[State]) -> Response:
         await admit(request.scope, fail_open=request.state["settings"].rate_limit_fail_open)
     feed = await generations.open(completion)
     if not completion.stream:
-        return await _json(feed)
+        return await _json(request, feed)
     return await _stream(request, feed, 0, reset=last is not None)
 
 
@@ -63,6 +65,7 @@ async def create_generation(request: Request[State]) -> Response:
     """``POST /v1/chats/generations``: starts (or joins, or finds cached) a generation."""
     completion = await _completion(request)
     feed = await request.state["generations"].open(completion)
+    _record(request, feed)
     await feed.aclose()  # nobody follows yet: RESUME_GRACE counts from now
     url = f"/v1/chats/generations/{feed.generation_id}/events"
     body = {"generation": feed.generation_id, "events": url, "cached": feed.x_cache == "HIT"}
@@ -103,6 +106,7 @@ async def _stream(request: Request[State], feed: Feed, index: int, *, reset: boo
                   ) -> Response:  # fmt: skip
     """The feed as SSE from token ``index`` (a resume when above 0: no ``start`` again)."""
     settings = request.state["settings"]
+    record = _record(request, feed)
     headers = {**SSE_HEADERS, "X-Cache": feed.x_cache}
     try:
         ready = await feed.ready(settings.heartbeat_interval_seconds)
@@ -117,9 +121,12 @@ async def _stream(request: Request[State], feed: Feed, index: int, *, reset: boo
     if index == 0:
         opening = events.opening(feed.generation_id, feed.model, cached=cached, reset=reset)
     if isinstance(feed, CachedFeed):
-        return Response(opening + feed.replay(index), headers=headers, media_type=SSE_MEDIA_TYPE)
+        body = opening + feed.replay(index)
+        record.saw_tokens(body.count(TOKEN_EVENT))
+        return Response(body, headers=headers, media_type=SSE_MEDIA_TYPE)
+    first = opening if ready else opening + events.PING
     return EventStream(
-        _relay(request.state["drain"], feed, index, opening if ready else opening + events.PING),
+        _relay(request.state["drain"], record, feed, index, first),
         headers=headers,
         ping=settings.heartbeat_interval_seconds,
         ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),
@@ -128,17 +135,31 @@ async def _stream(request: Request[State], feed: Feed, index: int, *, reset: boo
     )
 
 
-async def _relay(drain: Drain, feed: Feed, index: int, opening: bytes) -> AsyncIterator[bytes]:
+async def _relay(
+    drain: Drain, record: RequestFacts, feed: Feed, index: int, opening: bytes
+) -> AsyncIterator[bytes]:
     drain.stream_opened()
+    metrics.OPEN_STREAMS.inc()
     try:
         yield opening
         async for chunk in feed.events(index):
             yield chunk
+            record.saw_tokens(chunk.count(TOKEN_EVENT))
     finally:
         drain.stream_closed()
+        metrics.OPEN_STREAMS.dec()
 
 
-async def _json(feed: Feed) -> Response:
+def _record(request: Request[State], feed: Feed) -> RequestFacts:
+    """Notes where the answer came from, for the request's log line and metrics."""
+    record = facts(request.scope)
+    record.cache, record.generation = feed.x_cache, feed.generation_id
+    metrics.CACHE.labels(feed.x_cache.lower()).inc()
+    return record
+
+
+async def _json(request: Request[State], feed: Feed) -> Response:
+    _record(request, feed)
     try:
         return JSONBody(await feed.result(), headers={"X-Cache": feed.x_cache})
     finally:

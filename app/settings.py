@@ -43,6 +43,7 @@ class Settings:
     host: str = "127.0.0.1"  # HOST
     port: int = 8000  # PORT
     log_level: str = "info"  # LOG_LEVEL
+    log_format: str = "json"  # LOG_FORMAT, json (one object per line) or text
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -130,6 +131,12 @@ def _model_name(raw: str) -> str:
     return raw
 
 
+def _log_format(raw: str) -> str:
+    if raw not in ("json", "text"):
+        raise ValueError(raw)
+    return raw
+
+
 def _log_level(raw: str) -> str:
     lowered = raw.lower()
     if lowered not in LOG_LEVELS:
@@ -160,4 +167,5 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("host", "HOST", str, "an interface address"),
     ("port", "PORT", _port, "a port from 1 to 65535"),
     ("log_level", "LOG_LEVEL", _log_level, "|".join(LOG_LEVELS)),
+    ("log_format", "LOG_FORMAT", _log_format, "json or text"),
 )

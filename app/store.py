@@ -29,6 +29,8 @@ from typing import Any, Literal, TypeVar, cast
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from app import metrics
+
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -94,6 +96,7 @@ class RedisStore:
         try:
             return await operation()
         except (RedisError, OSError) as exc:
+            metrics.REDIS_ERRORS.labels("generations").inc()
             self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
             if time.monotonic() - self._logged_at >= LOG_EVERY_SECONDS:
                 self._logged_at = time.monotonic()

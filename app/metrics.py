@@ -1,0 +1,62 @@
+"""Prometheus metrics, correct with several workers.
+
+With ``PROMETHEUS_MULTIPROC_DIR`` set (``python -m app`` sets and empties it at start), every
+worker writes its samples to files there and ``/metrics`` on any worker adds them all up; the
+open-streams gauge counts only live workers. Without it (an app built in tests), the default
+registry of the process serves. The metric objects are created once, when first imported, and
+prometheus_client decides then where samples go: the variable must be set before that.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+from starlette.requests import Request
+from starlette.responses import Response
+
+REQUESTS = Counter("bib_requests", "HTTP requests answered", ["route", "method", "status"])
+FIRST_TOKEN = Histogram(
+    "bib_time_to_first_token_seconds",
+    "From a stream's request to its first token leaving the service",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
+TOKENS = Counter("bib_tokens_relayed", "Token events sent to clients, replays included")
+GENERATIONS = Counter(
+    "bib_generations", "Upstream generations by how they ended", ["outcome"]
+)  # completed, failed, cancelled
+CACHE = Counter("bib_cache_results", "Generation requests by X-Cache", ["result"])
+RATE_LIMITED = Counter("bib_rate_limited", "Requests refused with 429")
+UPSTREAM_ERRORS = Counter("bib_upstream_errors", "Ollama failures by error code", ["kind"])
+REDIS_ERRORS = Counter("bib_redis_errors", "Failed Redis operations", ["component"])
+OPEN_STREAMS = Gauge(
+    "bib_open_streams", "Server-sent event streams open now", multiprocess_mode="livesum"
+)
+
+
+async def metrics(request: Request) -> Response:
+    """``GET /metrics``: the Prometheus text format, all workers added up."""
+    registry = REGISTRY
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # untyped
+    return Response(
+        generate_latest(registry),
+        media_type=CONTENT_TYPE_LATEST,
+        headers={"Cache-Control": "no-store"},
+    )
+
+
+def forget_worker() -> None:
+    """At a worker's exit: its live gauges stop counting."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]  # untyped

@@ -1,0 +1,83 @@
+"""Operations over real processes: Prometheus metrics across workers, JSON request logs."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+import httpx
+import orjson
+import pytest
+
+from tests.servers import Server
+
+pytestmark = pytest.mark.anyio
+
+GENERATE = "/v1/chats/generate"
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """One sample's value from the Prometheus text format (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.fullmatch(r"(\w+)(?:\{(.*)\})? (\S+)", line)
+        if match and match[1] == name:
+            found = ",".join(sorted((match[2] or "").split(","))) if match[2] else ""
+            if found == wanted:
+                return float(match[3])
+    return 0.0
+
+
+async def test_metrics_of_two_workers_add_up(start_service: Callable[..., Server]) -> None:
+    service = start_service(WEB_CONCURRENCY="2", RATE_LIMIT_MAX="4")
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        for i in range(4):
+            await http.post(GENERATE, json={"prompt": f"metrics {i % 2}", "stream": i != 3})
+        assert (await http.post(GENERATE, json={"prompt": "over"})).status_code == 429
+        faulty = {"prompt": "x", "options": {"sim_fault": "500"}}
+        await http.post(GENERATE, json=faulty, headers={"X-Forwarded-For": "192.0.2.9"})
+        scrapes = [await http.get("/metrics") for _ in range(6)]  # answered by either worker
+    assert {s.status_code for s in scrapes} == {200}  # never rate limited
+    assert scrapes[0].headers["content-type"].startswith("text/plain; version=")
+    text = scrapes[-1].text
+    route = {"route": GENERATE, "method": "POST"}
+    assert sample(text, "bib_requests_total", status="200", **route) == 4
+    assert sample(text, "bib_requests_total", status="429", **route) == 1
+    assert sample(text, "bib_requests_total", status="502", **route) == 1
+    assert sample(text, "bib_cache_results_total", result="miss") == 3  # two plus the faulty one
+    assert sample(text, "bib_cache_results_total", result="hit") == 2
+    assert sample(text, "bib_generations_total", outcome="completed") == 2
+    assert sample(text, "bib_generations_total", outcome="failed") == 1
+    assert sample(text, "bib_upstream_errors_total", kind="upstream_error") == 1
+    assert sample(text, "bib_rate_limited_total") == 1
+    assert sample(text, "bib_tokens_relayed_total") == 12 * 3  # three streams, 12 tokens each
+    assert sample(text, "bib_time_to_first_token_seconds_count") == 3
+    assert sample(text, "bib_open_streams") == 0
+
+
+async def test_one_json_log_line_per_request_with_its_id(
+    start_service: Callable[..., Server],
+) -> None:
+    service = start_service(LOG_LEVEL="info")
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        given = await http.post(GENERATE, json={"prompt": "logged"},
+                                headers={"X-Request-ID": "trace-42"})  # fmt: skip
+        invented = await http.post(GENERATE, json={"prompt": "logged"},
+                                   headers={"X-Request-ID": "bad id\twith tab"})  # fmt: skip
+        await http.get("/livez")
+    assert given.headers["x-request-id"] == "trace-42"
+    assert re.fullmatch(r"[0-9a-f]{32}", invented.headers["x-request-id"])
+    service.stop()
+    lines = [orjson.loads(line) for line in service.output().splitlines() if line.startswith("{")]
+    requests = [line for line in lines if line["logger"] == "bib.access"]
+    assert [r["path"] for r in requests] == [GENERATE, GENERATE]  # probes only at debug level
+    first, second = requests
+    assert first["request_id"] == "trace-42"
+    assert second["request_id"] == invented.headers["x-request-id"]
+    assert (first["cache"], second["cache"]) == ("MISS", "HIT")
+    assert first["generation"] == second["generation"]
+    assert first["status"] == 200
+    assert first["tokens"] == 12
+    assert first["client"] == "127.0.0.1"
+    assert first["method"] == "POST"
+    assert 0 < first["ttft_ms"] <= first["duration_ms"]
