@@ -16,9 +16,9 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import Mount, Route
 
-from app import metrics, probes, routes
+from app import metrics, openapi, probes, routes
 from app.errors import MethodNotAllowed, NotFound, ServiceError
 from app.lifespan import lifespan
 from app.middleware import RateLimitMiddleware
@@ -40,7 +40,13 @@ def create_app(
             allow_origins=settings.allowed_origins,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Content-Type", "Last-Event-ID", "X-Request-ID"],
-            expose_headers=["X-Cache", "X-Request-ID", "RateLimit", "RateLimit-Policy"],
+            expose_headers=[
+                "X-Cache",
+                "X-Request-ID",
+                "RateLimit",
+                "RateLimit-Policy",
+                "Retry-After",
+            ],
         ),
     ]
     # on the routes that start generations, so a 429 is already routed (logs, metrics)
@@ -65,6 +71,9 @@ def create_app(
             Route("/readyz", probes.readyz),
             Route("/v1/health", probes.health),
             Route("/metrics", metrics.metrics),
+            Route("/openapi.json", openapi.openapi),
+            Route("/docs", openapi.docs),
+            Mount("/docs/assets", app=openapi.ASSETS),
         ],
         middleware=middleware,
         exception_handlers={

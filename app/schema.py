@@ -114,27 +114,62 @@ def _role(value: object) -> str | None:
     return None if value in ROLES else "must be one of " + ", ".join(ROLES)
 
 
-_FIELDS: dict[str, Callable[[object], str | None]] = {
-    "model": _model,
-    "prompt": _string,
-    "messages": _objects,
-    "system": _string,
-    "options": _object,
-    "format": _format,
-    "think": _boolean,
-    "tools": _objects,
-    "keep_alive": _keep_alive,
-    "stream": _boolean,
-    "cache": _boolean,
+Check = Callable[[object], str | None]
+_STRING: dict[str, Any] = {"type": "string"}
+_BOOLEAN: dict[str, Any] = {"type": "boolean"}
+_OBJECT: dict[str, Any] = {"type": "object"}
+_OBJECTS: dict[str, Any] = {"type": "array", "items": _OBJECT}
+_MESSAGE_FIELDS: dict[str, tuple[Check, dict[str, Any], str]] = {
+    "role": (_role, {"type": "string", "enum": list(ROLES)}, "who speaks"),
+    "content": (_string, _STRING, "the message text"),
+    "images": (_strings, {"type": "array", "items": _STRING}, "base64 images"),
+    "thinking": (_string, _STRING, "a thinking model's reasoning"),
+    "tool_calls": (_objects, _OBJECTS, "tool calls an assistant made"),
+    "tool_name": (_string, _STRING, "the tool a tool message answers for"),
 }
-_MESSAGE_FIELDS: dict[str, Callable[[object], str | None]] = {
-    "role": _role,
-    "content": _string,
-    "images": _strings,
-    "thinking": _string,
-    "tool_calls": _objects,
-    "tool_name": _string,
-}
+# each field: how it is checked, its JSON schema (for /openapi.json), what it means
+_FIELDS: dict[str, tuple[Check, dict[str, Any], str]] = {
+    "model": (
+        _model,
+        {"type": "string", "pattern": "^" + MODEL_NAME.pattern + "$"},
+        "Ollama model name; DEFAULT_MODEL when absent",
+    ),
+    "prompt": (_string, _STRING, "single-turn prompt (Ollama /api/generate)"),
+    "messages": (
+        _objects,
+        {"type": "array", "minItems": 1, "items": {
+            "type": "object", "required": ["role", "content"], "additionalProperties": False,
+            "properties": {n: {**s, "description": d} for n, (_, s, d) in _MESSAGE_FIELDS.items()},
+        }},
+        "multi-turn chat (Ollama /api/chat)",
+    ),
+    "system": (_string, _STRING, "system prompt"),
+    "options": (_object, _OBJECT, "Ollama options: temperature, top_p, seed, num_predict, stop"),
+    "format": (
+        _format,
+        {"oneOf": [{"type": "string", "enum": ["json"]}, _OBJECT]},
+        'structured output: "json" or a JSON schema',
+    ),
+    "think": (_boolean, _BOOLEAN, "let a thinking model think"),
+    "tools": (_objects, _OBJECTS, "tools a chat model may call (chat only)"),
+    "keep_alive": (
+        _keep_alive,
+        {"oneOf": [_STRING, {"type": "number"}]},
+        "how long Ollama keeps the model loaded; not part of the cache key",
+    ),
+    "stream": (_boolean, {**_BOOLEAN, "default": True}, "false: one JSON answer"),
+    "cache": (_boolean, {**_BOOLEAN, "default": True}, "false: neither read nor write the cache"),
+}  # fmt: skip
+
+
+def request_schema() -> dict[str, Any]:
+    """The JSON schema of the request body, from the same table that validates it."""
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {name: {**s, "description": d} for name, (_, s, d) in _FIELDS.items()},
+        "oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}],
+    }
 
 
 def parse_body(data: object, default_model: str) -> CompletionRequest:
@@ -143,8 +178,8 @@ def parse_body(data: object, default_model: str) -> CompletionRequest:
         raise InvalidJSON("The request body must be a JSON object.")
     problems: dict[str, str] = {}
     for name, value in data.items():
-        check = _FIELDS.get(name)
-        reason = "is not a known field" if check is None else check(value)
+        known = _FIELDS.get(name)
+        reason = "is not a known field" if known is None else known[0](value)
         if reason:
             problems[name] = reason
     for index, message in enumerate(data.get("messages") or []):
@@ -186,8 +221,8 @@ def _check_message(index: int, message: dict[str, Any], problems: dict[str, str]
         if required not in message:
             problems[f"messages[{index}].{required}"] = "is required"
     for name, value in message.items():
-        check = _MESSAGE_FIELDS.get(name)
-        reason = "is not a known field" if check is None else check(value)
+        known = _MESSAGE_FIELDS.get(name)
+        reason = "is not a known field" if known is None else known[0](value)
         if reason:
             problems[f"messages[{index}].{name}"] = reason
 

@@ -1,0 +1,189 @@
+"""``/openapi.json`` and ``/docs``: the API described, and Swagger UI served without a CDN.
+
+The request schema comes from ``app.schema``, the table that validates requests, so the
+document cannot drift from what is accepted. OpenAPI 3.0 (what the bundled Swagger UI 4
+renders); the server-sent events are described as ``text/event-stream`` with one schema per
+event's ``data``. Swagger UI's files come from the installed ``swagger-ui-bundle`` package.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import swagger_ui_bundle
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.staticfiles import StaticFiles
+
+from app.probes import VERSION
+from app.responses import JSONBody
+from app.schema import QUERY_FIELDS, request_schema
+
+ASSETS = StaticFiles(directory=swagger_ui_bundle.swagger_ui_path)
+
+_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Byte in Bottle API</title>
+<link rel="stylesheet" href="/docs/assets/swagger-ui.css"></head>
+<body><div id="docs"></div>
+<script src="/docs/assets/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({url: "/openapi.json", dom_id: "#docs"});</script>
+</body></html>"""
+
+
+async def docs(request: Request) -> Response:
+    return HTMLResponse(_PAGE)
+
+
+async def openapi(request: Request) -> Response:
+    return JSONBody(document())
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _header(description: str, kind: str = "string") -> dict[str, Any]:
+    return {"description": description, "schema": {"type": kind}}
+
+
+def _problems(*statuses: int) -> dict[str, Any]:
+    problem = {"application/problem+json": {"schema": _ref("Problem")}}
+    return {str(s): {"description": "an error, as RFC 9457", "content": problem} for s in statuses}
+
+
+_LIMIT_HEADERS = {
+    "RateLimit-Policy": _header('the limit, e.g. "default";q=10;w=60'),
+    "RateLimit": _header('what is left, e.g. "default";r=9;t=0'),
+    "X-Request-ID": _header("the client's request id, or one made up"),
+}
+_SSE = (
+    "Server-sent events: `retry`, then `start` (no id), one `token` per token "
+    "(id `<generation>.<n>`), then `done` (id `<generation>.done`) or `error` (id "
+    "`<generation>.error`; none for `shutting_down`). `: ping` comments keep it alive. "
+    "Each `data` is one line of JSON: see the StartEvent, TokenEvent, DoneEvent and "
+    "ErrorEvent schemas."
+)
+_LAST_EVENT_ID = {
+    "name": "Last-Event-ID",
+    "in": "header",
+    "required": False,
+    "description": "resume after this event: `<generation>.<n>`; `.done` or `.error` gives 204",
+    "schema": {"type": "string"},
+}
+
+
+def _stream_responses() -> dict[str, Any]:
+    headers = {"X-Cache": _header("HIT, MISS, JOINED or BYPASS"), **_LIMIT_HEADERS}
+    return {
+        "200": {
+            "description": _SSE + " With `stream: false`, one JSON object instead.",
+            "headers": headers,
+            "content": {
+                "text/event-stream": {"schema": {"type": "string"}},
+                "application/json": {"schema": _ref("Completion")},
+            },
+        },
+        "204": {"description": "Last-Event-ID named a finished stream: do not reconnect"},
+        "429": {
+            "description": "over the rate limit",
+            "headers": {"Retry-After": _header("whole seconds", "integer"), **_LIMIT_HEADERS},
+            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+        },
+        **_problems(400, 404, 413, 422, 502, 503, 504),
+    }
+
+
+def _json_answer(description: str, schema: dict[str, Any], *errors: int) -> dict[str, Any]:
+    ok = {"description": description, "content": {"application/json": {"schema": schema}}}
+    return {"responses": {"200": ok, **_problems(*errors)}}
+
+
+@cache
+def document() -> dict[str, Any]:
+    body = {
+        "required": True,
+        "content": {"application/json": {"schema": _ref("CompletionRequest")}},
+    }
+    query = [
+        {"name": name, "in": "query", "required": False,
+         "schema": request_schema()["properties"][name]}
+        for name in QUERY_FIELDS
+    ]  # fmt: skip
+    generation = {"name": "generation", "in": "path", "required": True,
+                  "schema": {"type": "string", "pattern": "^g_[A-Za-z0-9_-]{22}$"}}  # fmt: skip
+    return {
+        "openapi": "3.0.3",
+        "info": {"title": "Byte in Bottle", "version": VERSION,
+                 "description": "Streams a local LLM's tokens as server-sent events."},
+        "paths": {
+            "/v1/chats/generate": {
+                "post": {"summary": "Generate (SSE, or JSON with stream false)",
+                         "parameters": [_LAST_EVENT_ID], "requestBody": body,
+                         "responses": _stream_responses()},
+                "get": {"summary": "Generate, for an EventSource",
+                        "parameters": [*query, _LAST_EVENT_ID], "responses": _stream_responses()},
+            },
+            "/v1/chats/generations": {
+                "post": {"summary": "Start, join or find a generation for an EventSource",
+                         "requestBody": body, "responses": {
+                             "202": {"description": "its events URL (also in Location)",
+                                     "content": {"application/json": {
+                                         "schema": _ref("GenerationCreated")}}},
+                             **_problems(400, 413, 422, 429, 503)}},
+            },
+            "/v1/chats/generations/{generation}/events": {
+                "get": {"summary": "A generation's events, from the start or Last-Event-ID",
+                        "parameters": [generation, _LAST_EVENT_ID],
+                        "responses": {k: v for k, v in _stream_responses().items()
+                                      if k in ("200", "204", "404", "503")}},
+            },
+            "/v1/chats/generations/{generation}": {
+                "delete": {"summary": "Stop a generation for every client",
+                           "parameters": [generation],
+                           "responses": {"204": {"description": "stopped"}, **_problems(404)}},
+            },
+            "/livez": {"get": {"summary": "Liveness", **_json_answer("alive", _ref("Health"))}},
+            "/readyz": {"get": {"summary": "Readiness: Redis and Ollama answer",
+                                **_json_answer("ready (503: not)", _ref("Health"))}},
+            "/v1/health": {"get": {"summary": "Health for people",
+                                   **_json_answer("healthy or degraded (503: unhealthy)",
+                                                  _OBJECT)}},
+            "/v1/models": {"get": {"summary": "Ollama's models",
+                                   **_json_answer("the models", _OBJECT, 502, 503)}},
+            "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
+                "description": "Prometheus text format",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+        },
+        "components": {"schemas": _schemas()},
+    }  # fmt: skip
+
+
+_OBJECT: dict[str, Any] = {"type": "object"}
+
+
+def _schemas() -> dict[str, Any]:
+    string, boolean, integer = {"type": "string"}, {"type": "boolean"}, {"type": "integer"}
+    return {
+        "CompletionRequest": request_schema(),
+        "Problem": {"type": "object", "required": ["status", "title", "detail", "error"],
+                    "properties": {"status": integer, "title": string, "detail": string,
+                                   "error": string, "fields": {"type": "object",
+                                   "additionalProperties": string}}},
+        "Completion": {"type": "object", "properties": {
+            "model": string, "response": string, "thinking": string, "message": _OBJECT,
+            "created_at": string, "done": boolean, "done_reason": string, "cached": boolean,
+            "eval_count": integer, "prompt_eval_count": integer, "total_duration": integer}},
+        "GenerationCreated": {"type": "object", "properties": {
+            "generation": string, "events": string, "cached": boolean}},
+        "Health": {"type": "object", "properties": {"status": string, "checks": _OBJECT}},
+        "StartEvent": {"type": "object", "properties": {
+            "generation": string, "model": string, "cached": boolean, "reset": boolean}},
+        "TokenEvent": {"type": "object", "properties": {
+            "text": string, "thinking": string, "tool_calls": {"type": "array",
+                                                              "items": _OBJECT}}},
+        "DoneEvent": {"type": "object", "properties": {
+            "done_reason": string, "cached": boolean, "eval_count": integer,
+            "prompt_eval_count": integer, "total_duration": integer}},
+        "ErrorEvent": {"type": "object", "properties": {"error": string, "detail": string}},
+    }  # fmt: skip
