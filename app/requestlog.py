@@ -72,19 +72,24 @@ class RequestLogMiddleware:
         finally:
             route = getattr(scope.get("route"), "path", "unmatched")
             metrics.REQUESTS.labels(route, scope["method"], str(status)).inc()
-            client = scope.get("client")
-            ttft = record.first_token_seconds
-            fields = {
-                "method": scope["method"],
-                "path": scope["path"],
-                "status": status,
-                "client": client[0] if client else None,
-                "duration_ms": round((time.perf_counter() - record.started) * 1000, 1),
-                "ttft_ms": None if ttft is None else round(ttft * 1000, 1),
-                "tokens": record.tokens,
-                "cache": record.cache,
-                "generation": record.generation,
-                "request_id": request_id,
-            }
             level = logging.DEBUG if scope["path"] in QUIET_PATHS else logging.INFO
-            logger.log(level, "request", extra={"fields": fields})
+            if logger.isEnabledFor(level):
+                self._log(level, scope, status, record, request_id)
+
+    @staticmethod
+    def _log(level: int, scope: Scope, status: int, record: RequestFacts, request_id: str) -> None:
+        client = scope.get("client")
+        ttft = record.first_token_seconds
+        fields = {
+            "method": scope["method"],
+            "path": scope["path"],
+            "status": status,
+            "client": client[0] if client else None,
+            "duration_ms": round((time.perf_counter() - record.started) * 1000, 1),
+            "ttft_ms": None if ttft is None else round(ttft * 1000, 1),
+            "tokens": record.tokens,
+            "cache": record.cache,
+            "generation": record.generation,
+            "request_id": request_id,
+        }
+        logger.log(level, "request", extra={"fields": fields})
