@@ -31,7 +31,7 @@ import orjson
 from app import cache, events, metrics
 from app.errors import Cancelled, ServiceError, ShuttingDown
 from app.schema import CompletionRequest, Kind
-from app.store import RedisStore, StoreUnavailable, batch_entry
+from app.store import STREAM_RETENTION_SECONDS, RedisStore, StoreUnavailable, batch_entry
 
 logger = logging.getLogger(__name__)
 
@@ -225,34 +225,49 @@ class Generation:
         finally:
             self._settled.set()
 
+    async def announce(self) -> int:
+        """Renews what says this generation runs (meta, lease, claim); returns how many clients
+        follow it on other workers. Raises ``StoreUnavailable``."""
+        if self._store is None:
+            return 0
+        meta = orjson.dumps(
+            {"sha": self.sha, "kind": self.request.kind, "model": self.request.model}
+        )
+        ttl = max(self._policy.cache_ttl_seconds, STREAM_RETENTION_SECONDS)
+        sha = self.sha if self.claimed else None
+        return await self._store.renew(self.id, sha, meta, ttl)
+
     async def _publish_until_ended(self) -> None:
         published = 0
         renewed_at = float("-inf")
+        failed = False  # Redis refused the last round: wait a tick, then try again
         while True:
-            if len(self.payloads) == published and not self.ended:
+            if (len(self.payloads) == published or failed) and not self.ended:
                 with anyio.move_on_after(TICK_SECONDS):
                     await self._changed.wait()
                 if not self.ended:
                     await asyncio.sleep(BATCH_SECONDS)  # let a batch gather
             ended, available = self.ended, len(self.payloads)
             remote_clients = 0
-            if self._store is not None:
+            if self._store is None:
+                published = available
+            else:
                 try:
                     if available > published:
                         entry = batch_entry(published, self.payloads[published:available])
                         await self._store.append(self.id, entry, first=published == 0)
+                        published = available
                     if ended:
                         await self._finish(self._store)
                     elif not self._clients or time.monotonic() - renewed_at >= TICK_SECONDS:
-                        sha = self.sha if self.claimed else None
-                        remote_clients = await self._store.renew(self.id, sha)
+                        remote_clients = await self.announce()
                         renewed_at = time.monotonic()
+                    failed = False
                 except StoreUnavailable:
-                    self._store = None  # local clients carry on; nothing more is published
-            published = available
+                    failed = True  # retried next round; at the end, not: clients wait for it
             if ended:
                 return
-            if self._clients or remote_clients:
+            if self._clients or remote_clients or failed:
                 self._last_client_at = time.monotonic()
             elif time.monotonic() - self._last_client_at >= self._policy.resume_grace_seconds:
                 self.cancel(Cancelled("Nobody was reading the generation."))

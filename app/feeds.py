@@ -192,6 +192,10 @@ class RemoteFeed:
         for entry_id, fields in entries:
             self._last_entry = entry_id
             if b"p" in fields:
+                if int(fields[b"i"]) != len(self.payloads):  # Redis lost earlier entries
+                    lost = UpstreamError("Part of the generation was lost; ask again.")
+                    self._error = events.error_data(lost)
+                    return
                 self.payloads.extend(fields[b"p"].split(b"\n"))
             elif b"done" in fields:
                 self._stats = fields[b"done"]

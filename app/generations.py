@@ -22,7 +22,7 @@ from app.completions import Generation, Policy, TokenSource, new_generation_id
 from app.errors import Cancelled, ServiceError, ShuttingDown
 from app.feeds import CachedFeed, Feed, LocalFeed, RemoteFeed
 from app.schema import CompletionRequest
-from app.store import STREAM_RETENTION_SECONDS, RedisStore, StoreUnavailable
+from app.store import RedisStore, StoreUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -145,13 +145,12 @@ class Generations:
     async def _lead(
         self, request: CompletionRequest, sha: str, generation_id: str, *, claimed: bool
     ) -> Feed:
-        meta = orjson.dumps({"sha": sha, "kind": request.kind, "model": request.model})
-        ttl = max(self._policy.cache_ttl_seconds, STREAM_RETENTION_SECONDS)
-        try:
-            await self._store.describe(generation_id, meta, ttl)
-        except StoreUnavailable:
-            return self._start(request, sha, generation_id, claimed=False, store=None)
-        return self._start(request, sha, generation_id, claimed=claimed, store=self._store)
+        feed = self._start(request, sha, generation_id, claimed=claimed, store=self._store)
+        # announced now, so its id works at once (an events URL, a stop); if Redis fails here,
+        # the generation's keeper announces it on its next tick
+        with contextlib.suppress(StoreUnavailable):
+            await self._by_id[generation_id].announce()
+        return feed
 
     def _start(
         self,

@@ -55,5 +55,6 @@ def uvicorn_config(level: str, log_format: str) -> dict[str, Any]:
         "loggers": {
             "uvicorn": {"level": level.upper()},
             "uvicorn.access": {"level": "WARNING"},  # requests are logged by app.requestlog
+            "httpx": {"level": "WARNING"},  # a line per request to Ollama says nothing new
         },
     }

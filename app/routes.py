@@ -131,6 +131,7 @@ async def _stream(request: Request[State], feed: Feed, index: int, *, reset: boo
         ping=settings.heartbeat_interval_seconds,
         ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),
         sep="\n",
+        send_timeout=settings.send_timeout_seconds,
         background=BackgroundTask(feed.aclose),  # also when the stream never got to start
     )
 

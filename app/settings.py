@@ -36,6 +36,7 @@ class Settings:
     upstream_timeout_seconds: float = 300.0  # UPSTREAM_TIMEOUT, first token incl. model load
     upstream_idle_timeout_seconds: float = 60.0  # UPSTREAM_IDLE_TIMEOUT, between tokens
     max_body_bytes: int = 1024 * 1024  # MAX_BODY_BYTES
+    send_timeout_seconds: float = 30.0  # SEND_TIMEOUT, a client that reads nothing this long goes
     shutdown_grace_seconds: float = 30.0  # SHUTDOWN_GRACE
     resume_grace_seconds: float = 5.0  # RESUME_GRACE
     web_concurrency: int = 1  # WEB_CONCURRENCY, uvicorn worker processes
@@ -160,6 +161,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("upstream_timeout_seconds", "UPSTREAM_TIMEOUT", _positive_float, "seconds > 0"),
     ("upstream_idle_timeout_seconds", "UPSTREAM_IDLE_TIMEOUT", _positive_float, "seconds > 0"),
     ("max_body_bytes", "MAX_BODY_BYTES", _positive_int, "bytes >= 1"),
+    ("send_timeout_seconds", "SEND_TIMEOUT", _positive_float, "seconds > 0"),
     ("shutdown_grace_seconds", "SHUTDOWN_GRACE", _non_negative_float, "seconds >= 0"),
     ("resume_grace_seconds", "RESUME_GRACE", _non_negative_float, "seconds >= 0"),
     ("web_concurrency", "WEB_CONCURRENCY", _positive_int, "an integer >= 1"),

@@ -112,13 +112,6 @@ class RedisStore:
     async def cached(self, sha: str) -> bytes | None:
         return await self._get(content_key(sha, "cache"))
 
-    async def describe(self, generation: str, meta: bytes, ttl_seconds: int) -> None:
-        """Records what the generation is (to find it by id) and takes its first lease."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.set(generation_key(generation, "meta"), meta, ex=ttl_seconds)
-            pipe.set(generation_key(generation, "lease"), 1, px=int(LEASE_SECONDS * 1000))
-            await self._call(pipe.execute)
-
     async def meta(self, generation: str) -> bytes | None:
         return await self._get(generation_key(generation, "meta"))
 
@@ -137,9 +130,11 @@ class RedisStore:
             pipe.expire(key, STREAM_RETENTION_SECONDS)
             await self._call(pipe.execute)
 
-    async def renew(self, generation: str, sha: str | None) -> int:
-        """Renews the leader's leases; returns how many clients follow on other workers."""
+    async def renew(self, generation: str, sha: str | None, meta: bytes, meta_ttl: int) -> int:
+        """Renews the leader's lease, claim and the generation's meta (what it is, to find it by
+        id); returns how many clients follow on other workers."""
         async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.set(generation_key(generation, "meta"), meta, ex=meta_ttl)
             pipe.set(generation_key(generation, "lease"), 1, px=int(LEASE_SECONDS * 1000))
             if sha is not None:
                 pipe.pexpire(content_key(sha, "live"), int(LEASE_SECONDS * 1000))

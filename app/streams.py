@@ -1,4 +1,10 @@
-"""The SSE response: sse-starlette's ``EventSourceResponse`` with a cheaper send.
+"""The SSE response: sse-starlette's ``EventSourceResponse`` with a cheaper send, and a client
+that stops reading dropped quietly.
+
+A send waits only when the socket's buffers are full, that is when the client has not read for a
+while (on loopback, after several megabytes). After ``send_timeout`` seconds of that the client
+is dropped, so its buffers are all the memory it can hold; it is logged as a warning, not as an
+application error with a traceback, because it is the client's doing.
 
 sse-starlette wraps every send in ``anyio.move_on_after(send_timeout)``, even without a timeout,
 and on asyncio without sniffio each such scope looks up the async backend again; measured under
@@ -10,13 +16,22 @@ by a test, so an sse-starlette upgrade that renames the hook fails loudly instea
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
-from starlette.types import Message, Send
+from starlette.types import Message, Receive, Scope, Send
+
+logger = logging.getLogger(__name__)
 
 
 class EventStream(EventSourceResponse):
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            logger.warning("dropped a client that read nothing for %g s", self.send_timeout)
+
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
         try:
             async with asyncio.timeout(self.send_timeout):

@@ -1,0 +1,127 @@
+"""Faults, with the service still answering afterwards and nothing wrong in the cache."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests import servers, sse
+from tests.servers import Server, simulator_counters
+
+pytestmark = pytest.mark.anyio
+
+GENERATE = "/v1/chats/generate"
+
+
+async def wait_for(condition: Callable[[], bool], seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time allowed"
+        await asyncio.sleep(0.02)
+
+
+async def test_a_client_that_stops_reading_is_dropped_and_others_are_not(
+    start_service: Callable[..., Server],
+) -> None:
+    """Megabytes into the kernel's buffers, its sends block; after SEND_TIMEOUT it is gone."""
+    service = start_service(SEND_TIMEOUT="1", LOG_LEVEL="info")
+    flood = orjson.dumps({"prompt": "flood", "options": {"sim_tokens": 150_000,
+                                                         "sim_token_delay": 0}})  # fmt: skip
+    with socket.create_connection(("127.0.0.1", service.port)) as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(
+            b"POST /v1/chats/generate HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(flood), flood)
+        )
+        async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+            meanwhile = await sse.fetch(http, "POST", GENERATE, json={"prompt": "a reader"})
+        assert meanwhile.events()[-1].type == "done"
+        dropped = "dropped a client that read nothing for 1 s"
+        await wait_for(lambda: dropped in service.output(), 20)
+    service.stop()  # flushes its log
+    access = [orjson.loads(x) for x in service.output().splitlines() if '"bib.access"' in x]
+    (flooded,) = [a for a in access if a["tokens"] > 12]  # the reader's answer had 12 tokens
+    assert flooded["tokens"] < 150_000  # cut off, not finished
+    assert "Traceback" not in service.output()
+
+
+async def test_a_stalled_ollama_keeps_the_stream_alive_with_pings_then_times_out(
+    start_service: Callable[..., Server],
+) -> None:
+    service = start_service(HEARTBEAT_INTERVAL="0.3", UPSTREAM_IDLE_TIMEOUT="1.5")
+    body = {"prompt": "stall", "options": {"sim_fault": "hang", "sim_fault_after": 2}}
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        received = await sse.fetch(http, "POST", GENERATE, json=body)
+    items = received.items()
+    last_token = max(i for i, item in enumerate(items) if getattr(item, "type", "") == "token")
+    assert items[last_token + 1 :].count(sse.Comment("ping")) >= 3
+    assert received.events()[-1].json()["error"] == "upstream_timeout"
+
+
+@pytest.mark.parametrize(
+    "hang_up_after",
+    [
+        pytest.param(None, id="before-the-first-byte"),
+        pytest.param(b"\nevent: start\n", id="after-start"),
+        pytest.param(b".0\nevent: token\n", id="after-the-first-token"),
+        pytest.param(b".9\nevent: token\n", id="mid-stream"),
+    ],
+)
+async def test_a_client_leaving_at_any_point_cancels_upstream(
+    service: Server, ollama: Server, hang_up_after: bytes | None
+) -> None:
+    """With RESUME_GRACE=0 (the suite's), the last client leaving ends the upstream request."""
+    before = simulator_counters(ollama)
+    options: dict[str, Any] = {"sim_tokens": 200, "sim_token_delay": 0.05}
+    if hang_up_after is None:
+        options["sim_first_token_delay"] = 0.5  # leave while the service holds the response
+    body = {"prompt": f"leave {hang_up_after!r}", "options": options}
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        if hang_up_after is None:
+            with pytest.raises(httpx.ReadTimeout):
+                await http.post(GENERATE, json=body, timeout=0.2)
+        else:
+            await sse.fetch(http, "POST", GENERATE, json=body, stop_after=hang_up_after)
+    await wait_for(lambda: simulator_counters(ollama)["cancelled"] > before["cancelled"], 2)
+    assert simulator_counters(ollama)["completed"] == before["completed"]
+
+
+async def test_redis_killed_and_restarted_mid_stream(
+    start_service: Callable[..., Server], ollama: Server
+) -> None:
+    """The stream goes on without Redis and is not cached; the cache works again after."""
+    valkey = servers.valkey().start(ready_path=None)
+    try:
+        service = start_service(REDIS_URL=f"redis://127.0.0.1:{valkey.port}/0")
+        body = {"prompt": "redis dies", "options": {"sim_tokens": 30, "sim_token_delay": 0.05}}
+        async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+            streaming = asyncio.create_task(sse.fetch(http, "POST", GENERATE, json=body))
+            await asyncio.sleep(0.5)
+            assert valkey.process is not None
+            valkey.process.kill()
+            valkey.process.wait()
+            whole = await streaming
+            assert whole.headers["x-cache"] == "MISS"
+            assert [e.type for e in whole.events()][-1] == "done"
+            assert len([e for e in whole.events() if e.type == "token"]) == 30
+            valkey.start(ready_path=None)
+            outcomes = []
+            for _ in range(50):
+                answer = await http.post(GENERATE, json={**body, "stream": False})
+                assert answer.status_code == 200, answer.text + service.output()[-3000:]
+                outcomes.append(answer.headers["x-cache"])
+                if outcomes[-1] == "HIT":
+                    break
+                await asyncio.sleep(0.2)
+        assert outcomes[-1] == "HIT"
+        assert outcomes.count("MISS") >= 1  # nothing half-written was served as a hit
+        assert "Traceback" not in service.output()
+    finally:
+        valkey.stop()
