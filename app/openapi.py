@@ -80,7 +80,7 @@ def _stream_responses() -> dict[str, Any]:
             "description": _SSE + " With `stream: false`, one JSON object instead.",
             "headers": headers,
             "content": {
-                "text/event-stream": {"schema": {"type": "string"}},
+                "text/event-stream": {"schema": _ref("ServerSentEvent")},
                 "application/json": {"schema": _ref("Completion")},
             },
         },
@@ -94,9 +94,21 @@ def _stream_responses() -> dict[str, Any]:
     }
 
 
-def _json_answer(description: str, schema: dict[str, Any], *errors: int) -> dict[str, Any]:
-    ok = {"description": description, "content": {"application/json": {"schema": schema}}}
+def _json_answer(
+    description: str, schema: dict[str, Any], *errors: int, media: str = "application/json"
+) -> dict[str, Any]:
+    ok = {"description": description, "content": {media: {"schema": schema}}}
     return {"responses": {"200": ok, **_problems(*errors)}}
+
+
+def _probe(description: str, *, media: str, fails: bool) -> dict[str, Any]:
+    """A probe's answers: 200, and (for those that check something) 503 in the same shape."""
+    schema = _ref("Health") if media == "application/health+json" else _OBJECT
+    answer = {"content": {media: {"schema": schema}}}
+    responses = {"200": {"description": description, **answer}}
+    if fails:
+        responses["503"] = {"description": "failing, or shutting down", **answer}
+    return {"responses": responses}
 
 
 @cache
@@ -143,12 +155,13 @@ def document() -> dict[str, Any]:
                            "parameters": [generation],
                            "responses": {"204": {"description": "stopped"}, **_problems(404)}},
             },
-            "/livez": {"get": {"summary": "Liveness", **_json_answer("alive", _ref("Health"))}},
+            "/livez": {"get": {"summary": "Liveness",
+                               **_probe("alive", media="application/health+json", fails=False)}},
             "/readyz": {"get": {"summary": "Readiness: Redis and Ollama answer",
-                                **_json_answer("ready (503: not)", _ref("Health"))}},
+                                **_probe("ready", media="application/health+json", fails=True)}},
             "/v1/health": {"get": {"summary": "Health for people",
-                                   **_json_answer("healthy or degraded (503: unhealthy)",
-                                                  _OBJECT)}},
+                                   **_probe("healthy or degraded", media="application/json",
+                                            fails=True)}},
             "/v1/models": {"get": {"summary": "Ollama's models",
                                    **_json_answer("the models", _OBJECT, 502, 503)}},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
@@ -177,6 +190,14 @@ def _schemas() -> dict[str, Any]:
         "GenerationCreated": {"type": "object", "properties": {
             "generation": string, "events": string, "cached": boolean}},
         "Health": {"type": "object", "properties": {"status": string, "checks": _OBJECT}},
+        "ServerSentEvent": {"type": "object", "description": "one event of the stream",
+                            "properties": {
+            "event": {"type": "string", "enum": ["start", "token", "done", "error"]},
+            "data": {"type": "string",
+                     "description": "one line of JSON: a StartEvent, TokenEvent, DoneEvent or "
+                                    "ErrorEvent"},
+            "id": {"type": "string", "description": "<generation>.<n>, .done or .error"},
+            "retry": {"type": "integer", "description": "reconnection delay, milliseconds"}}},
         "StartEvent": {"type": "object", "properties": {
             "generation": string, "model": string, "cached": boolean, "reset": boolean}},
         "TokenEvent": {"type": "object", "properties": {

@@ -168,7 +168,11 @@ def request_schema() -> dict[str, Any]:
         "type": "object",
         "additionalProperties": False,
         "properties": {name: {**s, "description": d} for name, (_, s, d) in _FIELDS.items()},
-        "oneOf": [{"required": ["prompt"]}, {"required": ["messages"]}],
+        # exactly one of prompt and messages; tools only with messages
+        "oneOf": [
+            {"required": ["prompt"], "not": {"required": ["tools"]}},
+            {"required": ["messages"]},
+        ],
     }
 
 

@@ -51,6 +51,8 @@ def test_every_route_is_documented() -> None:
         pytest.param({"messages": [{"role": "robot", "content": "b"}]}, id="role"),
         pytest.param({"messages": [{"role": "user"}]}, id="no-content"),
         pytest.param({"prompt": "a", "format": "xml"}, id="format"),
+        pytest.param({"prompt": "a", "tools": [{}]}, id="tools-without-chat"),
+        pytest.param({"messages": [{"role": "user", "content": "b"}], "tools": [{}]}, id="tools"),
     ],
 )
 def test_the_documented_schema_agrees_with_the_validator(body: dict[str, Any]) -> None:
