@@ -102,15 +102,16 @@ class Generations:
                 self._store, generation_id, described["kind"], described["model"], "JOINED", self
             )
             await feed.pull(0)
-            if feed.ended or await self._store.alive(generation_id):
-                return feed  # finished with its events still in Redis, or running
-            entry = await self._store.cached(described["sha"])  # else only the cache has it
+            if not feed.ended and await self._store.alive(generation_id):
+                return feed  # running
+            entry = await self._store.cached(described["sha"])
         except StoreUnavailable:
             return None
-        if entry is None:
-            return None
-        completion = cache.decode(entry)
-        return CachedFeed(completion) if completion.generation == generation_id else None
+        with contextlib.suppress(ValueError):  # a corrupt entry is no entry
+            completion = cache.decode(entry) if entry is not None else None
+            if completion is not None and completion.generation == generation_id:
+                return CachedFeed(completion)  # over: a replay from the cache, fast
+        return feed if feed.ended else None  # over but not cached (failed, cache off), or gone
 
     async def knows(self, generation_id: str) -> bool:
         """Whether the generation exists, here or anywhere (a resume of it is no new request)."""

@@ -29,6 +29,10 @@ from app.shutdown import Drain
 from app.store import RedisStore
 
 REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
+# redis-py refuses a command outright when its pool (100 by default) is all in use, and every
+# client following a generation on another worker holds a blocking read's connection
+REDIS_MAX_CONNECTIONS = 2000
+REDIS_MAX_BLOCKING_CONNECTIONS = 10000
 
 
 class State(TypedDict):
@@ -60,11 +64,13 @@ def lifespan(
             settings.redis_url,
             socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+            max_connections=REDIS_MAX_CONNECTIONS,
         )
         blocking = Redis.from_url(
             settings.redis_url,
             socket_timeout=READ_BLOCK_MILLISECONDS / 1000 + REDIS_SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
+            max_connections=REDIS_MAX_BLOCKING_CONNECTIONS,
         )
         policy = Policy(
             resume_grace_seconds=settings.resume_grace_seconds,

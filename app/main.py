@@ -73,6 +73,7 @@ def create_app(
             Route("/metrics", metrics.metrics),
             Route("/openapi.json", openapi.openapi),
             Route("/docs", openapi.docs),
+            Route("/playground", openapi.playground),
             Mount("/docs/assets", app=openapi.ASSETS),
         ],
         middleware=middleware,

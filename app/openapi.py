@@ -1,4 +1,5 @@
-"""``/openapi.json`` and ``/docs``: the API described, and Swagger UI served without a CDN.
+"""``/openapi.json``, ``/docs`` and ``/playground``: the API described, Swagger UI served without
+a CDN, and a page to try it with.
 
 The request schema comes from ``app.schema``, the table that validates requests, so the
 document cannot drift from what is accepted. OpenAPI 3.0 (what the bundled Swagger UI 4
@@ -9,6 +10,7 @@ event's ``data``. Swagger UI's files come from the installed ``swagger-ui-bundle
 from __future__ import annotations
 
 from functools import cache
+from importlib import resources
 from typing import Any
 
 import swagger_ui_bundle
@@ -33,6 +35,16 @@ _PAGE = """<!doctype html>
 
 async def docs(request: Request) -> Response:
     return HTMLResponse(_PAGE)
+
+
+async def playground(request: Request) -> Response:
+    """``GET /playground``: a page that streams answers through an ``EventSource``."""
+    return HTMLResponse(_playground_page())
+
+
+@cache
+def _playground_page() -> str:
+    return resources.files("app").joinpath("playground.html").read_text()
 
 
 async def openapi(request: Request) -> Response:

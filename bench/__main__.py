@@ -8,12 +8,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import urllib.request
 from collections.abc import Sequence
 
 import orjson
 import redis
 
-from bench.load import concurrent, cpu_seconds, get, median, post, throughput
+from bench.load import (
+    concurrent,
+    cpu_seconds,
+    get,
+    hold_streams,
+    median,
+    post,
+    rss_bytes,
+    throughput,
+)
 from tests import servers
 
 TOKENS = 50
@@ -33,7 +43,12 @@ class Setup:
         self.apps: list[servers.Server] = []
 
     def app(
-        self, transport: str = "aiohttp", *, redis: bool = True, rate_limit_max: int = 0
+        self,
+        transport: str = "aiohttp",
+        *,
+        redis: bool = True,
+        rate_limit_max: int = 0,
+        env: dict[str, str] | None = None,
     ) -> servers.Server:
         """An app; without ``redis`` it points at a closed port, so nothing is published.
         ``rate_limit_max`` 0 turns the limiter off."""
@@ -43,6 +58,7 @@ class Setup:
             "OLLAMA_HOST": self.ollama.url,
             "LOG_LEVEL": "warning",
             "RATE_LIMIT_MAX": str(rate_limit_max),
+            **(env or {}),
         }
         port = servers.free_port()
         argv = [servers.PYTHON, "-m", "bench.serve", "--port", str(port), "--transport", transport]
@@ -146,6 +162,53 @@ def replay(setup: Setup, rounds: int, seconds: float, connections: int) -> list[
     ]
 
 
+def capacity(setup: Setup, streams: int) -> list[Table]:
+    """Resident memory per open stream on one worker, with that many streams held open."""
+    rows = []
+    for label, shared in (("distinct generations", False), ("one shared generation", True)):
+        app = setup.app(env={"HEARTBEAT_INTERVAL": "2", "UPSTREAM_TIMEOUT": "600"})
+        assert app.process is not None
+        hang = {"sim_fault": "hang", "sim_fault_after": 0}  # Ollama silent: streams just stay
+        requests = [
+            post("/v1/chats/generate", orjson.dumps(
+                {"prompt": "held" if shared else f"held {i}", "options": hang}))
+            for i in range(streams)
+        ]  # fmt: skip
+        before = rss_bytes(app.process.pid)
+        held = asyncio.run(_resident_while_held(app, requests))
+        per_stream = (held - before) / streams / 1024
+        rows.append([f"{streams} streams, {label}: KiB per stream", "16", f"{per_stream:.1f}",
+                     f"{per_stream / 16:.2f}x"])  # fmt: skip
+    return [
+        (
+            f"capacity: resident memory of one worker holding {streams} open streams",
+            ["measure", "aim", "ours", "ours/aim"],
+            rows,
+        )
+    ]
+
+
+async def _resident_while_held(app: servers.Server, requests: list[bytes]) -> int:
+    """The app's resident memory once every request's stream is open (and sending pings)."""
+    assert app.process is not None
+    holding = asyncio.create_task(hold_streams(app.port, requests, seconds=60))
+    for _ in range(240):  # up to two minutes to open them all
+        await asyncio.sleep(0.5)
+        if await asyncio.to_thread(_open_streams, app.port) >= len(requests):
+            break
+    else:
+        raise RuntimeError("the streams did not all open")
+    await asyncio.sleep(1)
+    held = rss_bytes(app.process.pid)
+    holding.cancel()
+    return held
+
+
+def _open_streams(port: int) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return float(text.split("\nbib_open_streams ")[1].split()[0])
+
+
 def _redis_commands(valkey: servers.Server) -> int:
     """Commands clients sent (round trips): Valkey counts the GET, INCR and EXPIRE that the
     limiter's script runs inside as commands too, and this path sends none of its own."""
@@ -193,6 +256,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--seconds", type=float, default=2.0, help="per throughput round")
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--capacity", type=int, default=5000, help="streams held open at once")
     args = parser.parse_args()
     print(f"{TOKENS}-token generations, {TOKEN_DELAY_SECONDS * 1e3:.0f} ms per token, "
           f"one uvicorn worker per app, medians of {args.rounds} rounds")  # fmt: skip
@@ -200,6 +264,7 @@ def main() -> None:
     try:
         tables = relay(setup, args.rounds, args.streams)
         tables += replay(setup, args.rounds, args.seconds, args.connections)
+        tables += capacity(setup, args.capacity)
     finally:
         setup.stop()
     for table in tables:

@@ -97,3 +97,34 @@ async def throughput(
         *(_keep_alive_loop(port, request, stop_at, status) for _ in range(connections))
     )
     return sum(counts) / seconds
+
+
+async def hold_streams(port: int, requests: Sequence[bytes], seconds: float) -> list[list[float]]:
+    """Opens one stream per request, reads for ``seconds``; returns each stream's ping times."""
+    started = time.perf_counter()
+
+    async def hold(request: bytes) -> list[float]:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request)
+        pings: list[float] = []
+        try:
+            async with asyncio.timeout(seconds - (time.perf_counter() - started)):
+                while True:
+                    chunk = await reader.read(65536)
+                    if not chunk:
+                        break
+                    pings += [time.perf_counter() - started] * chunk.count(b": ping\n")
+        except TimeoutError:
+            pass
+        writer.close()
+        return pings
+
+    return list(await asyncio.gather(*(hold(r) for r in requests)))
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS")

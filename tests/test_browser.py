@@ -1,0 +1,153 @@
+"""The playground in a real headless Chromium: an EventSource streams, replays, stops after
+`done`, resumes through Last-Event-ID after its connection is cut, and a 429 is explained."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import orjson
+import pytest
+from playwright.async_api import Browser, Page, async_playwright
+
+from tests.servers import Server, free_port
+from tests.test_routes import simulator_text
+
+pytestmark = pytest.mark.anyio
+
+CHROMIUM_FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                  "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync"]  # fmt: skip
+
+
+class CuttableProxy:
+    """A TCP proxy in front of the app whose connections the test can cut mid-stream."""
+
+    def __init__(self, target_port: int) -> None:
+        self.port = free_port()
+        self._target_port = target_port
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> CuttableProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", self.port)
+        return self
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        upstream_reader, upstream_writer = await asyncio.open_connection(
+            "127.0.0.1", self._target_port
+        )
+        self._writers |= {writer, upstream_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(ConnectionError):
+                while chunk := await source.read(65536):
+                    sink.write(chunk)
+                    await sink.drain()
+            sink.close()
+
+        await asyncio.gather(pipe(reader, upstream_writer), pipe(upstream_reader, writer))
+
+    def cut(self) -> None:
+        for writer in self._writers:
+            writer.transport.abort()
+        self._writers.clear()
+
+    async def aclose(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    async with async_playwright() as playwright:
+        launched = await playwright.chromium.launch(
+            executable_path="/usr/bin/chromium", args=CHROMIUM_FLAGS
+        )
+        yield launched
+        await launched.close()
+
+
+async def ask(page: Page, prompt: str, options: dict[str, Any]) -> None:
+    await page.fill("#prompt", prompt)
+    await page.fill("#options", orjson.dumps(options).decode())
+    await page.click("#send")
+
+
+async def finished(page: Page) -> dict[str, Any]:
+    await page.wait_for_function("window.bib.doneAt !== null", timeout=20_000)
+    state: dict[str, Any] = await page.evaluate("window.bib")
+    return state
+
+
+async def test_streams_replays_and_does_not_reconnect_after_done(
+    browser: Browser, start_service: Callable[..., Server], ollama: Server
+) -> None:
+    service = start_service(RESUME_GRACE="5")
+    page = await browser.new_page()
+    event_requests: list[str] = []
+    page.on("request", lambda r: event_requests.append(r.url) if "/events" in r.url else None)
+    await page.goto(f"{service.url}/playground")
+    prompt = f"browser {uuid.uuid4().hex}"
+    options = {"sim_tokens": 8, "sim_token_delay": 0.2}
+    expected = await simulator_text(ollama, {"prompt": prompt, "options": options})
+
+    await ask(page, prompt, options)
+    live = await finished(page)
+    assert live["tokens"] == 8
+    assert live["cached"] is False
+    assert live["doneAt"] - live["firstTokenAt"] > 1000  # token by token, 200 ms apart
+    assert await page.text_content("#answer") == expected
+    await asyncio.sleep(3)  # longer than the stream's retry: an EventSource would be back
+    assert len(event_requests) == 1
+
+    await ask(page, prompt, options)
+    replay = await finished(page)
+    assert replay["cached"] is True
+    assert await page.text_content("#answer") == expected
+    assert await page.text_content("#status") == "Done (from the cache)."
+
+
+async def test_a_cut_connection_resumes_with_the_exact_text(
+    browser: Browser, start_service: Callable[..., Server], ollama: Server
+) -> None:
+    service = start_service(RESUME_GRACE="5")
+    proxy = await CuttableProxy(service.port).start()
+    try:
+        page = await browser.new_page()
+        event_requests: list[str] = []
+        page.on("request", lambda r: event_requests.append(r.url) if "/events" in r.url else None)
+        await page.goto(f"http://127.0.0.1:{proxy.port}/playground")
+        prompt = f"cut {uuid.uuid4().hex}"
+        options = {"sim_tokens": 20, "sim_token_delay": 0.2}
+        expected = await simulator_text(ollama, {"prompt": prompt, "options": options})
+        await ask(page, prompt, options)
+        await page.wait_for_function("window.bib.tokens >= 3", timeout=10_000)
+        proxy.cut()
+        state = await finished(page)
+        assert await page.text_content("#answer") == expected
+        assert state["tokens"] == 20  # nothing repeated, nothing lost
+        assert state["starts"] == 1  # resumed, not restarted
+        assert len(event_requests) == 2  # the reconnect, with Last-Event-ID
+    finally:
+        await proxy.aclose()
+
+
+async def test_the_rate_limit_is_explained(
+    browser: Browser, start_service: Callable[..., Server]
+) -> None:
+    service = start_service(RATE_LIMIT_MAX="1")
+    page = await browser.new_page()
+    await page.goto(f"{service.url}/playground")
+    await ask(page, "first", {})
+    await finished(page)
+    await ask(page, "second", {})
+    await page.wait_for_function("document.getElementById('problem').textContent !== ''")
+    problem = await page.text_content("#problem")
+    assert problem is not None
+    assert problem.startswith("Rate limited: Rate limit of 1 requests per 60 seconds exceeded")
+    assert "You can ask again in" in problem
