@@ -72,8 +72,8 @@ def start_service(service_env: dict[str, str]) -> Iterator[Callable[..., servers
     """Starts an app with settings on top of the suite's; stopped after the test."""
     started: list[servers.Server] = []
 
-    def start(**env: str) -> servers.Server:
-        server = servers.app({**service_env, **env}).start("/livez")
+    def start(*, measured: bool = True, **env: str) -> servers.Server:
+        server = servers.app({**service_env, **env}).start("/livez", measured=measured)
         started.append(server)
         return server
 

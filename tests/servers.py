@@ -43,10 +43,16 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, ready_path: str | None = "/", timeout_seconds: float = 20.0) -> Server:
+    def start(
+        self, ready_path: str | None = "/", timeout_seconds: float = 20.0, *, measured: bool = True
+    ) -> Server:
+        """Starts it; ``measured=False`` keeps coverage out of it (for timing tests)."""
+        env = {**os.environ, **self.env}
+        if not measured:
+            env = {k: v for k, v in env.items() if not k.startswith("COVERAGE_")}
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                self.argv, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **self.env}
+                self.argv, stdout=out, stderr=subprocess.STDOUT, env=env
             )
         deadline = time.monotonic() + timeout_seconds
         while time.monotonic() < deadline:
