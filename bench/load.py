@@ -102,10 +102,12 @@ async def throughput(
 async def hold_streams(port: int, requests: Sequence[bytes], seconds: float) -> list[list[float]]:
     """Opens one stream per request, reads for ``seconds``; returns each stream's ping times."""
     started = time.perf_counter()
+    connecting = asyncio.Semaphore(256)  # thousands of SYNs at once overflow a listen backlog
 
     async def hold(request: bytes) -> list[float]:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(request)
+        async with connecting:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(request)
         pings: list[float] = []
         try:
             async with asyncio.timeout(seconds - (time.perf_counter() - started)):
