@@ -72,6 +72,15 @@ async def browser() -> AsyncIterator[Browser]:
         await launched.close()
 
 
+async def open_playground(browser: Browser, base_url: str) -> tuple[Page, list[str]]:
+    """The page, and the list of requests it makes for an events URL (reconnects included)."""
+    page = await browser.new_page()
+    event_requests: list[str] = []
+    page.on("request", lambda r: event_requests.append(r.url) if "/events" in r.url else None)
+    await page.goto(f"{base_url}/playground")
+    return page, event_requests
+
+
 async def ask(page: Page, prompt: str, options: dict[str, Any]) -> None:
     await page.fill("#prompt", prompt)
     await page.fill("#options", orjson.dumps(options).decode())
@@ -88,10 +97,7 @@ async def test_streams_replays_and_does_not_reconnect_after_done(
     browser: Browser, start_service: Callable[..., Server], ollama: Server
 ) -> None:
     service = start_service(RESUME_GRACE="5")
-    page = await browser.new_page()
-    event_requests: list[str] = []
-    page.on("request", lambda r: event_requests.append(r.url) if "/events" in r.url else None)
-    await page.goto(f"{service.url}/playground")
+    page, event_requests = await open_playground(browser, service.url)
     prompt = f"browser {uuid.uuid4().hex}"
     options = {"sim_tokens": 8, "sim_token_delay": 0.2}
     expected = await simulator_text(ollama, {"prompt": prompt, "options": options})
@@ -118,10 +124,7 @@ async def test_a_cut_connection_resumes_with_the_exact_text(
     service = start_service(RESUME_GRACE="5")
     proxy = await CuttableProxy(service.port).start()
     try:
-        page = await browser.new_page()
-        event_requests: list[str] = []
-        page.on("request", lambda r: event_requests.append(r.url) if "/events" in r.url else None)
-        await page.goto(f"http://127.0.0.1:{proxy.port}/playground")
+        page, event_requests = await open_playground(browser, f"http://127.0.0.1:{proxy.port}")
         prompt = f"cut {uuid.uuid4().hex}"
         options = {"sim_tokens": 20, "sim_token_delay": 0.2}
         expected = await simulator_text(ollama, {"prompt": prompt, "options": options})
@@ -141,8 +144,7 @@ async def test_the_rate_limit_is_explained(
     browser: Browser, start_service: Callable[..., Server]
 ) -> None:
     service = start_service(RATE_LIMIT_MAX="1")
-    page = await browser.new_page()
-    await page.goto(f"{service.url}/playground")
+    page, _ = await open_playground(browser, service.url)
     await ask(page, "first", {})
     await finished(page)
     await ask(page, "second", {})
