@@ -17,7 +17,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import orjson
-from sse_starlette import ServerSentEvent
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
@@ -129,7 +128,6 @@ async def _stream(request: Request[State], feed: Feed, index: int, *, reset: boo
         _relay(request.state["drain"], record, feed, index, first),
         headers=headers,
         ping=settings.heartbeat_interval_seconds,
-        ping_message_factory=lambda: ServerSentEvent(comment="ping", sep="\n"),
         sep="\n",
         send_timeout=settings.send_timeout_seconds,
         background=BackgroundTask(feed.aclose),  # also when the stream never got to start

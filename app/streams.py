@@ -11,21 +11,39 @@ and on asyncio without sniffio each such scope looks up the async backend again;
 ``scripts/bench`` that was the largest single cost of relaying a token. ``asyncio.timeout`` does
 the same job (it is anyio's scope on this backend) without the lookups. The override is checked
 by a test, so an sse-starlette upgrade that renames the hook fails loudly instead of silently.
+The same goes for ``_ping``, replaced so that streams opened together ping at different times.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 
+import anyio
 from sse_starlette import EventSourceResponse
 from sse_starlette.sse import SendTimeoutError
 from starlette.types import Message, Receive, Scope, Send
+
+from app.events import PING
 
 logger = logging.getLogger(__name__)
 
 
 class EventStream(EventSourceResponse):
+    async def _ping(self, send: Send) -> None:
+        # Streams opened together would ping together, a burst every interval that delays
+        # everything else (probes included); a random first delay spreads them. Then a ping
+        # every interval, so no stream waits longer than that for one.
+        delay = random.uniform(0, self.ping_interval)
+        while self.active:
+            await anyio.sleep(delay)
+            delay = self.ping_interval
+            async with self._send_lock:
+                if self.active:
+                    message = {"type": "http.response.body", "body": PING, "more_body": True}
+                    await self._send_with_timeout(send, message)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)

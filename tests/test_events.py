@@ -54,3 +54,6 @@ def test_event_stream_overrides_the_send_hook_that_sse_starlette_calls() -> None
 
     assert "_send_with_timeout" in inspect.getsource(EventSourceResponse._stream_response)
     assert EventStream._send_with_timeout is not EventSourceResponse._send_with_timeout
+    calls = inspect.getsource(EventSourceResponse.__call__)
+    assert "self._ping(send)" in calls  # our _ping is the one the response starts
+    assert {"active", "_send_lock"} <= set(vars(EventStream(iter(()))))
