@@ -7,8 +7,8 @@ A second task, the keeper, publishes the tokens to Redis for clients on other wo
 resuming and for the cache: it wakes on a new token, waits ``BATCH_SECONDS`` for more, and
 writes them as one stream entry (``XADD``), so a joiner on another worker sees a token at most
 about 50 ms (plus a Redis round trip) after one here, and publication costs one round trip per
-batch, not per token. Once a second (and whenever the last local client leaves) it renews the
-leader's leases and counts the clients on other workers: when none has been here or elsewhere
+batch, not per token. Every two seconds (and whenever the last local client leaves) it renews
+the leader's leases and counts the clients on other workers: when none has been here or elsewhere
 for ``RESUME_GRACE``, the upstream request is cancelled.
 A generation is cached only when Ollama said ``done``; a failed or cancelled one never is. Its
 clients get the final event only once the end is written to Redis, so a client that saw ``done``
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
@@ -37,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 BATCH_SECONDS = 0.05
 TICK_SECONDS = 1.0
+RENEW_SECONDS = 2.0  # well inside the 5 s lease
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,7 +245,9 @@ class Generation:
         failed = False  # Redis refused the last round: wait a tick, then try again
         while True:
             if (len(self.payloads) == published or failed) and not self.ended:
-                with anyio.move_on_after(TICK_SECONDS):
+                # a random share of a tick, so the keepers of generations started together
+                # do not all wake (and renew) in the same instant
+                with anyio.move_on_after(TICK_SECONDS * random.uniform(0.5, 1.0)):
                     await self._changed.wait()
                 if not self.ended:
                     await asyncio.sleep(BATCH_SECONDS)  # let a batch gather
@@ -259,7 +263,7 @@ class Generation:
                         published = available
                     if ended:
                         await self._finish(self._store)
-                    elif not self._clients or time.monotonic() - renewed_at >= TICK_SECONDS:
+                    elif not self._clients or time.monotonic() - renewed_at >= RENEW_SECONDS:
                         remote_clients = await self.announce()
                         renewed_at = time.monotonic()
                     failed = False

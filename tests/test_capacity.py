@@ -44,11 +44,7 @@ async def test_a_thousand_open_streams(start_service: Callable[..., Server]) -> 
             probe_seconds.append(await asyncio.to_thread(_timed_probe, f"{service.url}/livez"))
             await asyncio.sleep(0.2)
     pings = await holding
-    # most probes take about a millisecond, but about one in ten waits 0.1-0.45 s here behind
-    # some periodic work of a thousand generations (not yet pinned down): nine of ten must stay
-    # under 100 ms, and all under the readiness check's 1 s
-    assert sorted(probe_seconds)[8] < 0.1
-    assert max(probe_seconds) < 1.0
+    assert max(probe_seconds) < 0.1, probe_seconds
     for times in pings:
         assert len(times) >= 4  # committed after 1 s, then a ping every second
         gaps = [b - a for a, b in itertools.pairwise(times)]
