@@ -163,13 +163,15 @@ class RedisStore:
                     max(cache_ttl_seconds, STREAM_RETENTION_SECONDS),
                 )
             await self._call(pipe.execute)
-        if sha is not None:
-            live = content_key(sha, "live")
-            await self._call(lambda: self._release(keys=[live], args=[generation]))
+        await self._release_claim(generation, sha)
 
     async def abandon(self, generation: str, sha: str | None) -> None:
         """Gives up a generation that will not finish: no lease, no claim, no final entry."""
         await self._call(lambda: self.redis.delete(generation_key(generation, "lease")))
+        await self._release_claim(generation, sha)
+
+    async def _release_claim(self, generation: str, sha: str | None) -> None:
+        """Frees the content's claim, if this generation holds it (``sha`` None: it never did)."""
         if sha is not None:
             live = content_key(sha, "live")
             await self._call(lambda: self._release(keys=[live], args=[generation]))
