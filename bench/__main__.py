@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import urllib.request
 from collections.abc import Sequence
 
 import orjson
@@ -163,56 +162,53 @@ def replay(setup: Setup, rounds: int, seconds: float, connections: int) -> list[
 
 
 def capacity(setup: Setup, streams: int) -> list[Table]:
-    """Resident memory per open stream on one worker, with that many streams held open."""
+    """Resident memory per open stream on one worker, with that many streams held open, beside
+    the same number of idle SSE responses on the same stack (the floor of any stream)."""
+    app = setup.app(env={"HEARTBEAT_INTERVAL": "2", "UPSTREAM_TIMEOUT": "600"})
+    idle = asyncio.run(_kib_per_stream(app, [post("/idle", b"")] * streams))
     rows = []
     for label, shared in (("distinct generations", False), ("one shared generation", True)):
         app = setup.app(env={"HEARTBEAT_INTERVAL": "2", "UPSTREAM_TIMEOUT": "600"})
-        assert app.process is not None
         hang = {"sim_fault": "hang", "sim_fault_after": 0}  # Ollama silent: streams just stay
         requests = [
             post("/v1/chats/generate", orjson.dumps(
                 {"prompt": "held" if shared else f"held {i}", "options": hang}))
             for i in range(streams)
         ]  # fmt: skip
-        before = rss_bytes(app.process.pid)
-        held = asyncio.run(_resident_while_held(app, requests))
-        per_stream = (held - before) / streams / 1024
-        rows.append([f"{streams} streams, {label}: KiB per stream", "16", f"{per_stream:.1f}",
-                     f"{per_stream / 16:.2f}x"])  # fmt: skip
+        ours = asyncio.run(_kib_per_stream(app, requests))
+        rows.append([f"{streams} streams, {label}: KiB per stream", f"{idle:.1f}", f"{ours:.1f}",
+                     f"{ours / idle:.2f}x", "16", f"{ours / 16:.2f}x"])  # fmt: skip
     return [
         (
             f"capacity: resident memory of one worker holding {streams} open streams",
-            ["measure", "aim", "ours", "ours/aim"],
+            ["measure", "baseline: idle SSE response", "ours", "ours/base", "aim", "ours/aim"],
             rows,
         )
     ]
 
 
-async def _resident_while_held(app: servers.Server, requests: list[bytes]) -> int:
-    """The app's resident memory once every request's stream is open (and sending pings)."""
+async def _kib_per_stream(app: servers.Server, requests: list[bytes]) -> float:
+    """How much the app's resident memory grows, per stream, once every request's stream has
+    sent its first bytes (and pinged for a while)."""
     assert app.process is not None
-    holding = asyncio.create_task(hold_streams(app.port, requests, seconds=60))
+    before = rss_bytes(app.process.pid)
+    opened = 0
+
+    def count() -> None:
+        nonlocal opened
+        opened += 1
+
+    holding = asyncio.create_task(hold_streams(app.port, requests, seconds=180, on_open=count))
     for _ in range(240):  # up to two minutes to open them all
         await asyncio.sleep(0.5)
-        opened = await asyncio.to_thread(_open_streams, app.port)
         if opened >= len(requests):
             break
     else:
-        raise RuntimeError(f"only {opened:.0f} of {len(requests)} streams opened")
-    await asyncio.sleep(1)
+        raise RuntimeError(f"only {opened} of {len(requests)} streams opened")
+    await asyncio.sleep(3)  # a heartbeat or so: every stream's ping task has run
     held = rss_bytes(app.process.pid)
     holding.cancel()
-    return held
-
-
-def _open_streams(port: int) -> float:
-    """The app's own count; 0 while it is too busy opening streams to answer in time."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as answer:
-            text = answer.read().decode()
-    except OSError:
-        return 0.0
-    return float(text.split("\nbib_open_streams ")[1].split()[0])
+    return (held - before) / len(requests) / 1024
 
 
 def _redis_commands(valkey: servers.Server) -> int:

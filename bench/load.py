@@ -6,7 +6,7 @@ import asyncio
 import os
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 
@@ -99,8 +99,11 @@ async def throughput(
     return sum(counts) / seconds
 
 
-async def hold_streams(port: int, requests: Sequence[bytes], seconds: float) -> list[list[float]]:
-    """Opens one stream per request, reads for ``seconds``; returns each stream's ping times."""
+async def hold_streams(
+    port: int, requests: Sequence[bytes], seconds: float, on_open: Callable[[], None] = lambda: None
+) -> list[list[float]]:
+    """Opens one stream per request, reads for ``seconds``; returns each stream's ping times.
+    ``on_open`` is called as each stream's first bytes arrive."""
     started = time.perf_counter()
     connecting = asyncio.Semaphore(256)  # thousands of SYNs at once overflow a listen backlog
 
@@ -109,12 +112,16 @@ async def hold_streams(port: int, requests: Sequence[bytes], seconds: float) -> 
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(request)
         pings: list[float] = []
+        opened = False
         try:
             async with asyncio.timeout(seconds - (time.perf_counter() - started)):
                 while True:
                     chunk = await reader.read(65536)
                     if not chunk:
                         break
+                    if not opened:
+                        opened = True
+                        on_open()
                     pings += [time.perf_counter() - started] * chunk.count(b": ping\n")
         except TimeoutError:
             pass
