@@ -32,7 +32,13 @@ import orjson
 from app import cache, events, metrics
 from app.errors import Cancelled, ServiceError, ShuttingDown
 from app.schema import CompletionRequest, Kind
-from app.store import STREAM_RETENTION_SECONDS, RedisStore, StoreUnavailable, batch_entry
+from app.store import (
+    LEASE_SECONDS,
+    STREAM_RETENTION_SECONDS,
+    RedisStore,
+    StoreUnavailable,
+    batch_entry,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -133,6 +139,7 @@ class Generation:
         self._settled = asyncio.Event()  # the end is written to Redis (or cannot be)
         self._clients = 0
         self._last_client_at = time.monotonic()
+        self._ended_at = float("inf")
         self.cached: cache.CachedCompletion | None = None  # set once stored in the cache
         self.cached_bytes = 0
         self._producer: asyncio.Task[None] | None = None
@@ -170,6 +177,7 @@ class Generation:
     ) -> None:
         if not self.ended:
             self.stats, self.error = stats, error
+            self._ended_at = time.monotonic()
             self._notify()
             if error is None:
                 metrics.GENERATIONS.labels("completed").inc()
@@ -268,7 +276,13 @@ class Generation:
                         renewed_at = time.monotonic()
                     failed = False
                 except StoreUnavailable:
-                    failed = True  # retried next round; at the end, not: clients wait for it
+                    failed = True  # retried next round
+            if ended and failed and time.monotonic() < self._ended_at + LEASE_SECONDS:
+                # clients have waited long enough; the rest and the end are written once Redis
+                # is back, so that a request for this content while the claim lasts finds them
+                self._settled.set()
+                await asyncio.sleep(TICK_SECONDS)
+                continue
             if ended:
                 return
             if self._clients or remote_clients or failed:
