@@ -100,6 +100,10 @@ class UpstreamError(ServiceError):
     code = "upstream_error"
 
 
+class UpstreamFailed(UpstreamError):
+    """The Ollama host itself failed (a 5xx, or the connection dropped): worth another host."""
+
+
 class UpstreamUnavailable(ServiceError):
     status_code = 503
     code = "upstream_unavailable"

@@ -2,7 +2,8 @@
 
 Handlers read them from ``request.state`` (typed by ``State``); pure ASGI middleware reads
 ``scope["state"]``. Connecting to Redis is lazy, so the service starts, and generates uncached,
-while Redis is still down. Each worker listens for stop requests for its whole life.
+while Redis is still down. Each worker listens for stop requests, and keeps its view of the
+Ollama hosts, for its whole life.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any, TypedDict
 
 import httpx
-from redis.asyncio import Redis
 from starlette.applications import Starlette
 
 from app import metrics
@@ -22,8 +22,10 @@ from app.completions import Policy
 from app.feeds import READ_BLOCK_MILLISECONDS
 from app.generations import Generations
 from app.health import CachedCheck
-from app.ollama import OllamaClient
+from app.hosts import OllamaHosts, Timings
 from app.ratelimit import SlidingWindowLimiter
+from app.redisclient import RedisClient
+from app.redisclient import connect as connect_redis
 from app.settings import Settings
 from app.shutdown import Drain
 from app.store import RedisStore
@@ -37,8 +39,8 @@ REDIS_MAX_BLOCKING_CONNECTIONS = 10000
 
 class State(TypedDict):
     settings: Settings
-    ollama: OllamaClient
-    redis: Redis
+    ollama: OllamaHosts
+    redis: RedisClient
     generations: Generations
     ollama_check: CachedCheck[list[dict[str, Any]]]
     redis_check: CachedCheck[bool]
@@ -54,23 +56,30 @@ def lifespan(
 
     @asynccontextmanager
     async def run(app: Starlette) -> AsyncIterator[State]:
-        ollama = OllamaClient.connect(
-            settings.ollama_host,
-            first_token_timeout_seconds=settings.upstream_timeout_seconds,
-            idle_timeout_seconds=settings.upstream_idle_timeout_seconds,
-            transport=ollama_transport,
-        )
-        redis = Redis.from_url(
+        redis = await connect_redis(
             settings.redis_url,
             socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
             max_connections=REDIS_MAX_CONNECTIONS,
         )
-        blocking = Redis.from_url(
+        blocking = await connect_redis(
             settings.redis_url,
             socket_timeout=READ_BLOCK_MILLISECONDS / 1000 + REDIS_SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
             max_connections=REDIS_MAX_BLOCKING_CONNECTIONS,
+        )
+        store = RedisStore(redis, blocking)
+        ollama = OllamaHosts.connect(
+            settings.upstream_urls,
+            store,
+            first_token_timeout_seconds=settings.upstream_timeout_seconds,
+            idle_timeout_seconds=settings.upstream_idle_timeout_seconds,
+            timings=Timings(
+                refresh_seconds=settings.ollama_refresh_seconds,
+                eject_seconds=settings.ollama_eject_seconds,
+                eject_max_seconds=settings.ollama_eject_max_seconds,
+            ),
+            transport=ollama_transport,
         )
         policy = Policy(
             resume_grace_seconds=settings.resume_grace_seconds,
@@ -78,8 +87,10 @@ def lifespan(
             cache_max_bytes=settings.cache_max_bytes,
             local_cache_seconds=settings.cache_local_seconds,
         )
-        generations = Generations(ollama, RedisStore(redis, blocking), policy)
+        generations = Generations(ollama, store, policy)
         stop_listener = asyncio.create_task(generations.listen_for_stops())
+        await ollama.refresh()  # each host's models, before the first request needs them
+        host_keeper = asyncio.create_task(ollama.run())
         drain = Drain(
             settings.shutdown_grace_seconds, refuse=generations.refuse_new, halt=generations.halt
         )
@@ -90,7 +101,7 @@ def lifespan(
                 ollama=ollama,
                 redis=redis,
                 generations=generations,
-                ollama_check=CachedCheck(ollama.models),
+                ollama_check=CachedCheck(ollama.check),
                 redis_check=CachedCheck(redis.ping),
                 limiter=SlidingWindowLimiter(
                     redis,
@@ -102,6 +113,7 @@ def lifespan(
             )
         finally:
             stop_listener.cancel()
+            host_keeper.cancel()
             await generations.aclose()
             await ollama.aclose()
             await redis.aclose()

@@ -38,6 +38,19 @@ CACHE = Counter("bib_cache_results", "Generation requests by X-Cache", ["result"
 RATE_LIMITED = Counter("bib_rate_limited", "Requests refused with 429")
 UPSTREAM_ERRORS = Counter("bib_upstream_errors", "Ollama failures by error code", ["kind"])
 REDIS_ERRORS = Counter("bib_redis_errors", "Failed Redis operations", ["component"])
+HOST_UP = Gauge(
+    "bib_ollama_host_up",
+    "1 while an Ollama host serves, 0 while ejected (any worker)",
+    ["host"],
+    multiprocess_mode="livemin",
+)
+HOST_IN_FLIGHT = Gauge(
+    "bib_ollama_host_in_flight",
+    "Generations running on each Ollama host from this replica",
+    ["host"],
+    multiprocess_mode="livesum",
+)
+HOST_ERRORS = Counter("bib_ollama_host_errors", "Failures of each Ollama host", ["host"])
 OPEN_STREAMS = Gauge(
     "bib_open_streams", "Server-sent event streams open now", multiprocess_mode="livesum"
 )

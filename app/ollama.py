@@ -27,6 +27,7 @@ from app.errors import (
     ModelNotFound,
     ServiceError,
     UpstreamError,
+    UpstreamFailed,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -116,7 +117,7 @@ class OllamaClient:
                     raise UpstreamError("Ollama ended the stream before it was done.")
             except httpx.HTTPError as exc:
                 if started:
-                    raise UpstreamError("Ollama dropped the connection mid-stream.") from exc
+                    raise UpstreamFailed("Ollama dropped the connection mid-stream.") from exc
                 raise UpstreamUnavailable(f"Ollama is not reachable: {exc}") from exc
         if deadline.cancelled_caught:
             if started:
@@ -196,4 +197,6 @@ def _status_error(status: int, body: bytes) -> ServiceError:
         return InvalidRequest(f"Ollama refused the request: {message}")
     if status in (429, 503):
         return UpstreamUnavailable(f"Ollama is busy: {message}")
+    if status >= 500:
+        return UpstreamFailed(f"Ollama answered {status}: {message}")
     return UpstreamError(f"Ollama answered {status}: {message}")

@@ -1,8 +1,9 @@
 """Health endpoints for orchestrators and people; never rate limited, never cached by clients.
 
 ``/livez`` checks nothing but that the process serves. ``/readyz`` and ``/v1/health`` share the
-cached dependency checks of ``app.health``. ``/v1/health`` calls the service degraded, not
-unhealthy, when only Redis is down, because generation still works without it (uncached).
+cached dependency checks of ``app.health``; Ollama passes while at least one host serves.
+``/v1/health`` calls the service degraded, not unhealthy, when only Redis is down, because
+generation still works without it (uncached).
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ async def health(request: Request[State]) -> Response:
         "ollama": "connected" if ollama.passed else "disconnected",
         "redis": "connected" if redis.passed else "disconnected",
         "available_models": [str(model.get("name")) for model in ollama.value or []],
+        "ollama_hosts": await request.state["ollama"].report(),
         "version": VERSION,
         "uptime_seconds": round(time.monotonic() - request.state["started_at"], 3),
     }

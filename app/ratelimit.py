@@ -25,10 +25,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app import metrics
+from app.redisclient import RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class SlidingWindowLimiter:
 
     def __init__(
         self,
-        redis: Redis,
+        redis: RedisClient,
         *,
         limit: int,
         window_seconds: int,

@@ -98,7 +98,7 @@ async def stop_generation(request: Request[State]) -> Response:
 
 async def models(request: Request[State]) -> Response:
     """``GET /v1/models``: the models Ollama has."""
-    return JSONBody({"models": await request.state["ollama"].models()}, headers=NO_STORE)
+    return JSONBody({"models": await request.state["ollama"].check()}, headers=NO_STORE)
 
 
 async def _stream(request: Request[State], feed: Feed, index: int, *, reset: bool = False

@@ -23,6 +23,12 @@ class Settings:
     """Every setting of the service; field docs give the environment variable and the unit."""
 
     ollama_host: str = "http://localhost:11434"  # OLLAMA_HOST
+    ollama_hosts: tuple[
+        str, ...
+    ] = ()  # OLLAMA_HOSTS, comma-separated; when set, OLLAMA_HOST is not
+    ollama_refresh_seconds: float = 5.0  # OLLAMA_REFRESH_INTERVAL, each host's /api/tags
+    ollama_eject_seconds: float = 1.0  # OLLAMA_EJECT_SECONDS, a failed host's first cool-down
+    ollama_eject_max_seconds: float = 30.0  # OLLAMA_EJECT_MAX_SECONDS, doubling stops here
     redis_url: str = field(default="redis://localhost:6379/0", repr=False)  # REDIS_URL
     cache_ttl_seconds: int = 3600  # CACHE_TTL, 0 turns caching off
     cache_max_bytes: int = 1024 * 1024  # CACHE_MAX_BYTES, larger completions are not cached
@@ -45,6 +51,11 @@ class Settings:
     port: int = 8000  # PORT
     log_level: str = "info"  # LOG_LEVEL
     log_format: str = "json"  # LOG_FORMAT, json (one object per line) or text
+
+    @property
+    def upstream_urls(self) -> tuple[str, ...]:
+        """The Ollama hosts to use: ``OLLAMA_HOSTS``, else the one ``OLLAMA_HOST``."""
+        return self.ollama_hosts or (self.ollama_host,)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -113,8 +124,15 @@ def _http_url(raw: str) -> str:
     return raw.rstrip("/")
 
 
+def _http_urls(raw: str) -> tuple[str, ...]:
+    urls = tuple(_http_url(part.strip()) for part in raw.split(",") if part.strip())
+    if not urls or len(set(urls)) != len(urls):
+        raise ValueError(raw)
+    return urls
+
+
 def _redis_url(raw: str) -> str:
-    if not re.fullmatch(r"(redis|rediss|unix)://\S*", raw):
+    if not re.fullmatch(r"(redis|rediss)(\+cluster)?://\S*|unix://\S*", raw):
         raise ValueError(raw)
     return raw
 
@@ -148,7 +166,11 @@ def _log_level(raw: str) -> str:
 # field, environment variable, parser, what it accepts (for the one-line error)
 _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("ollama_host", "OLLAMA_HOST", _http_url, "an http(s) URL"),
-    ("redis_url", "REDIS_URL", _redis_url, "a redis:// URL"),
+    ("ollama_hosts", "OLLAMA_HOSTS", _http_urls, "comma-separated distinct http(s) URLs"),
+    ("ollama_refresh_seconds", "OLLAMA_REFRESH_INTERVAL", _positive_float, "seconds > 0"),
+    ("ollama_eject_seconds", "OLLAMA_EJECT_SECONDS", _positive_float, "seconds > 0"),
+    ("ollama_eject_max_seconds", "OLLAMA_EJECT_MAX_SECONDS", _positive_float, "seconds > 0"),
+    ("redis_url", "REDIS_URL", _redis_url, "a redis:// or redis+cluster:// URL"),
     ("cache_ttl_seconds", "CACHE_TTL", _non_negative_int, "seconds >= 0"),
     ("cache_max_bytes", "CACHE_MAX_BYTES", _positive_int, "bytes >= 1"),
     ("cache_local_seconds", "CACHE_LOCAL_SECONDS", _non_negative_float, "seconds >= 0"),

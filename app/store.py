@@ -11,6 +11,8 @@ request content's keys, so each script and pipeline stays within a slot):
     bib:{<g>}:lease           exists while the leader's worker is alive
     bib:{<g>}:watchers        clients on other workers, scored by when their presence expires
     bib:stop                  pub/sub channel: ids of generations a client asked to stop
+    bib:{hosts}:in-flight:<url>  generations running on that Ollama host, scored by when their
+                              ticket expires (``hosts.py``); one tag, so one script sees them all
 
 Failures: every Redis error becomes ``StoreUnavailable``. After one, the store refuses calls for
 ``RETRY_AFTER_SECONDS`` without touching the network, so an outage costs requests nothing but a
@@ -21,15 +23,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from app import metrics
+from app.redisclient import RedisClient
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -54,6 +57,21 @@ return {'join', redis.call('GET', KEYS[2])}
 _RELEASE = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
+"""
+
+
+# The least busy of the candidate hosts (KEYS, shuffled by the caller, so ties go at random)
+# takes the ticket; expired tickets (of dead workers) are dropped first.
+_PICK_HOST = """
+local now, best, fewest = tonumber(ARGV[1]), 1, nil
+for i, key in ipairs(KEYS) do
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  local count = redis.call('ZCARD', key)
+  if fewest == nil or count < fewest then best, fewest = i, count end
+end
+redis.call('ZADD', KEYS[best], now + tonumber(ARGV[3]), ARGV[2])
+redis.call('EXPIRE', KEYS[best], math.ceil(tonumber(ARGV[3])))
+return best - 1
 """
 
 
@@ -82,11 +100,12 @@ class RedisStore:
     blocking: the client for blocking stream reads, whose socket timeout outlasts the block.
     """
 
-    def __init__(self, redis: Redis, blocking: Redis) -> None:
+    def __init__(self, redis: RedisClient, blocking: RedisClient) -> None:
         self.redis = redis
         self._blocking = blocking
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
+        self._pick_host = redis.register_script(_PICK_HOST)
         self._down_until = 0.0
         self._logged_at = -LOG_EVERY_SECONDS
 
@@ -219,6 +238,32 @@ class RedisStore:
                             yield message["data"].decode()
             except (RedisError, OSError):
                 await asyncio.sleep(RETRY_AFTER_SECONDS)
+
+    async def pick_host(self, keys: list[str], ticket: str, lease_seconds: float) -> int:
+        """Adds ``ticket`` to the least busy of the hosts' in-flight sets; returns its index."""
+        args: list[str | float] = [time.time(), ticket, lease_seconds]
+        return int(await self._call(lambda: self._pick_host(keys=keys, args=args)))
+
+    async def drop_host_ticket(self, key: str, ticket: str) -> None:
+        await self._call(lambda: self.redis.zrem(key, ticket))
+
+    async def renew_host_tickets(self, tickets: dict[str, list[str]], lease_seconds: float) -> None:
+        """Pushes back the expiry of this worker's tickets, per host key."""
+        expires = time.time() + lease_seconds
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key, members in tickets.items():
+                pipe.zadd(key, dict.fromkeys(members, expires), xx=True)
+                pipe.expire(key, math.ceil(lease_seconds))
+            await self._call(pipe.execute)
+
+    async def host_counts(self, keys: list[str]) -> list[int]:
+        """Live tickets per host key."""
+        now = time.time()
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.zcount(key, f"({now}", "+inf")
+            counts: list[Any] = await self._call(pipe.execute)
+        return [int(count) for count in counts]
 
 
 def batch_entry(first_index: int, payloads: Sequence[bytes]) -> dict[str, bytes]:

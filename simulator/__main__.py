@@ -27,6 +27,9 @@ def main() -> None:
     )
     parser.add_argument("--fault", choices=FAULTS, default="none")
     parser.add_argument("--fault-after", type=int, default=DEFAULTS.fault_after)
+    parser.add_argument(
+        "--models", default=",".join(DEFAULTS.models), help="comma-separated models it has"
+    )
     args = parser.parse_args()
     behaviour = Behaviour(
         tokens=args.tokens,
@@ -34,6 +37,7 @@ def main() -> None:
         first_token_delay=args.first_token_delay,
         fault=args.fault,
         fault_after=args.fault_after,
+        models=tuple(name.strip() for name in args.models.split(",") if name.strip()),
     )
     uvicorn.run(
         create_app(behaviour),

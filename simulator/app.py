@@ -45,6 +45,7 @@ class Behaviour:
     first_token_delay: float = 0.0  # seconds before the status line, like a model load
     fault: str = "none"
     fault_after: int = 3  # tokens sent before the fault
+    models: tuple[str, ...] = MODELS  # what this "host" has pulled
 
 
 @dataclass(slots=True)
@@ -67,7 +68,7 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
         return JSONResponse(asdict(counters))
 
     async def tags(request: Request) -> Response:
-        return _json({"models": [_model_entry(name) for name in MODELS]})
+        return _json({"models": [_model_entry(name) for name in defaults.models]})
 
     async def version(request: Request) -> Response:
         return _json({"version": VERSION})
@@ -142,7 +143,7 @@ class _Generation:
         model = request.get("model")
         if not model:
             return _json({"error": "model is required"}, 400)
-        if str(model).split(":")[0] not in MODELS:
+        if str(model).split(":")[0] not in self.defaults.models:
             return _json({"error": f'model "{model}" not found, try pulling it first'}, 404)
         if request.get("think") and str(model).split(":")[0] not in THINKING_MODELS:
             return _json({"error": f'"{model}" does not support thinking'}, 400)

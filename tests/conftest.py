@@ -6,7 +6,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
-import redis
 
 from tests import servers
 
@@ -27,24 +26,26 @@ def anyio_backend() -> str:
     return "asyncio"  # redis-py's asyncio client runs on asyncio only
 
 
-@pytest.fixture(scope="session")
-def redis_server() -> Iterator[servers.Server]:
-    server = servers.valkey().start(ready_path=None)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="session")
-def redis_url(redis_server: servers.Server) -> str:
-    return f"redis://127.0.0.1:{redis_server.port}/0"
+@pytest.fixture(scope="session", params=["single", "cluster"])
+def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test that uses Redis runs twice: on one Valkey, and on a three-node Valkey cluster."""
+    if request.param == "single":
+        server = servers.valkey().start(ready_path=None)
+        yield f"redis://127.0.0.1:{server.port}/0"
+        server.stop()
+    else:
+        cluster = servers.ValkeyCluster().start()
+        yield cluster.url
+        cluster.stop()
 
 
 @pytest.fixture(autouse=True)
-def _flush_redis(redis_url: str) -> None:
-    """Each test starts from an empty Redis: no cache entries or counts of earlier tests."""
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    client.close()
+def _flush_redis(request: pytest.FixtureRequest) -> None:
+    """Each test that uses Redis starts from an empty one: no entries or counts of earlier tests."""
+    if "redis_url" in request.fixturenames:
+        client = servers.redis_client(request.getfixturevalue("redis_url"))
+        client.flushall()
+        client.close()
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis
 
 PYTHON = sys.executable
 
@@ -95,6 +96,53 @@ def valkey(port: int | None = None) -> Server:
     argv = [str(get_binary_path()), "--port", str(port), "--bind", "127.0.0.1"]
     argv += ["--save", "", "--appendonly", "no", "--dir", tempfile.mkdtemp()]
     return Server(argv, port)
+
+
+def redis_client(url: str) -> redis.Redis | redis.RedisCluster:
+    """A synchronous client for tests to look into what the service wrote, cluster or not."""
+    if "+cluster://" in url:
+        return redis.RedisCluster.from_url(url.replace("+cluster", "", 1))
+    return redis.Redis.from_url(url)
+
+
+class ValkeyCluster:
+    """A Redis Cluster of three Valkey primaries, each owning a third of the slots."""
+
+    SLOTS = 16384
+
+    def __init__(self, size: int = 3) -> None:
+        self.nodes = [valkey() for _ in range(size)]
+        self.bus_ports = [free_port() for _ in range(size)]  # else port + 10000, maybe > 65535
+        for node, bus_port in zip(self.nodes, self.bus_ports, strict=True):
+            node.argv = [*node.argv, "--cluster-enabled", "yes", "--cluster-node-timeout", "2000",
+                         "--cluster-port", str(bus_port),
+                         "--cluster-config-file", f"{tempfile.mkdtemp()}/nodes.conf"]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self, timeout_seconds: float = 20.0) -> ValkeyCluster:
+        """Starts the nodes, gives each its slots, introduces them, and waits until all agree."""
+        clients = [redis.Redis(port=node.start(ready_path=None).port) for node in self.nodes]
+        share = self.SLOTS // len(clients)
+        for index, client in enumerate(clients):
+            last = self.SLOTS - 1 if index == len(clients) - 1 else (index + 1) * share - 1
+            client.cluster("ADDSLOTSRANGE", index * share, last)
+            client.cluster("MEET", "127.0.0.1", self.nodes[0].port, self.bus_ports[0])
+        deadline = time.monotonic() + timeout_seconds
+        while not all(c.cluster("info")["cluster_state"] == "ok" for c in clients):
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"the cluster did not form: {clients[0].cluster('info')}")
+            time.sleep(0.1)
+        for client in clients:
+            client.close()
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
 
 
 def simulator(*args: str) -> Server:

@@ -14,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import redis
 
 from app.cache import content_hash
 from app.schema import parse_body
@@ -168,6 +167,19 @@ async def test_joining_works_across_replicas(
     replicas: tuple[Server, Server], ollama: Server
 ) -> None:
     await assert_one_generation_for_all(ollama, list(replicas))
+
+
+async def test_a_completion_cached_by_one_replica_is_a_hit_on_the_other(
+    replicas: tuple[Server, Server], ollama: Server
+) -> None:
+    first, second = replicas
+    body = {"prompt": unique("cached elsewhere")}
+    written = await fetch(first, "POST", GENERATE, json=body)
+    before = simulator_counters(ollama)["started"]
+    hit = await fetch(second, "POST", GENERATE, json=body)
+    assert (written.headers["x-cache"], hit.headers["x-cache"]) == ("MISS", "HIT")
+    assert sse.text_of(hit.body) == sse.text_of(written.body)
+    assert simulator_counters(ollama)["started"] == before
 
 
 async def test_reconnect_resumes_exactly_on_another_replica(
@@ -355,7 +367,7 @@ async def test_every_key_expires(service: Server, redis_url: str) -> None:
     """Whatever the service writes to Redis has a TTL: nothing grows without bound."""
     await fetch(service, "POST", GENERATE, json={"prompt": unique("ttl")})
     await fetch(service, "POST", GENERATE, json={"prompt": unique("ttl"), "cache": False})
-    client = redis.Redis.from_url(redis_url)
+    client = servers.redis_client(redis_url)
     keys = list(client.scan_iter("bib:*"))
     assert keys
     assert all(client.ttl(key) > 0 for key in keys), [k for k in keys if client.ttl(k) <= 0]
@@ -409,7 +421,7 @@ async def test_resume_from_the_cache_once_the_events_expired(
     body = {"prompt": unique("expired events")}
     whole = await fetch(first, "POST", GENERATE, json=body)
     generation = whole.events()[0].json()["generation"]
-    client = redis.Redis.from_url(redis_url)
+    client = servers.redis_client(redis_url)
     client.delete(f"bib:{{{generation}}}:events", f"bib:{{{generation}}}:lease")
     client.close()
     rest = await fetch(second, "POST", GENERATE, json=body,
@@ -426,7 +438,7 @@ async def test_a_corrupt_cache_entry_is_replaced(
     body = {"prompt": unique("corrupt")}
     first = await fetch(service, "POST", GENERATE, json=body)
     sha = content_hash(parse_body(body, "llama3.2"))
-    client = redis.Redis.from_url(redis_url)
+    client = servers.redis_client(redis_url)
     client.set(f"bib:{{{sha}}}:cache", b"\x00 not an entry")
     client.close()
     healed = await fetch(service, "POST", GENERATE, json=body)

@@ -145,6 +145,14 @@ async def test_forwarding_headers_from_an_untrusted_peer_are_ignored(
     assert [a.status_code for a in answers] == [200] * LIMIT + [429, 429]
 
 
+async def test_replicas_share_one_limit(start_service: Callable[..., Server]) -> None:
+    """Two separate app processes on one Redis: a client's requests count against one limit."""
+    replicas = [start_service(RATE_LIMIT_MAX=str(LIMIT)) for _ in range(2)]
+    ip = new_client()
+    statuses = [(await post(replicas[i % 2], as_client(ip))).status_code for i in range(LIMIT + 2)]
+    assert statuses == [200] * LIMIT + [429, 429]
+
+
 async def test_waiting_retry_after_admits(start_service: Callable[..., Server]) -> None:
     service = start_service(RATE_LIMIT_MAX="2", RATE_LIMIT_WINDOW="1")
     ip = new_client()

@@ -17,6 +17,7 @@ from app.errors import (
     ModelNotFound,
     ServiceError,
     UpstreamError,
+    UpstreamFailed,
     UpstreamTimeout,
     UpstreamUnavailable,
 )
@@ -110,8 +111,9 @@ async def test_chat_thinking_and_tool_calls(router: respx.MockRouter) -> None:
         pytest.param(400, b'{"error":"bad option"}', InvalidRequest, id="400"),
         pytest.param(503, b'{"error":"server busy"}', UpstreamUnavailable, id="503"),
         pytest.param(429, b"slow down", UpstreamUnavailable, id="429"),
-        pytest.param(500, b'{"error":"boom"}', UpstreamError, id="500"),
-        pytest.param(502, b"<html>bad gateway</html>", UpstreamError, id="502-html"),
+        pytest.param(500, b'{"error":"boom"}', UpstreamFailed, id="500"),
+        pytest.param(502, b"<html>bad gateway</html>", UpstreamFailed, id="502-html"),
+        pytest.param(418, b"teapot", UpstreamError, id="418"),
     ],
 )
 async def test_statuses_map_to_our_errors(

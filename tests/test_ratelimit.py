@@ -7,9 +7,9 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
 from app.ratelimit import Decision, LimiterUnavailable, SlidingWindowLimiter, client_key
+from app.redisclient import RedisClient, connect
 from tests.servers import free_port
 
 pytestmark = pytest.mark.anyio
@@ -24,13 +24,15 @@ class Clock:
 
 
 @pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[Redis]:
-    client = Redis.from_url(redis_url)
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    client = await connect(redis_url)
     yield client
     await client.aclose()
 
 
-def limiter(redis: Redis, clock: Clock, limit: int = 3, window: int = 60) -> SlidingWindowLimiter:
+def limiter(
+    redis: RedisClient, clock: Clock, limit: int = 3, window: int = 60
+) -> SlidingWindowLimiter:
     return SlidingWindowLimiter(redis, limit=limit, window_seconds=window, clock=clock)
 
 
@@ -38,7 +40,7 @@ def someone() -> str:
     return f"198.51.100.{uuid.uuid4().int % 250}-{uuid.uuid4().hex[:6]}"
 
 
-async def test_admits_the_limit_then_refuses_without_counting(redis: Redis) -> None:
+async def test_admits_the_limit_then_refuses_without_counting(redis: RedisClient) -> None:
     clock, client = Clock(), someone()
     limit = limiter(redis, clock)
     decisions = [await limit.check(client) for _ in range(5)]
@@ -57,7 +59,7 @@ async def test_admits_the_limit_then_refuses_without_counting(redis: Redis) -> N
         pytest.param(15, id="across-a-boundary"),
     ],
 )
-async def test_waiting_retry_after_is_enough(redis: Redis, spacing_seconds: float) -> None:
+async def test_waiting_retry_after_is_enough(redis: RedisClient, spacing_seconds: float) -> None:
     """Retry-After is honest: a request after that many seconds is admitted."""
     clock, client = Clock(), someone()
     limit = limiter(redis, clock)
@@ -70,7 +72,7 @@ async def test_waiting_retry_after_is_enough(redis: Redis, spacing_seconds: floa
     assert (await limit.check(client)).allowed
 
 
-async def test_a_flood_of_refused_requests_does_not_extend_the_block(redis: Redis) -> None:
+async def test_a_flood_of_refused_requests_does_not_extend_the_block(redis: RedisClient) -> None:
     clock, client = Clock(), someone()
     limit = limiter(redis, clock)
     for _ in range(3):
@@ -83,7 +85,7 @@ async def test_a_flood_of_refused_requests_does_not_extend_the_block(redis: Redi
     assert (await limit.check(client)).allowed
 
 
-async def test_clients_are_independent(redis: Redis) -> None:
+async def test_clients_are_independent(redis: RedisClient) -> None:
     clock, noisy, quiet = Clock(), someone(), someone()
     limit = limiter(redis, clock)
     for _ in range(4):
@@ -91,7 +93,9 @@ async def test_clients_are_independent(redis: Redis) -> None:
     assert await limit.check(quiet) == Decision(True, 2, 0)
 
 
-async def test_the_window_boundary_counts_the_previous_window_by_its_share(redis: Redis) -> None:
+async def test_the_window_boundary_counts_the_previous_window_by_its_share(
+    redis: RedisClient,
+) -> None:
     """Written down in app/ratelimit.py: the previous window is assumed evenly spread."""
     clock, client = Clock(now=60_000 * 60 + 59), someone()  # 1 s before a boundary
     limit = limiter(redis, clock, limit=10)
@@ -105,7 +109,7 @@ async def test_the_window_boundary_counts_the_previous_window_by_its_share(redis
     assert [(await limit.check(client)).allowed for _ in range(6)] == [True] * 5 + [False]
 
 
-async def test_concurrent_burst_admits_exactly_the_limit(redis: Redis) -> None:
+async def test_concurrent_burst_admits_exactly_the_limit(redis: RedisClient) -> None:
     """The check and the count are one atomic script: no race lets an extra request in."""
     clock, client = Clock(), someone()
     limit = limiter(redis, clock, limit=10)
@@ -113,7 +117,7 @@ async def test_concurrent_burst_admits_exactly_the_limit(redis: Redis) -> None:
     assert sum(d.allowed for d in decisions) == 10
 
 
-async def test_keys_share_a_hash_tag_and_expire_after_two_windows(redis: Redis) -> None:
+async def test_keys_share_a_hash_tag_and_expire_after_two_windows(redis: RedisClient) -> None:
     clock, client = Clock(), someone()
     await limiter(redis, clock, window=60).check(client)
     keys = [key async for key in redis.scan_iter(f"bib:rl:{{{client}}}:*")]
@@ -122,7 +126,7 @@ async def test_keys_share_a_hash_tag_and_expire_after_two_windows(redis: Redis) 
 
 
 async def test_redis_down_is_limiter_unavailable() -> None:
-    dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+    dead = await connect(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
     limit = limiter(dead, Clock())
     with pytest.raises(LimiterUnavailable):
         await limit.check("203.0.113.1")

@@ -1,0 +1,301 @@
+"""Several Ollama hosts behind one token source: least-busy routing, ejection and one retry.
+
+Each generation goes to a serving host that has the model (as its ``/api/tags`` said at the last
+refresh) and the fewest generations in flight, counted in Redis across workers and replicas;
+ties are broken at random. A host that refuses connections, times out or answers 5xx is ejected
+for a cool-down that doubles with each ejection in a row (``OLLAMA_EJECT_SECONDS`` up to
+``OLLAMA_EJECT_MAX_SECONDS``). When it ends, the background refresh probes the host's
+``/api/tags`` and puts it back if it answers; a generation that succeeds there resets the
+doubling. A request that fails on one host before its first token is retried once on another;
+after the first token it cannot be, since the client has already seen text.
+
+When every host with the model is ejected, the one back soonest is tried anyway: refusing would
+turn a blip into an outage. A lone host has no cool-down: it is probed again at once, so the
+readiness probe says whether it answers now. Ejection is each
+worker's own view, learnt from its own requests and probes; in-flight counts are shared. With a
+single host there is nothing to choose and nothing is counted in Redis; without Redis, each
+worker counts only its own generations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import secrets
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import anyio
+import httpx
+
+from app import metrics
+from app.completions import Emit, Finished, Token
+from app.errors import ServiceError, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from app.ollama import OllamaClient
+from app.schema import CompletionRequest
+from app.store import RedisStore, StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+TICK_SECONDS = 0.25
+PROBE_TIMEOUT_SECONDS = 0.8  # inside the readiness check's one second
+IN_FLIGHT_LEASE_SECONDS = 10.0  # a dead worker's generations stop counting after this
+RENEW_SECONDS = 3.0
+HOST_FAULTS = (UpstreamUnavailable, UpstreamTimeout, UpstreamFailed)
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    refresh_seconds: float = 5.0  # OLLAMA_REFRESH_INTERVAL
+    eject_seconds: float = 1.0  # OLLAMA_EJECT_SECONDS, the first cool-down
+    eject_max_seconds: float = 30.0  # OLLAMA_EJECT_MAX_SECONDS
+
+
+def model_key(name: str) -> str:
+    """Ollama's own reading of a model name: no tag means ``latest``."""
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+@dataclass(eq=False)
+class Host:
+    """One Ollama server and what this worker knows of it."""
+
+    url: str
+    client: OllamaClient
+    models: list[dict[str, Any]] | None = None  # /api/tags at the last refresh; None: not yet
+    ejected: bool = False
+    ejected_until: float = 0.0  # monotonic; the probe comes after it
+    ejections: int = 0  # in a row, without a success since
+    errors: int = 0
+    last_error: str = ""
+    refreshed_at: float = float("-inf")
+    tickets: set[str] = field(default_factory=set)  # generations in flight from this worker
+
+    @property
+    def key(self) -> str:
+        return f"bib:{{hosts}}:in-flight:{self.url}"
+
+    def has(self, model: str) -> bool:
+        if self.models is None:
+            return True  # not listed yet: let Ollama say
+        return any(model_key(str(m.get("name"))) == model_key(model) for m in self.models)
+
+    def failed(self, error: str, timings: Timings, *, eject: bool) -> None:
+        self.errors += 1
+        self.last_error = error
+        metrics.HOST_ERRORS.labels(self.url).inc()
+        if not eject:
+            return
+        self.ejections += 1
+        cool_down = min(
+            timings.eject_seconds * 2 ** (self.ejections - 1), timings.eject_max_seconds
+        )
+        if not self.ejected:
+            logger.warning("ejected Ollama host %s for %g s: %s", self.url, cool_down, error)
+        self.ejected, self.ejected_until = True, time.monotonic() + cool_down
+        metrics.HOST_UP.labels(self.url).set(0)
+
+    def served(self) -> None:
+        """A generation succeeded here: whatever was wrong is over."""
+        self.ejections = 0
+        self._restore()
+
+    def listed(self, models: list[dict[str, Any]]) -> None:
+        """A probe answered: the host serves these models."""
+        self.models, self.refreshed_at = models, time.monotonic()
+        self._restore()
+
+    def _restore(self) -> None:
+        if self.ejected:
+            logger.warning("Ollama host %s is back", self.url)
+            self.ejected = False
+        metrics.HOST_UP.labels(self.url).set(1)
+
+    def due(self, now: float, timings: Timings) -> bool:
+        if self.ejected:
+            return now >= self.ejected_until
+        return now - self.refreshed_at >= timings.refresh_seconds
+
+
+class OllamaHosts:
+    """The token source of the service: every configured Ollama host, chosen per generation."""
+
+    def __init__(
+        self, hosts: Sequence[Host], store: RedisStore | None, timings: Timings = Timings()
+    ) -> None:
+        self.hosts = list(hosts)
+        self._store = store if len(self.hosts) > 1 else None  # one host: nothing to share
+        self._timings = timings
+        if len(self.hosts) == 1:  # nothing to route around: probe again at once, and say so
+            self._timings = replace(timings, eject_seconds=0.0, eject_max_seconds=0.0)
+        self._worker = secrets.token_hex(6)
+        self._issued = 0
+
+    @classmethod
+    def connect(
+        cls,
+        urls: Sequence[str],
+        store: RedisStore | None,
+        *,
+        first_token_timeout_seconds: float,
+        idle_timeout_seconds: float,
+        timings: Timings = Timings(),
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> OllamaHosts:
+        clients = [
+            OllamaClient.connect(
+                url,
+                first_token_timeout_seconds=first_token_timeout_seconds,
+                idle_timeout_seconds=idle_timeout_seconds,
+                transport=transport,
+            )
+            for url in urls
+        ]
+        return cls(
+            [Host(url, client) for url, client in zip(urls, clients, strict=True)], store, timings
+        )
+
+    async def aclose(self) -> None:
+        for host in self.hosts:
+            await host.client.aclose()
+
+    async def generate(self, request: CompletionRequest, emit: Emit) -> None:
+        """Streams ``request`` from the least busy host with the model; see the docstring."""
+        tried: list[Host] = []
+        while True:
+            host, ticket = await self._take(self._candidates(request.model, tried))
+            tried.append(host)
+            started = False
+
+            def relay(item: Token | Finished) -> None:
+                nonlocal started
+                started = True
+                emit(item)
+
+            try:
+                await host.client.generate(request, relay)
+            except ServiceError as exc:
+                fault = isinstance(exc, HOST_FAULTS)
+                host.failed(exc.detail, self._timings, eject=fault)
+                if started or not fault or len(tried) > 1 or not self._others(request, tried):
+                    raise
+                logger.info("retrying on another Ollama host after %s: %s", host.url, exc.detail)
+                continue
+            finally:
+                await self._give_back(host, ticket)
+            host.served()
+            return
+
+    def _others(self, request: CompletionRequest, tried: Sequence[Host]) -> bool:
+        return bool(self._candidates(request.model, tried))
+
+    def _candidates(self, model: str, tried: Sequence[Host]) -> list[Host]:
+        """Serving hosts with the model; else any serving host (Ollama then says what it
+        lacks); else, as a last resort, the ejected host that is back soonest."""
+        hosts = [h for h in self.hosts if h not in tried]
+        serving = [h for h in hosts if not h.ejected]
+        with_model = [h for h in serving if h.has(model)]
+        if with_model or serving:
+            return with_model or serving
+        return sorted(hosts, key=lambda h: h.ejected_until)[:1]
+
+    async def _take(self, candidates: list[Host]) -> tuple[Host, str]:
+        """Picks the least busy candidate (random among equals) and counts the generation."""
+        random.shuffle(candidates)
+        self._issued += 1
+        ticket = f"{self._worker}:{self._issued}"
+        chosen = min(candidates, key=lambda h: len(h.tickets))  # this worker's own count
+        if self._store is not None:
+            try:
+                keys = [h.key for h in candidates]
+                chosen = candidates[
+                    await self._store.pick_host(keys, ticket, IN_FLIGHT_LEASE_SECONDS)
+                ]
+            except StoreUnavailable:
+                pass  # counted here only
+        chosen.tickets.add(ticket)
+        metrics.HOST_IN_FLIGHT.labels(chosen.url).inc()
+        return chosen, ticket
+
+    async def _give_back(self, host: Host, ticket: str) -> None:
+        host.tickets.discard(ticket)
+        metrics.HOST_IN_FLIGHT.labels(host.url).dec()
+        if self._store is not None:
+            with anyio.CancelScope(shield=True):  # also when the client's leaving cancels us
+                with contextlib.suppress(StoreUnavailable):  # else its lease runs out
+                    await self._store.drop_host_ticket(host.key, ticket)
+
+    async def refresh(self, *, all_due: bool = False) -> None:
+        """Probes the hosts whose turn it is (``all_due``: every host not cooling down), each
+        bounded by ``PROBE_TIMEOUT_SECONDS``, all at once."""
+        now = time.monotonic()
+        due = [h for h in self.hosts if h.due(now, self._timings)
+               or (all_due and not (h.ejected and now < h.ejected_until))]  # fmt: skip
+        await asyncio.gather(*(self._probe(host) for host in due))
+
+    async def _probe(self, host: Host) -> None:
+        try:
+            with anyio.fail_after(PROBE_TIMEOUT_SECONDS):
+                models = await host.client.models()
+        except TimeoutError:
+            host.failed(
+                f"no model list within {PROBE_TIMEOUT_SECONDS:g} s", self._timings, eject=True
+            )
+        except ServiceError as exc:
+            host.failed(exc.detail, self._timings, eject=True)
+        else:
+            host.listed(models)
+
+    async def check(self) -> list[dict[str, Any]]:
+        """The readiness check: probes now, passes while a host serves; its models."""
+        await self.refresh(all_due=True)
+        if not any(not h.ejected for h in self.hosts):
+            raise UpstreamUnavailable("no Ollama host is serving")
+        return self.models()
+
+    def models(self) -> list[dict[str, Any]]:
+        """The models of the serving hosts, as their last ``/api/tags`` listed them, each once."""
+        merged: dict[str, dict[str, Any]] = {}
+        for host in self.hosts:
+            if not host.ejected:
+                for model in host.models or ():
+                    merged.setdefault(str(model.get("name")), model)
+        return list(merged.values())
+
+    async def report(self) -> list[dict[str, Any]]:
+        """Each host's state for ``/v1/health``: in-flight counts are the shared ones."""
+        counts = [len(h.tickets) for h in self.hosts]
+        if self._store is not None:
+            with contextlib.suppress(StoreUnavailable):  # else this worker's own
+                counts = await self._store.host_counts([h.key for h in self.hosts])
+        now = time.monotonic()
+        return [
+            {
+                "url": host.url,
+                "state": "ejected" if host.ejected else "serving",
+                "in_flight": count,
+                "errors": host.errors,
+                "last_error": host.last_error or None,
+                "back_in_seconds": round(max(0.0, host.ejected_until - now), 3)
+                if host.ejected
+                else 0,
+                "models": [str(m.get("name")) for m in host.models or ()],
+            }
+            for host, count in zip(self.hosts, counts, strict=True)
+        ]
+
+    async def run(self) -> None:
+        """The background work of a worker's life: probes, and renewing its in-flight tickets."""
+        renewed_at = time.monotonic()
+        while True:
+            await self.refresh()
+            if self._store is not None and time.monotonic() - renewed_at >= RENEW_SECONDS:
+                renewed_at = time.monotonic()
+                tickets = {h.key: sorted(h.tickets) for h in self.hosts if h.tickets}
+                with contextlib.suppress(StoreUnavailable):  # tried again next time
+                    await self._store.renew_host_tickets(tickets, IN_FLIGHT_LEASE_SECONDS)
+            await asyncio.sleep(TICK_SECONDS)
