@@ -8,8 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
+import random
+import time
 from collections.abc import Sequence
 
+import httpx
 import orjson
 import redis
 
@@ -20,6 +24,7 @@ from bench.load import (
     hold_streams,
     median,
     post,
+    read_until_end,
     rss_bytes,
     throughput,
 )
@@ -211,6 +216,136 @@ async def _kib_per_stream(app: servers.Server, requests: list[bytes]) -> float:
     return (held - before) / len(requests) / 1024
 
 
+def hosts(setup: Setup, generations: int, rounds: int, seconds: float) -> list[Table]:
+    """Least-busy routing over three simulator hosts from two replicas of four workers each:
+    ``generations`` distinct generations started at once, their in-flight counts read from the
+    hosts themselves every 50 ms; counted in Redis beside each worker counting only its own
+    (Redis unreachable). Then closed loops for ``seconds``, one host killed halfway."""
+    worst: dict[str, list[tuple[int, int]]] = {}
+    for mode, redis_port in (("own", servers.free_port()), ("shared", setup.valkey.port)):
+        sims = _hosts(3)
+        env = {"OLLAMA_HOSTS": _urls(sims), "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+               "WEB_CONCURRENCY": "4", "RATE_LIMIT_MAX": "0", "LOG_LEVEL": "warning"}  # fmt: skip
+        replicas = [servers.app(env).start("/livez") for _ in range(2)]
+        time.sleep(2)  # every worker up
+        worst[mode] = [
+            asyncio.run(_burst(replicas, sims, generations, f"{mode} {r}")) for r in range(rounds)
+        ]
+        for server in (*sims, *replicas):
+            server.stop()
+    sims = _hosts(3)
+    replicas = [setup.app(env={"OLLAMA_HOSTS": _urls(sims)}) for _ in range(2)]
+    kill = asyncio.run(_kill_midway(replicas, sims, 60, seconds, kill=sims[2]))
+    for server in sims:
+        server.stop()
+    rows = []
+    for index, label in enumerate(("while all were in flight", "from the first start on")):
+        own = [w[index] for w in worst["own"]]
+        shared = [w[index] for w in worst["shared"]]
+        rows.append([f"largest difference between hosts {label}: median of rounds",
+                     f"{median(own):.0f}", f"{median(shared):.0f}"])  # fmt: skip
+        rows.append([f"largest difference between hosts {label}: worst round",
+                     str(max(own)), str(max(shared))])  # fmt: skip
+    return [
+        (
+            f"routing: {generations} distinct generations started at once from 2 replicas of 4 "
+            f"workers to 3 hosts; in-flight per host read from the hosts every 50 ms, "
+            f"{rounds} rounds",
+            ["measure", "baseline: each worker counts its own", "ours: counted in Redis"],
+            rows,
+        ),
+        (
+            f"one of the 3 hosts killed halfway through {seconds:g} s of 60 closed loops "
+            "(2 replicas, counted in Redis)",
+            ["measure", "value"],
+            kill,
+        ),
+    ]
+
+
+async def _burst(
+    replicas: Sequence[servers.Server], hosts: Sequence[servers.Server], count: int, label: str
+) -> tuple[int, int]:
+    """Starts ``count`` equal generations at once; returns the largest in-flight difference
+    between hosts while all were in flight, and from the first start to the first end."""
+    body = {"options": {"sim_tokens": 60}}  # 3 s each
+    requests = [
+        (replicas[i % len(replicas)].port,
+         post("/v1/chats/generate", orjson.dumps({**body, "prompt": f"burst {label} {i}"})))
+        for i in range(count)
+    ]  # fmt: skip
+    running = [asyncio.create_task(read_until_end(port, request)) for port, request in requests]
+    all_in, from_start = 0, 0
+    async with httpx.AsyncClient(timeout=5) as http:
+        while not any(task.done() for task in running):
+            counts = await asyncio.gather(*(_in_flight(http, host) for host in hosts))
+            spread = max(counts) - min(counts)
+            from_start = max(from_start, spread) if sum(counts) else from_start
+            if sum(counts) == count:
+                all_in = max(all_in, spread)
+            await asyncio.sleep(0.05)
+    await asyncio.gather(*running)
+    return all_in, from_start
+
+
+async def _in_flight(http: httpx.AsyncClient, host: servers.Server) -> int:
+    counts = (await http.get(host.url + "/_sim/counters")).json()
+    return int(counts["started"] - counts["completed"] - counts["cancelled"] - counts["failed"])
+
+
+def _hosts(count: int) -> list[servers.Server]:
+    return [servers.simulator("--tokens", "40", "--token-delay", "0.05").start()
+            for _ in range(count)]  # fmt: skip
+
+
+def _urls(hosts: Sequence[servers.Server]) -> str:
+    return ",".join(host.url for host in hosts)
+
+
+async def _kill_midway(
+    replicas: Sequence[servers.Server],
+    hosts: Sequence[servers.Server],
+    clients: int,
+    seconds: float,
+    kill: servers.Server,
+) -> list[list[str]]:
+    """Runs closed loops of distinct generations and kills ``kill`` halfway; what that cost."""
+    stop_at = time.perf_counter() + seconds
+    killed_at = float("inf")
+    ends: list[tuple[float, str]] = []  # (when the request was sent, how it ended)
+
+    async def loop(client: int) -> None:
+        app = replicas[client % len(replicas)]
+        for n in itertools.count():
+            if time.perf_counter() >= stop_at:
+                return
+            tokens = random.randint(20, 60)  # 1 to 3 s: hosts free up at different times
+            body = orjson.dumps({"prompt": f"route {client} {n}",
+                                 "options": {"sim_tokens": tokens}})  # fmt: skip
+            sent = time.perf_counter()
+            ends.append((sent, await read_until_end(app.port, post("/v1/chats/generate", body))))
+
+    loops = [asyncio.create_task(loop(i)) for i in range(clients)]
+    await asyncio.sleep(seconds / 2)
+    async with httpx.AsyncClient(timeout=5) as http:
+        lost = await _in_flight(http, kill)
+    assert kill.process is not None
+    kill.process.kill()
+    killed_at = time.perf_counter()
+    await asyncio.gather(*loops)
+    after = [(sent, end) for sent, end in ends if sent > killed_at]
+    first_second = [end for sent, end in after if sent < killed_at + 1]
+    errors = sum(end == "error" for _, end in ends)
+    return [
+        ["generations in flight on the host when it was killed", str(lost)],
+        ["error events clients saw, in all", str(errors)],
+        ["requests sent in the first second after the kill", str(len(first_second))],
+        ["of those, ended in an error", str(sum(end == "error" for end in first_second))],
+        ["requests sent after the kill, in all", str(len(after))],
+        ["of those, ended in an error", str(sum(end == "error" for _, end in after))],
+    ]
+
+
 def _redis_commands(valkey: servers.Server) -> int:
     """Commands clients sent (round trips): Valkey counts the GET, INCR and EXPIRE that the
     limiter's script runs inside as commands too, and this path sends none of its own."""
@@ -259,6 +394,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="per throughput round")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--capacity", type=int, default=5000, help="streams held open at once")
+    parser.add_argument("--route-generations", type=int, default=60, help="started at once")
+    parser.add_argument("--route-seconds", type=float, default=12.0)
     args = parser.parse_args()
     print(f"{TOKENS}-token generations, {TOKEN_DELAY_SECONDS * 1e3:.0f} ms per token, "
           f"one uvicorn worker per app, medians of {args.rounds} rounds")  # fmt: skip
@@ -267,6 +404,7 @@ def main() -> None:
         tables = relay(setup, args.rounds, args.streams)
         tables += replay(setup, args.rounds, args.seconds, args.connections)
         tables += capacity(setup, args.capacity)
+        tables += hosts(setup, args.route_generations, args.rounds, args.route_seconds)
     finally:
         setup.stop()
     for table in tables:

@@ -34,6 +34,22 @@ async def stream_once(port: int, request: bytes, first: bytes, last: bytes) -> T
     return Timing(first_at, time.perf_counter() - started)
 
 
+async def read_until_end(port: int, request: bytes) -> str:
+    """Sends ``request`` and reads its stream to the end: ``done``, ``error`` or ``closed``."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request)
+    seen = b""
+    try:
+        while chunk := await reader.read(65536):
+            seen = seen[-64:] + chunk
+            for end in (b"done", b"error"):
+                if b"\nevent: " + end + b"\n" in seen:
+                    return end.decode()
+        return "closed"
+    finally:
+        writer.close()
+
+
 def post(path: str, body: bytes, connection: str = "close") -> bytes:
     return (
         f"POST {path} HTTP/1.1\r\nHost: bench\r\nContent-Type: application/json\r\n"
