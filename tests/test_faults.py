@@ -13,6 +13,7 @@ import orjson
 import pytest
 
 from tests import servers, sse
+from tests.conftest import SERVICE_ENV
 from tests.servers import Server, simulator_counters
 
 pytestmark = pytest.mark.anyio
@@ -128,3 +129,36 @@ async def test_redis_killed_and_restarted_mid_stream(
         assert "Traceback" not in service.output()
     finally:
         valkey.stop()
+
+
+async def test_a_cluster_node_killed_and_restarted(ollama: Server) -> None:
+    """A Redis Cluster loses a primary (no replica to promote): every request is still
+    answered, uncached; once the node is back, caching works again by itself."""
+    cluster = servers.ValkeyCluster().start()
+    service = servers.app({**SERVICE_ENV, "OLLAMA_HOST": ollama.url, "REDIS_URL": cluster.url})
+    try:
+        service.start("/livez")
+        async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+            first = await http.post(GENERATE, json={"prompt": "node dies", "stream": False})
+            assert first.headers["x-cache"] == "MISS"
+            victim = cluster.nodes[1]
+            assert victim.process is not None
+            victim.process.kill()
+            victim.process.wait()
+            during = [
+                await http.post(GENERATE, json={"prompt": f"node down {i}", "stream": False})
+                for i in range(8)
+            ]
+            assert [a.status_code for a in during] == [200] * 8
+            victim.start(ready_path=None)
+            outcome, deadline = "", time.monotonic() + 20
+            while outcome != "HIT" and time.monotonic() < deadline:
+                await asyncio.sleep(0.3)
+                again = await http.post(GENERATE, json={"prompt": "node back", "stream": False})
+                assert again.status_code == 200
+                outcome = again.headers["x-cache"]
+            assert outcome == "HIT", "caching did not come back with the node"
+        assert "Traceback" not in service.output()
+    finally:
+        service.stop()
+        cluster.stop()
