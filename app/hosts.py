@@ -5,7 +5,7 @@ refresh) and the fewest generations in flight, counted in Redis across workers a
 ties are broken at random. A host that refuses connections, times out or answers 5xx is ejected
 for a cool-down that doubles with each ejection in a row (``OLLAMA_EJECT_SECONDS`` up to
 ``OLLAMA_EJECT_MAX_SECONDS``). When it ends, the background refresh probes the host's
-``/api/tags`` and puts it back if it answers; a generation that succeeds there resets the
+``/api/tags`` and puts it back if it answers; a generation that then succeeds there resets the
 doubling. A request that fails on one host before its first token is retried once on another;
 after the first token it cannot be, since the client has already seen text.
 
@@ -100,16 +100,14 @@ class Host:
         metrics.HOST_UP.labels(self.url).set(0)
 
     def served(self) -> None:
-        """A generation succeeded here: whatever was wrong is over."""
-        self.ejections = 0
-        self._restore()
+        """A generation succeeded here. While the host is ejected that proves little (it may
+        have started before the failure, or be the last resort): only the probe restores it."""
+        if not self.ejected:
+            self.ejections = 0
 
     def listed(self, models: list[dict[str, Any]]) -> None:
         """A probe answered: the host serves these models."""
         self.models, self.refreshed_at = models, time.monotonic()
-        self._restore()
-
-    def _restore(self) -> None:
         if self.ejected:
             logger.warning("Ollama host %s is back", self.url)
             self.ejected = False

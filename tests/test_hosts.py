@@ -188,7 +188,7 @@ def test_a_model_without_a_tag_is_latest(name: str, key: str) -> None:
     assert model_key(name) == key
 
 
-def test_cool_downs_double_up_to_the_cap_and_a_success_resets_them() -> None:
+def test_cool_downs_double_up_to_the_cap_and_a_success_after_the_probe_resets_them() -> None:
     host = Host("http://ollama.invalid", client=None)  # type: ignore[arg-type]  # not called
     timings = Timings(eject_seconds=1, eject_max_seconds=5)
     cool_downs = []
@@ -197,6 +197,9 @@ def test_cool_downs_double_up_to_the_cap_and_a_success_resets_them() -> None:
         host.failed("refused", timings, eject=True)
         cool_downs.append(round(host.ejected_until - before))
     assert cool_downs == [1, 2, 4, 5, 5]
+    host.served()  # a generation that began before: the host stays out, the doubling stays
+    assert host.ejected
+    host.listed([])  # the probe after the cool-down
     host.served()
     host.failed("refused", timings, eject=True)
     assert (host.ejected, round(host.ejected_until - time.monotonic())) == (True, 1)
