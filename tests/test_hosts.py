@@ -71,6 +71,8 @@ async def test_each_generation_goes_to_the_least_busy_host_whichever_replica_ask
             streams.append(asyncio.create_task(fetch(replica, "POST", GENERATE, json=body)))
             await until(lambda: sum(map(in_flight, hosts)) == len(streams))
         assert [in_flight(h) for h in hosts] == [round_] * 3
+        shared = [h["in_flight"] for h in (await health(second))["ollama_hosts"]]
+        assert shared == [round_] * 3  # the counts in Redis, as /v1/health reports them
     assert [r.events()[-1].type for r in await asyncio.gather(*streams)] == ["done"] * 9
 
 

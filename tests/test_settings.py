@@ -41,6 +41,20 @@ def test_values_are_cast_from_the_environment() -> None:
     assert settings.cache_ttl_seconds == 0
 
 
+def test_several_hosts_replace_the_single_one() -> None:
+    alone = Settings.from_environ({"OLLAMA_HOST": "http://gpu-box:11434"})
+    assert alone.upstream_urls == ("http://gpu-box:11434",)
+    several = Settings.from_environ(
+        {"OLLAMA_HOST": "http://gpu-box:11434", "OLLAMA_HOSTS": "http://a:11434/, http://b:11434"}
+    )
+    assert several.upstream_urls == ("http://a:11434", "http://b:11434")
+
+
+def test_a_cluster_url_is_accepted() -> None:
+    url = "redis+cluster://10.0.0.5:6379"
+    assert Settings.from_environ({"REDIS_URL": url}).redis_url == url
+
+
 def test_redis_url_stays_out_of_repr() -> None:
     settings = Settings.from_environ({"REDIS_URL": "redis://:secret@db:6379/0"})
     assert "secret" not in repr(settings)
@@ -57,6 +71,9 @@ def test_redis_url_stays_out_of_repr() -> None:
         pytest.param("RATE_LIMIT_FAIL_OPEN", "maybe", id="not-a-bool"),
         pytest.param("OLLAMA_HOST", "localhost:11434", id="no-scheme"),
         pytest.param("REDIS_URL", "http://x", id="not-redis"),
+        pytest.param("OLLAMA_HOSTS", "http://a:1,http://a:1", id="hosts-twice"),
+        pytest.param("OLLAMA_HOSTS", "http://a:1,b:2", id="hosts-no-scheme"),
+        pytest.param("OLLAMA_EJECT_SECONDS", "0", id="zero-cool-down"),
         pytest.param("PORT", "70000", id="port-range"),
         pytest.param("DEFAULT_MODEL", "bad model", id="model-name"),
         pytest.param("LOG_LEVEL", "loud", id="log-level"),
