@@ -16,6 +16,7 @@ from collections.abc import Sequence
 import httpx
 import orjson
 import redis
+import redis.asyncio
 
 from bench.load import (
     concurrent,
@@ -221,16 +222,19 @@ def hosts(setup: Setup, generations: int, rounds: int, seconds: float) -> list[T
     ``generations`` distinct generations started at once, their in-flight counts read from the
     hosts themselves every 50 ms; counted in Redis beside each worker counting only its own
     (Redis unreachable). Then closed loops for ``seconds``, one host killed halfway."""
-    worst: dict[str, list[tuple[int, int]]] = {}
-    for mode, redis_port in (("own", servers.free_port()), ("shared", setup.valkey.port)):
+    worst: dict[str, list[tuple[int, int, int]]] = {}
+    for mode, counted in (("own", False), ("shared", True)):
         sims = _hosts(3)
+        redis_port = setup.valkey.port if counted else servers.free_port()  # nothing there
         env = {"OLLAMA_HOSTS": _urls(sims), "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
                "WEB_CONCURRENCY": "4", "RATE_LIMIT_MAX": "0", "LOG_LEVEL": "warning"}  # fmt: skip
         replicas = [servers.app(env).start("/livez") for _ in range(2)]
         time.sleep(2)  # every worker up
         worst[mode] = [
-            asyncio.run(_burst(replicas, sims, generations, f"{mode} {r}")) for r in range(rounds)
-        ]
+            asyncio.run(_burst(replicas, sims, generations, f"{mode} {r}",
+                               redis_port if counted else None))
+            for r in range(rounds)
+        ]  # fmt: skip
         for server in (*sims, *replicas):
             server.stop()
     sims = _hosts(3)
@@ -242,15 +246,16 @@ def hosts(setup: Setup, generations: int, rounds: int, seconds: float) -> list[T
     for index, label in enumerate(("while all were in flight", "from the first start on")):
         own = [w[index] for w in worst["own"]]
         shared = [w[index] for w in worst["shared"]]
-        rows.append([f"largest difference between hosts {label}: median of rounds",
+        rows.append([f"hosts' own counts {label}: median of rounds",
                      f"{median(own):.0f}", f"{median(shared):.0f}"])  # fmt: skip
-        rows.append([f"largest difference between hosts {label}: worst round",
-                     str(max(own)), str(max(shared))])  # fmt: skip
+        rows.append([f"hosts' own counts {label}: worst round", str(max(own)), str(max(shared))])
+    decided = [w[2] for w in worst["shared"]]
+    rows.append(["counts in Redis from the first start on: worst round", "-", str(max(decided))])
     return [
         (
             f"routing: {generations} distinct generations started at once from 2 replicas of 4 "
-            f"workers to 3 hosts; in-flight per host read from the hosts every 50 ms, "
-            f"{rounds} rounds",
+            f"workers to 3 hosts, {rounds} rounds; the largest difference between the hosts' "
+            "in-flight counts, read every 50 ms",
             ["measure", "baseline: each worker counts its own", "ours: counted in Redis"],
             rows,
         ),
@@ -264,18 +269,26 @@ def hosts(setup: Setup, generations: int, rounds: int, seconds: float) -> list[T
 
 
 async def _burst(
-    replicas: Sequence[servers.Server], hosts: Sequence[servers.Server], count: int, label: str
-) -> tuple[int, int]:
-    """Starts ``count`` equal generations at once; returns the largest in-flight difference
-    between hosts while all were in flight, and from the first start to the first end."""
+    replicas: Sequence[servers.Server],
+    hosts: Sequence[servers.Server],
+    count: int,
+    label: str,
+    redis_port: int | None,
+) -> tuple[int, int, int]:
+    """Starts ``count`` equal generations at once. Returns the largest in-flight difference
+    between hosts, as the hosts count, while all were in flight and from the first start to the
+    first end; and, from Redis (one atomic read of every host's set), the largest over the same
+    span: what the routing decided, before the requests reach the hosts."""
     body = {"options": {"sim_tokens": 60}}  # 3 s each
     requests = [
         (replicas[i % len(replicas)].port,
          post("/v1/chats/generate", orjson.dumps({**body, "prompt": f"burst {label} {i}"})))
         for i in range(count)
     ]  # fmt: skip
+    decided = redis.asyncio.Redis(port=redis_port) if redis_port else None
+    keys = [f"bib:{{hosts}}:in-flight:{host.url}" for host in hosts]
     running = [asyncio.create_task(read_until_end(port, request)) for port, request in requests]
-    all_in, from_start = 0, 0
+    all_in, from_start, in_redis = 0, 0, 0
     async with httpx.AsyncClient(timeout=5) as http:
         while not any(task.done() for task in running):
             counts = await asyncio.gather(*(_in_flight(http, host) for host in hosts))
@@ -283,9 +296,17 @@ async def _burst(
             from_start = max(from_start, spread) if sum(counts) else from_start
             if sum(counts) == count:
                 all_in = max(all_in, spread)
+            if decided is not None:
+                async with decided.pipeline(transaction=True) as pipe:
+                    for key in keys:
+                        pipe.zcard(key)
+                    sets: list[int] = await pipe.execute()
+                in_redis = max(in_redis, max(sets) - min(sets))
             await asyncio.sleep(0.05)
     await asyncio.gather(*running)
-    return all_in, from_start
+    if decided is not None:
+        await decided.aclose()
+    return all_in, from_start, in_redis
 
 
 async def _in_flight(http: httpx.AsyncClient, host: servers.Server) -> int:
