@@ -47,7 +47,7 @@ class EventStream(EventSourceResponse):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
-        except SendTimeoutError:
+        except* SendTimeoutError:  # from the stream, the ping, or both at once (a group)
             logger.warning("dropped a client that read nothing for %g s", self.send_timeout)
 
     async def _send_with_timeout(self, send: Send, message: Message) -> None:
