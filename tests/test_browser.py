@@ -12,6 +12,7 @@ from typing import Any
 import orjson
 import pytest
 from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from tests.servers import Server, free_port
 from tests.test_routes import simulator_text
@@ -87,8 +88,15 @@ async def ask(page: Page, prompt: str, options: dict[str, Any]) -> None:
     await page.click("#send")
 
 
-async def finished(page: Page) -> dict[str, Any]:
-    await page.wait_for_function("window.bib.doneAt !== null", timeout=20_000)
+async def finished(page: Page, service: Server) -> dict[str, Any]:
+    """The page's counters once its answer is done; if it never is, what the page and the
+    service said instead."""
+    try:
+        await page.wait_for_function("window.bib.doneAt !== null", timeout=20_000)
+    except PlaywrightTimeout:
+        said = [await page.text_content(f"#{part}") for part in ("status", "problem")]
+        raise AssertionError(f"not done: {said} {await page.evaluate('window.bib')}\n"
+                             f"{service.output()}") from None  # fmt: skip
     state: dict[str, Any] = await page.evaluate("window.bib")
     return state
 
@@ -96,14 +104,14 @@ async def finished(page: Page) -> dict[str, Any]:
 async def test_streams_replays_and_does_not_reconnect_after_done(
     browser: Browser, start_service: Callable[..., Server], ollama: Server
 ) -> None:
-    service = start_service(RESUME_GRACE="5")
+    service = start_service(RESUME_GRACE="5", LOG_LEVEL="info")
     page, event_requests = await open_playground(browser, service.url)
     prompt = f"browser {uuid.uuid4().hex}"
     options = {"sim_tokens": 8, "sim_token_delay": 0.2}
     expected = await simulator_text(ollama, {"prompt": prompt, "options": options})
 
     await ask(page, prompt, options)
-    live = await finished(page)
+    live = await finished(page, service)
     assert live["tokens"] == 8
     assert live["cached"] is False
     assert live["doneAt"] - live["firstTokenAt"] > 1000  # token by token, 200 ms apart
@@ -112,7 +120,7 @@ async def test_streams_replays_and_does_not_reconnect_after_done(
     assert len(event_requests) == 1
 
     await ask(page, prompt, options)
-    replay = await finished(page)
+    replay = await finished(page, service)
     assert replay["cached"] is True
     assert await page.text_content("#answer") == expected
     assert await page.text_content("#status") == "Done (from the cache)."
@@ -121,7 +129,7 @@ async def test_streams_replays_and_does_not_reconnect_after_done(
 async def test_a_cut_connection_resumes_with_the_exact_text(
     browser: Browser, start_service: Callable[..., Server], ollama: Server
 ) -> None:
-    service = start_service(RESUME_GRACE="5")
+    service = start_service(RESUME_GRACE="5", LOG_LEVEL="info")
     proxy = await CuttableProxy(service.port).start()
     try:
         page, event_requests = await open_playground(browser, f"http://127.0.0.1:{proxy.port}")
@@ -131,7 +139,7 @@ async def test_a_cut_connection_resumes_with_the_exact_text(
         await ask(page, prompt, options)
         await page.wait_for_function("window.bib.tokens >= 3", timeout=10_000)
         proxy.cut()
-        state = await finished(page)
+        state = await finished(page, service)
         assert await page.text_content("#answer") == expected
         assert state["tokens"] == 20  # nothing repeated, nothing lost
         assert state["starts"] == 1  # resumed, not restarted
@@ -143,10 +151,10 @@ async def test_a_cut_connection_resumes_with_the_exact_text(
 async def test_the_rate_limit_is_explained(
     browser: Browser, start_service: Callable[..., Server]
 ) -> None:
-    service = start_service(RATE_LIMIT_MAX="1")
+    service = start_service(RATE_LIMIT_MAX="1", LOG_LEVEL="info")
     page, _ = await open_playground(browser, service.url)
     await ask(page, "first", {})
-    await finished(page)
+    await finished(page, service)
     await ask(page, "second", {})
     await page.wait_for_function("document.getElementById('problem').textContent !== ''")
     problem = await page.text_content("#problem")
