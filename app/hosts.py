@@ -179,7 +179,8 @@ class OllamaHosts:
             except ServiceError as exc:
                 fault = isinstance(exc, HOST_FAULTS)
                 host.failed(exc.detail, self._timings, eject=fault)
-                if started or not fault or len(tried) > 1 or not self._others(request, tried):
+                elsewhere = self._candidates(request.model, tried)
+                if started or not fault or len(tried) > 1 or not elsewhere:
                     raise
                 logger.info("retrying on another Ollama host after %s: %s", host.url, exc.detail)
                 continue
@@ -187,9 +188,6 @@ class OllamaHosts:
                 await self._give_back(host, ticket)
             host.served()
             return
-
-    def _others(self, request: CompletionRequest, tried: Sequence[Host]) -> bool:
-        return bool(self._candidates(request.model, tried))
 
     def _candidates(self, model: str, tried: Sequence[Host]) -> list[Host]:
         """Serving hosts with the model; else any serving host (Ollama then says what it
@@ -294,6 +292,7 @@ class OllamaHosts:
             if self._store is not None and time.monotonic() - renewed_at >= RENEW_SECONDS:
                 renewed_at = time.monotonic()
                 tickets = {h.key: sorted(h.tickets) for h in self.hosts if h.tickets}
-                with contextlib.suppress(StoreUnavailable):  # tried again next time
-                    await self._store.renew_host_tickets(tickets, IN_FLIGHT_LEASE_SECONDS)
+                if tickets:
+                    with contextlib.suppress(StoreUnavailable):  # tried again next time
+                        await self._store.renew_host_tickets(tickets, IN_FLIGHT_LEASE_SECONDS)
             await asyncio.sleep(TICK_SECONDS)
