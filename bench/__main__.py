@@ -310,8 +310,7 @@ async def _burst(
 
 
 async def _in_flight(http: httpx.AsyncClient, host: servers.Server) -> int:
-    counts = (await http.get(host.url + "/_sim/counters")).json()
-    return int(counts["started"] - counts["completed"] - counts["cancelled"] - counts["failed"])
+    return servers.in_flight((await http.get(host.url + "/_sim/counters")).json())
 
 
 def _hosts(count: int) -> list[servers.Server]:

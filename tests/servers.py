@@ -156,6 +156,12 @@ def app(env: Mapping[str, str]) -> Server:
     return Server([PYTHON, "-m", "app"], port, env={**env, "HOST": "127.0.0.1", "PORT": str(port)})
 
 
+def in_flight(counters: Mapping[str, int]) -> int:
+    """Generations a simulator is running now, from its counters."""
+    return (counters["started"] - counters["completed"] - counters["cancelled"]
+            - counters["failed"])  # fmt: skip
+
+
 def simulator_counters(server: Server) -> dict[str, int]:
     """The simulator's generation counters: started, completed, cancelled, failed."""
     data: dict[str, int] = httpx.get(server.url + "/_sim/counters").json()

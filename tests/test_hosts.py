@@ -14,21 +14,14 @@ import pytest
 from app.hosts import Host, Timings, model_key
 from tests import servers, sse
 from tests.servers import Server, simulator_counters
+from tests.test_faults import wait_for
 from tests.test_generations import GENERATE, fetch, slow, unique
 
 pytestmark = pytest.mark.anyio
 
 
 def in_flight(host: Server) -> int:
-    counts = simulator_counters(host)
-    return counts["started"] - counts["completed"] - counts["cancelled"] - counts["failed"]
-
-
-async def until(condition: Callable[[], bool], seconds: float = 10) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "not within the time allowed"
-        await asyncio.sleep(0.05)
+    return servers.in_flight(simulator_counters(host))
 
 
 @pytest.fixture
@@ -69,7 +62,7 @@ async def test_each_generation_goes_to_the_least_busy_host_whichever_replica_ask
         for replica in (first, first, second):
             body = slow(unique("spread"), tokens=60, delay=0.1)
             streams.append(asyncio.create_task(fetch(replica, "POST", GENERATE, json=body)))
-            await until(lambda: sum(map(in_flight, hosts)) == len(streams))
+            await wait_for(lambda: sum(map(in_flight, hosts)) == len(streams), 10)
         assert [in_flight(h) for h in hosts] == [round_] * 3
         shared = [h["in_flight"] for h in (await health(second))["ollama_hosts"]]
         assert shared == [round_] * 3  # the counts in Redis, as /v1/health reports them
@@ -149,7 +142,7 @@ async def test_a_host_killed_mid_stream_loses_only_its_own_generations(
         asyncio.create_task(fetch(service, "POST", GENERATE, json=slow(unique("kill"), 30)))
         for _ in range(4)
     ]
-    await until(lambda: (in_flight(doomed), in_flight(survivor)) == (2, 2))
+    await wait_for(lambda: (in_flight(doomed), in_flight(survivor)) == (2, 2), 10)
     assert doomed.process is not None
     doomed.process.kill()
     ends = sorted(sse_end(received) for received in await asyncio.gather(*streams))
