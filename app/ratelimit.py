@@ -25,10 +25,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 
-from redis.exceptions import RedisError
-
 from app import metrics
-from app.redisclient import RedisClient
+from app.redisclient import REDIS_FAULTS, RedisClient
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +91,7 @@ class SlidingWindowLimiter:
             allowed, remaining, wait = await self._script(
                 keys=keys, args=[self.limit, self.window_seconds, repr(elapsed)]
             )
-        except (RedisError, OSError) as exc:
+        except REDIS_FAULTS as exc:
             self.failures += 1
             metrics.REDIS_ERRORS.labels("limiter").inc()
             if time.monotonic() - self._logged_at >= LOG_EVERY_SECONDS:

@@ -29,10 +29,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar, cast
 
-from redis.exceptions import RedisError
-
 from app import metrics
-from app.redisclient import RedisClient
+from app.redisclient import REDIS_FAULTS, RedisClient
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -114,7 +112,7 @@ class RedisStore:
             raise StoreUnavailable("Redis was unreachable a moment ago")
         try:
             return await operation()
-        except (RedisError, OSError) as exc:
+        except REDIS_FAULTS as exc:
             metrics.REDIS_ERRORS.labels("generations").inc()
             self._down_until = time.monotonic() + RETRY_AFTER_SECONDS
             if time.monotonic() - self._logged_at >= LOG_EVERY_SECONDS:
@@ -236,7 +234,7 @@ class RedisStore:
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             yield message["data"].decode()
-            except (RedisError, OSError):
+            except REDIS_FAULTS:
                 await asyncio.sleep(RETRY_AFTER_SECONDS)
 
     async def pick_host(self, keys: list[str], ticket: str, lease_seconds: float) -> int:

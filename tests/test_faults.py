@@ -149,7 +149,7 @@ async def test_a_cluster_node_killed_and_restarted(ollama: Server) -> None:
                 await http.post(GENERATE, json={"prompt": f"node down {i}", "stream": False})
                 for i in range(8)
             ]
-            assert [a.status_code for a in during] == [200] * 8
+            assert [a.status_code for a in during] == [200] * 8, service.output()
             victim.start(ready_path=None)
             outcome, deadline = "", time.monotonic() + 20
             while outcome != "HIT" and time.monotonic() < deadline:

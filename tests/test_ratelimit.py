@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
+import warnings
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.asyncio import RedisCluster
 
 from app.ratelimit import Decision, LimiterUnavailable, SlidingWindowLimiter, client_key
 from app.redisclient import RedisClient, connect
@@ -132,6 +135,36 @@ async def test_redis_down_is_limiter_unavailable() -> None:
         await limit.check("203.0.113.1")
     assert limit.failures == 1
     await dead.aclose()
+
+
+async def test_connections_closed_under_commands_are_limiter_unavailable(
+    redis: RedisClient,
+) -> None:
+    """What a node failure does to a client (a cluster client reloads the topology and closes
+    its node connections): each command in flight succeeds or is ``LimiterUnavailable``."""
+    limit = limiter(redis, Clock(), limit=10_000)
+    outcomes: list[str] = []
+
+    async def check(client: str) -> None:
+        try:
+            await limit.check(client)
+            outcomes.append("admitted")
+        except LimiterUnavailable:
+            outcomes.append("unavailable")
+
+    for round_ in range(20):
+        checks = [asyncio.create_task(check(f"{someone()}-{i}")) for i in range(30)]
+        for _ in range(round_ % 5):  # closed at each step of connecting and sending
+            await asyncio.sleep(0)
+        if isinstance(redis, RedisCluster):
+            await redis.nodes_manager.aclose()
+        else:
+            await redis.connection_pool.disconnect()
+        await asyncio.gather(*checks)  # anything else raised fails the test here
+    assert "unavailable" in outcomes, "no command was caught by the closing"
+    with warnings.catch_warnings():  # redis-py drops, unclosed, sockets it closed under itself:
+        warnings.simplefilter("ignore", ResourceWarning)  # collected here, not in a later test
+        gc.collect()
 
 
 @pytest.mark.parametrize(
