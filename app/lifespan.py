@@ -95,6 +95,7 @@ def lifespan(
             settings.shutdown_grace_seconds, refuse=generations.refuse_new, halt=generations.halt
         )
         drain.install()
+        untime_collections = metrics.time_full_collections(asyncio.get_running_loop())
         try:
             yield State(
                 settings=settings,
@@ -118,6 +119,7 @@ def lifespan(
             await ollama.aclose()
             await redis.aclose()
             await blocking.aclose()
+            untime_collections()
             metrics.forget_worker()
 
     return run

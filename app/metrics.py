@@ -9,7 +9,12 @@ prometheus_client decides then where samples go: the variable must be set before
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
+import time
+from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -54,6 +59,30 @@ HOST_ERRORS = Counter("bib_ollama_host_errors", "Failures of each Ollama host", 
 OPEN_STREAMS = Gauge(
     "bib_open_streams", "Server-sent event streams open now", multiprocess_mode="livesum"
 )
+FULL_COLLECTIONS = Histogram(
+    "bib_gc_full_collection_seconds",
+    "Full garbage collections, each of which pauses its worker; they grow with open streams",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+)
+
+
+def time_full_collections(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
+    """Times this worker's full garbage collections into ``FULL_COLLECTIONS``; returns the
+    undo. Each is recorded from ``loop`` afterwards: inside the collector's callback, a metric's
+    lock may already be held by the code the collection interrupted."""
+    started = 0.0
+
+    def on_collection(phase: str, info: dict[str, Any]) -> None:
+        nonlocal started
+        if info["generation"] != 2 or loop.is_closed():
+            return
+        if phase == "start":
+            started = time.perf_counter()
+        else:
+            loop.call_soon_threadsafe(FULL_COLLECTIONS.observe, time.perf_counter() - started)
+
+    gc.callbacks.append(on_collection)
+    return lambda: gc.callbacks.remove(on_collection)
 
 
 async def metrics(request: Request) -> Response:

@@ -141,7 +141,8 @@ async def hold_streams(
                     pings += [time.perf_counter() - started] * chunk.count(b": ping\n")
         except TimeoutError:
             pass
-        writer.close()
+        finally:
+            writer.close()
         return pings
 
     return list(await asyncio.gather(*(hold(r) for r in requests)))

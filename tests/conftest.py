@@ -43,9 +43,8 @@ def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
 def _flush_redis(request: pytest.FixtureRequest) -> None:
     """Each test that uses Redis starts from an empty one: no entries or counts of earlier tests."""
     if "redis_url" in request.fixturenames:
-        client = servers.redis_client(request.getfixturevalue("redis_url"))
-        client.flushall()
-        client.close()
+        with servers.redis_client(request.getfixturevalue("redis_url")) as client:
+            client.flushall()
 
 
 @pytest.fixture(scope="session")

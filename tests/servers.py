@@ -6,14 +6,17 @@ and logs are written as in production. Startup failures raise with the process's
 
 from __future__ import annotations
 
+import contextlib
 import os
+import random
+import re
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -23,11 +26,25 @@ import redis
 PYTHON = sys.executable
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free loopback port below the kernel's ephemeral range, where no outgoing connection
+    can take it between now and the server's bind (a node restarted on its port, too); never
+    the same one twice in a run."""
+    ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    while True:
+        port = random.randrange(max(1024, ephemeral_low - 16384), ephemeral_low)
+        if port in _handed_out:
+            continue
+        _handed_out.add(port)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
 
 
 @dataclass
@@ -98,11 +115,21 @@ def valkey(port: int | None = None) -> Server:
     return Server(argv, port)
 
 
-def redis_client(url: str) -> redis.Redis | redis.RedisCluster:
-    """A synchronous client for tests to look into what the service wrote, cluster or not."""
-    if "+cluster://" in url:
-        return redis.RedisCluster.from_url(url.replace("+cluster", "", 1))
-    return redis.Redis.from_url(url)
+@contextlib.contextmanager
+def redis_client(url: str) -> Iterator[redis.Redis | redis.RedisCluster]:
+    """A synchronous client for tests to look into what the service wrote, cluster or not;
+    closed on exit with every node's connections (redis-py's cluster client leaves them open,
+    and a socket the collector finds later fails whichever test is running then)."""
+    client = (redis.RedisCluster.from_url(url.replace("+cluster", "", 1))
+              if "+cluster://" in url else redis.Redis.from_url(url))  # fmt: skip
+    try:
+        yield client
+    finally:
+        client.close()
+        if isinstance(client, redis.RedisCluster):
+            for node in client.get_nodes():  # type: ignore[no-untyped-call]  # untyped
+                if node.redis_connection is not None:
+                    node.redis_connection.connection_pool.disconnect()
 
 
 class ValkeyCluster:
@@ -166,3 +193,15 @@ def simulator_counters(server: Server) -> dict[str, int]:
     """The simulator's generation counters: started, completed, cancelled, failed."""
     data: dict[str, int] = httpx.get(server.url + "/_sim/counters").json()
     return data
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    """One sample's value from the Prometheus text format (0 when absent)."""
+    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    for line in text.splitlines():
+        match = re.fullmatch(r"(\w+)(?:\{(.*)\})? (\S+)", line)
+        if match and match[1] == name:
+            found = ",".join(sorted((match[2] or "").split(","))) if match[2] else ""
+            if found == wanted:
+                return float(match[3])
+    return 0.0

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import subprocess
+import time
 from collections.abc import Callable
 
 import httpx
@@ -12,7 +14,7 @@ import orjson
 import pytest
 
 from bench.load import hold_streams, post
-from tests.servers import Server
+from tests.servers import Server, sample
 
 pytestmark = pytest.mark.anyio
 
@@ -31,24 +33,39 @@ async def test_a_thousand_open_streams(start_service: Callable[..., Server]) -> 
             "sim_fault": "hang", "sim_fault_after": 0}}))
         for i in range(STREAMS)
     ]  # fmt: skip
-    holding = asyncio.create_task(hold_streams(service.port, requests, seconds=15))
-    probe_seconds = []
-    async with httpx.AsyncClient(base_url=service.url) as http:
-        for _ in range(60):  # all of them open (slower under coverage), at most 15 s
-            await asyncio.sleep(0.25)
-            if "bib_open_streams 1000.0" in (await http.get("/metrics")).text:
-                break
-        else:
-            raise AssertionError("the thousand streams did not all open")
-        for _ in range(10):  # timed by curl: this process is busy holding the streams
-            probe_seconds.append(await asyncio.to_thread(_timed_probe, f"{service.url}/livez"))
-            await asyncio.sleep(0.2)
-    pings = await holding
-    assert max(probe_seconds) < 0.1, probe_seconds
+    holding = asyncio.create_task(hold_streams(service.port, requests, seconds=18))
+    try:
+        # a long timeout: this waits for the opening, it does not time it
+        async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+            deadline = time.monotonic() + 15  # all open (slower under coverage), at most 15 s
+            while await metric(http, "bib_open_streams") < STREAMS:
+                assert time.monotonic() < deadline, "the thousand streams did not all open"
+                await asyncio.sleep(0.25)
+            collections_before = await metric(http, "bib_gc_full_collection_seconds_count")
+            assert collections_before > 0  # the opening's, timed by the worker
+            probe_seconds = []
+            for _ in range(10):  # timed by curl: this process is busy holding the streams
+                probe_seconds.append(await asyncio.to_thread(_timed_probe, f"{service.url}/livez"))
+                await asyncio.sleep(0.2)
+            collections = await metric(http, "bib_gc_full_collection_seconds_count")
+            collections -= collections_before
+        pings = await holding
+    finally:
+        holding.cancel()  # on a failure, its sockets close now, not in a later test
+        with contextlib.suppress(asyncio.CancelledError):
+            await holding
+    # a full garbage collection of the worker's ~500k objects pauses it (docs/reliability.md):
+    # only a probe that met one may be slow
+    slow = [seconds for seconds in probe_seconds if seconds >= 0.1]
+    assert len(slow) <= collections, (probe_seconds, f"{collections} full collections")
     for times in pings:
         assert len(times) >= 4  # committed after 1 s, then a ping every second
         gaps = [b - a for a, b in itertools.pairwise(times)]
         assert max(gaps) < HEARTBEAT * 1.6
+
+
+async def metric(http: httpx.AsyncClient, name: str) -> float:
+    return sample((await http.get("/metrics")).text, name)
 
 
 def _timed_probe(url: str) -> float:

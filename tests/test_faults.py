@@ -155,7 +155,7 @@ async def test_a_cluster_node_killed_and_restarted(ollama: Server) -> None:
             while outcome != "HIT" and time.monotonic() < deadline:
                 await asyncio.sleep(0.3)
                 again = await http.post(GENERATE, json={"prompt": "node back", "stream": False})
-                assert again.status_code == 200
+                assert again.status_code == 200, service.output()
                 outcome = again.headers["x-cache"]
             assert outcome == "HIT", "caching did not come back with the node"
         assert "Traceback" not in service.output()

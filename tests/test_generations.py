@@ -367,11 +367,10 @@ async def test_every_key_expires(service: Server, redis_url: str) -> None:
     """Whatever the service writes to Redis has a TTL: nothing grows without bound."""
     await fetch(service, "POST", GENERATE, json={"prompt": unique("ttl")})
     await fetch(service, "POST", GENERATE, json={"prompt": unique("ttl"), "cache": False})
-    client = servers.redis_client(redis_url)
-    keys = list(client.scan_iter("bib:*"))
-    assert keys
-    assert all(client.ttl(key) > 0 for key in keys), [k for k in keys if client.ttl(k) <= 0]
-    client.close()
+    with servers.redis_client(redis_url) as client:
+        keys = list(client.scan_iter("bib:*"))
+        assert keys
+        assert all(client.ttl(key) > 0 for key in keys), [k for k in keys if client.ttl(k) <= 0]
 
 
 async def test_redis_outage_bypasses_then_recovers(
@@ -421,9 +420,8 @@ async def test_resume_from_the_cache_once_the_events_expired(
     body = {"prompt": unique("expired events")}
     whole = await fetch(first, "POST", GENERATE, json=body)
     generation = whole.events()[0].json()["generation"]
-    client = servers.redis_client(redis_url)
-    client.delete(f"bib:{{{generation}}}:events", f"bib:{{{generation}}}:lease")
-    client.close()
+    with servers.redis_client(redis_url) as client:
+        client.delete(f"bib:{{{generation}}}:events", f"bib:{{{generation}}}:lease")
     rest = await fetch(second, "POST", GENERATE, json=body,
                        headers={"Last-Event-ID": f"{generation}.10"})  # fmt: skip
     assert rest.headers["x-cache"] == "HIT"
@@ -438,9 +436,8 @@ async def test_a_corrupt_cache_entry_is_replaced(
     body = {"prompt": unique("corrupt")}
     first = await fetch(service, "POST", GENERATE, json=body)
     sha = content_hash(parse_body(body, "llama3.2"))
-    client = servers.redis_client(redis_url)
-    client.set(f"bib:{{{sha}}}:cache", b"\x00 not an entry")
-    client.close()
+    with servers.redis_client(redis_url) as client:
+        client.set(f"bib:{{{sha}}}:cache", b"\x00 not an entry")
     healed = await fetch(service, "POST", GENERATE, json=body)
     again = await fetch(service, "POST", GENERATE, json=body)
     assert (healed.headers["x-cache"], again.headers["x-cache"]) == ("MISS", "HIT")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import re
 from collections.abc import Callable
 
@@ -9,23 +11,12 @@ import httpx
 import orjson
 import pytest
 
-from tests.servers import Server
+from app import metrics
+from tests.servers import Server, sample
 
 pytestmark = pytest.mark.anyio
 
 GENERATE = "/v1/chats/generate"
-
-
-def sample(text: str, name: str, **labels: str) -> float:
-    """One sample's value from the Prometheus text format (0 when absent)."""
-    wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
-    for line in text.splitlines():
-        match = re.fullmatch(r"(\w+)(?:\{(.*)\})? (\S+)", line)
-        if match and match[1] == name:
-            found = ",".join(sorted((match[2] or "").split(","))) if match[2] else ""
-            if found == wanted:
-                return float(match[3])
-    return 0.0
 
 
 async def test_metrics_of_two_workers_add_up(start_service: Callable[..., Server]) -> None:
@@ -81,3 +72,21 @@ async def test_one_json_log_line_per_request_with_its_id(
     assert first["client"] == "127.0.0.1"
     assert first["method"] == "POST"
     assert 0 < first["ttft_ms"] <= first["duration_ms"]
+
+
+async def test_full_garbage_collections_are_timed() -> None:
+    def timed() -> float:
+        (family,) = metrics.FULL_COLLECTIONS.collect()
+        return next(s.value for s in family.samples if s.name.endswith("_count"))
+
+    before = timed()
+    untime = metrics.time_full_collections(asyncio.get_running_loop())
+    try:
+        gc.collect()
+        gc.collect(1)  # not a full one
+        await asyncio.sleep(0)  # recorded from the loop, after the collection
+    finally:
+        untime()
+    gc.collect()
+    await asyncio.sleep(0)
+    assert timed() == before + 1
