@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import itertools
 import random
+import re
 import time
 from collections.abc import Sequence
 
@@ -169,10 +170,11 @@ def replay(setup: Setup, rounds: int, seconds: float, connections: int) -> list[
 
 def capacity(setup: Setup, streams: int) -> list[Table]:
     """Resident memory per open stream on one worker, with that many streams held open, beside
-    the same number of idle SSE responses on the same stack (the floor of any stream)."""
+    the same number of idle SSE responses on the same stack (the floor of any stream); and the
+    full garbage collections the worker made while they opened."""
     app = setup.app(env={"HEARTBEAT_INTERVAL": "2", "UPSTREAM_TIMEOUT": "600"})
-    idle = asyncio.run(_kib_per_stream(app, [post("/idle", b"")] * streams))
-    rows = []
+    idle, idle_pauses = asyncio.run(_kib_per_stream(app, [post("/idle", b"")] * streams))
+    rows, pause_rows = [], []
     for label, shared in (("distinct generations", False), ("one shared generation", True)):
         app = setup.app(env={"HEARTBEAT_INTERVAL": "2", "UPSTREAM_TIMEOUT": "600"})
         hang = {"sim_fault": "hang", "sim_fault_after": 0}  # Ollama silent: streams just stay
@@ -181,21 +183,28 @@ def capacity(setup: Setup, streams: int) -> list[Table]:
                 {"prompt": "held" if shared else f"held {i}", "options": hang}))
             for i in range(streams)
         ]  # fmt: skip
-        ours = asyncio.run(_kib_per_stream(app, requests))
+        ours, pauses = asyncio.run(_kib_per_stream(app, requests))
         rows.append([f"{streams} streams, {label}: KiB per stream", f"{idle:.1f}", f"{ours:.1f}",
                      f"{ours / idle:.2f}x", "16", f"{ours / 16:.2f}x"])  # fmt: skip
+        pause_rows.append([f"{streams} streams, {label}", idle_pauses, pauses])
     return [
         (
             f"capacity: resident memory of one worker holding {streams} open streams",
             ["measure", "baseline: idle SSE response", "ours", "ours/base", "aim", "ours/aim"],
             rows,
-        )
+        ),
+        (
+            "capacity: full garbage collections while the streams opened "
+            "(count; the longest, by histogram bucket)",
+            ["measure", "baseline: idle SSE response", "ours"],
+            pause_rows,
+        ),
     ]
 
 
-async def _kib_per_stream(app: servers.Server, requests: list[bytes]) -> float:
+async def _kib_per_stream(app: servers.Server, requests: list[bytes]) -> tuple[float, str]:
     """How much the app's resident memory grows, per stream, once every request's stream has
-    sent its first bytes (and pinged for a while)."""
+    sent its first bytes (and pinged for a while); and its full garbage collections till then."""
     assert app.process is not None
     before = rss_bytes(app.process.pid)
     opened = 0
@@ -213,8 +222,19 @@ async def _kib_per_stream(app: servers.Server, requests: list[bytes]) -> float:
         raise RuntimeError(f"only {opened} of {len(requests)} streams opened")
     await asyncio.sleep(3)  # a heartbeat or so: every stream's ping task has run
     held = rss_bytes(app.process.pid)
+    async with httpx.AsyncClient(base_url=app.url, timeout=60) as http:
+        pauses = _full_collections((await http.get("/metrics")).text)
     holding.cancel()
-    return (held - before) / len(requests) / 1024
+    return (held - before) / len(requests) / 1024, pauses
+
+
+def _full_collections(metrics: str) -> str:
+    """``bib_gc_full_collection_seconds`` in a few words: how many, and the longest's bucket."""
+    pattern = r'^bib_gc_full_collection_seconds_bucket\{le="([^"]+)"\} (\S+)$'
+    buckets = [(bound, float(count)) for bound, count in re.findall(pattern, metrics, re.M)]
+    total = buckets[-1][1]
+    longest = next(bound for bound, count in buckets if count == total)
+    return f"{total:.0f}; longest <= {longest} s"
 
 
 def hosts(setup: Setup, generations: int, rounds: int, seconds: float) -> list[Table]:
