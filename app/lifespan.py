@@ -113,13 +113,13 @@ def lifespan(
                 drain=drain,
             )
         finally:
+            untime_collections()
             stop_listener.cancel()
             host_keeper.cancel()
             await generations.aclose()
             await ollama.aclose()
             await redis.aclose()
             await blocking.aclose()
-            untime_collections()
             metrics.forget_worker()
 
     return run
