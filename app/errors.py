@@ -121,14 +121,19 @@ class Cancelled(ServiceError):
     code = "cancelled"
 
 
-_BY_CODE: dict[str, type[ServiceError]] = {
-    kind.code: kind
-    for kind in (
-        ServiceError, InvalidJSON, NotFound, MethodNotAllowed, TooLarge, InvalidRequest,
-        ModelNotFound, UpstreamError, UpstreamUnavailable, UpstreamTimeout, Cancelled,
-        RateLimited, RateLimitUnavailable, ShuttingDown,
-    )
-}  # fmt: skip
+def _by_code() -> dict[str, type[ServiceError]]:
+    """Every error class that names its own code (``UpstreamFailed`` shares its parent's)."""
+    found: dict[str, type[ServiceError]] = {}
+    pending: list[type[ServiceError]] = [ServiceError]
+    while pending:
+        kind = pending.pop()
+        if "code" in vars(kind):
+            found[kind.code] = kind
+        pending.extend(kind.__subclasses__())
+    return found
+
+
+_BY_CODE = _by_code()
 
 
 def error_for(code: str, detail: str) -> ServiceError:

@@ -12,21 +12,41 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import orjson
 
 from app.errors import ServiceError
 
 RETRY_MILLISECONDS = 2000
+RETRY = b"retry: %d\n\n" % RETRY_MILLISECONDS
 PING = b": ping\n\n"
 _EVENT_ID = re.compile(r"(g_[A-Za-z0-9_-]{22})\.(\d{1,9}|done|error)")
 
 
-def parse_event_id(value: str) -> tuple[str, str] | None:
-    """``(generation, n|done|error)`` from an event id (``Last-Event-ID``); else ``None``."""
+class Chunk(NamedTuple):
+    """Encoded events, and how many token events they hold (for the request's log and metrics)."""
+
+    data: bytes
+    tokens: int
+
+
+@dataclass(frozen=True, slots=True)
+class EventId:
+    """An event id a client sent back (``Last-Event-ID``): ``index`` of its last token, or
+    ``None`` when its stream had ended (``<generation>.done`` or ``.error``)."""
+
+    generation: str
+    index: int | None
+
+
+def parse_event_id(value: str) -> EventId | None:
+    """The event id in ``value``, or ``None`` when it is not one of ours."""
     match = _EVENT_ID.fullmatch(value)
-    return (match[1], match[2]) if match else None
+    if match is None:
+        return None
+    return EventId(match[1], int(match[2]) if match[2].isdigit() else None)
 
 
 def token_payload(fields: Mapping[str, Any]) -> bytes:
@@ -34,12 +54,18 @@ def token_payload(fields: Mapping[str, Any]) -> bytes:
     return orjson.dumps(fields)
 
 
+def token_fields(payload: bytes) -> dict[str, Any]:
+    """The fields of one token event's data, back from ``token_payload``."""
+    fields: dict[str, Any] = orjson.loads(payload)
+    return fields
+
+
 def opening(generation: str, model: str, *, cached: bool, reset: bool = False) -> bytes:
     """The reconnect delay and the ``start`` event that names the generation."""
     data: dict[str, Any] = {"generation": generation, "model": model, "cached": cached}
     if reset:
         data["reset"] = True
-    return b"retry: %d\n\n" % RETRY_MILLISECONDS + _frame(None, b"start", orjson.dumps(data))
+    return RETRY + _frame(None, b"start", orjson.dumps(data))
 
 
 def tokens(generation: str, first_index: int, payloads: Iterable[bytes]) -> bytes:
@@ -60,17 +86,13 @@ def error(generation: str, exc: ServiceError) -> bytes:
     """The event that ends a stream which failed after it began. ``shutting_down`` has no id,
     so a reconnecting ``EventSource`` names its last token and resumes elsewhere."""
     if exc.code == "shutting_down":
-        return _frame(None, b"error", error_data(exc))
-    return error_from_data(generation, error_data(exc))
+        return _frame(None, b"error", _error_data(exc))
+    return _frame(f"{generation}.error", b"error", _error_data(exc))
 
 
-def error_data(exc: ServiceError) -> bytes:
-    """The JSON data of an ``error`` event (and of a published error entry)."""
+def _error_data(exc: ServiceError) -> bytes:
+    """The JSON data of an ``error`` event."""
     return orjson.dumps({"error": exc.code, "detail": exc.detail})
-
-
-def error_from_data(generation: str, data: bytes) -> bytes:
-    return _frame(f"{generation}.error", b"error", data)
 
 
 def _frame(event_id: str | None, name: bytes, data: bytes) -> bytes:

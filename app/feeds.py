@@ -5,7 +5,8 @@ one running on another worker or replica, through its Redis stream, and ``Cached
 completion from the cache. All three give the same bytes for the same token, so a client cannot
 tell where its answer came from, except by ``X-Cache`` and ``cached``. A remote generation whose
 leader stops renewing its lease (its worker died) ends with an ``upstream_error`` event within
-about ``LEASE_SECONDS`` plus a second.
+about ``LEASE_SECONDS`` plus a second. Whoever opens a feed closes it (``aclose``), once it no
+longer reads: the routes do, in one place.
 """
 
 from __future__ import annotations
@@ -13,18 +14,19 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Literal, Protocol
 
 import anyio
-import orjson
 
-from app import events
+from app import entries, events
 from app.cache import CachedCompletion
-from app.completions import Generation, as_json
-from app.errors import ServiceError, UpstreamError, error_for
+from app.errors import ServiceError, UpstreamError
+from app.events import Chunk
+from app.generation import Generation, GenerationView
+from app.redisclient import RedisUnavailable
 from app.schema import Kind
-from app.store import RedisStore, StoreUnavailable
+from app.store import RedisStore
 
 XCache = Literal["HIT", "MISS", "JOINED", "BYPASS"]
 READ_BLOCK_MILLISECONDS = 1000
@@ -42,7 +44,7 @@ class Feed(Protocol):
     def early_error(self) -> ServiceError | None:
         """The error that ended the generation before its first token, if any."""
 
-    def events(self, index: int) -> AsyncGenerator[bytes]:
+    def events(self, index: int) -> AsyncGenerator[Chunk]:
         """Token events from ``index`` on, then ``done`` or ``error``."""
 
     async def result(self) -> dict[str, Any]:
@@ -52,14 +54,38 @@ class Feed(Protocol):
         """This client is gone (idempotent)."""
 
 
+def as_json(
+    kind: Kind, model: str, payloads: Sequence[bytes], stats: dict[str, Any], *, cached: bool
+) -> dict[str, Any]:
+    """A whole completion as one JSON object, a superset of Ollama's final answer."""
+    text: list[str] = []
+    thinking: list[str] = []
+    tool_calls: list[Any] = []
+    for payload in payloads:
+        fields = events.token_fields(payload)
+        text.append(fields.get("text", ""))
+        thinking.append(fields.get("thinking", ""))
+        tool_calls.extend(fields.get("tool_calls", ()))
+    body: dict[str, Any] = {"model": model, "response": "".join(text)}
+    if any(thinking):
+        body["thinking"] = "".join(thinking)
+    if kind == "chat":
+        message: dict[str, Any] = {"role": "assistant", "content": body["response"]}
+        if "thinking" in body:
+            message["thinking"] = body["thinking"]
+        if tool_calls:
+            message["tool_calls"] = tool_calls
+        body["message"] = message
+    return {**body, **stats, "done": True, "cached": cached}
+
+
 class LocalFeed:
     def __init__(self, generation: Generation, x_cache: XCache) -> None:
         self.generation_id = generation.id
         self.model = generation.request.model
         self.x_cache = x_cache
-        self._generation = generation
-        self._attached = True
-        generation.attach()
+        self._generation: GenerationView = generation
+        self._detach = generation.attach()
 
     async def ready(self, timeout_seconds: float) -> bool:
         with anyio.move_on_after(timeout_seconds) as waiting:
@@ -69,12 +95,8 @@ class LocalFeed:
     def early_error(self) -> ServiceError | None:
         return None if self._generation.payloads else self._generation.error
 
-    async def events(self, index: int) -> AsyncGenerator[bytes]:
-        try:
-            async for chunk in self._generation.follow(index):
-                yield chunk
-        finally:
-            await self.aclose()
+    def events(self, index: int) -> AsyncGenerator[Chunk]:
+        return self._generation.follow(index)
 
     async def result(self) -> dict[str, Any]:
         generation = self._generation
@@ -88,9 +110,7 @@ class LocalFeed:
                        cached=False)  # fmt: skip
 
     async def aclose(self) -> None:
-        if self._attached:
-            self._attached = False
-            self._generation.detach()
+        self._detach()
 
 
 class CachedFeed:
@@ -99,7 +119,7 @@ class CachedFeed:
         self.model = completion.model
         self.x_cache: XCache = "HIT"
         self._completion = completion
-        self._whole: bytes | None = None  # built once: copies of hot entries serve many hits
+        self._whole: Chunk | None = None  # built once: copies of hot entries serve many hits
 
     async def ready(self, timeout_seconds: float) -> bool:
         return True
@@ -107,19 +127,21 @@ class CachedFeed:
     def early_error(self) -> ServiceError | None:
         return None
 
-    def replay(self, index: int) -> bytes:
+    def replay(self, index: int) -> Chunk:
         """Everything from token ``index`` on, at once: a replay is as fast as the client reads."""
         if index == 0 and self._whole is not None:
             return self._whole
         completion = self._completion
-        replayed = events.tokens(
-            completion.generation, index, completion.payloads[index:]
-        ) + events.done(completion.generation, completion.stats, cached=True)
+        replayed = Chunk(
+            events.tokens(completion.generation, index, completion.payloads[index:])
+            + events.done(completion.generation, completion.stats, cached=True),
+            max(0, len(completion.payloads) - index),
+        )
         if index == 0:
             self._whole = replayed
         return replayed
 
-    async def events(self, index: int) -> AsyncGenerator[bytes]:
+    async def events(self, index: int) -> AsyncGenerator[Chunk]:
         yield self.replay(index)
 
     async def result(self) -> dict[str, Any]:
@@ -156,8 +178,8 @@ class RemoteFeed:
         self._watched_at = 0.0
         self._last_entry = b"0"
         self.payloads: list[bytes] = []
-        self._stats: bytes | None = None
-        self._error: bytes | None = None
+        self._stats: dict[str, Any] | None = None
+        self._error: ServiceError | None = None
 
     @property
     def ended(self) -> bool:
@@ -173,34 +195,26 @@ class RemoteFeed:
         """Reads new stream entries; after waiting in vain, notices a leader that is gone."""
         try:
             await self.watch()
-            entries = await self._store.read(
-                self.generation_id, self._last_entry, block_milliseconds
-            )
-            if (
-                not entries
-                and block_milliseconds
-                and not await self._store.alive(self.generation_id)
-            ):
-                entries = await self._store.read(self.generation_id, self._last_entry, 0)
-                if not entries:
-                    self._error = events.error_data(
-                        UpstreamError("The worker running this generation went away.")
-                    )
-        except StoreUnavailable:
-            self._error = events.error_data(UpstreamError("Lost touch with the generation."))
+            found = await self._store.read(self.generation_id, self._last_entry, block_milliseconds)
+            if not found and block_milliseconds and not await self._store.alive(self.generation_id):
+                found = await self._store.read(self.generation_id, self._last_entry, 0)
+                if not found:
+                    self._error = UpstreamError("The worker running this generation went away.")
+        except RedisUnavailable:
+            self._error = UpstreamError("Lost touch with the generation.")
             return
-        for entry_id, fields in entries:
+        for entry_id, fields in found:
             self._last_entry = entry_id
-            if b"p" in fields:
-                if int(fields[b"i"]) != len(self.payloads):  # Redis lost earlier entries
-                    lost = UpstreamError("Part of the generation was lost; ask again.")
-                    self._error = events.error_data(lost)
+            entry = entries.decode(fields)
+            if isinstance(entry, entries.Batch):
+                if entry.first_index != len(self.payloads):  # Redis lost earlier entries
+                    self._error = UpstreamError("Part of the generation was lost; ask again.")
                     return
-                self.payloads.extend(fields[b"p"].split(b"\n"))
-            elif b"done" in fields:
-                self._stats = fields[b"done"]
-            elif b"error" in fields:
-                self._error = fields[b"error"]
+                self.payloads.extend(entry.payloads)
+            elif isinstance(entry, entries.Done):
+                self._stats = entry.stats
+            else:
+                self._error = entry.error
 
     async def ready(self, timeout_seconds: float) -> bool:
         deadline = time.monotonic() + timeout_seconds
@@ -212,44 +226,36 @@ class RemoteFeed:
         return True
 
     def early_error(self) -> ServiceError | None:
-        return None if self.payloads or self._error is None else _error_of(self._error)
+        return None if self.payloads else self._error
 
-    async def events(self, index: int) -> AsyncGenerator[bytes]:
-        try:
-            while True:
-                if len(self.payloads) > index:
-                    yield events.tokens(self.generation_id, index, self.payloads[index:])
-                    index = len(self.payloads)
-                elif self._stats is not None:
-                    stats = orjson.loads(self._stats)
-                    yield events.done(self.generation_id, stats, cached=False)
-                    return
-                elif self._error is not None:
-                    yield events.error_from_data(self.generation_id, self._error)
-                    return
-                elif self._worker.halted is not None:
-                    yield events.error(self.generation_id, self._worker.halted)
-                    return
-                else:
-                    await self.pull(READ_BLOCK_MILLISECONDS)
-        finally:
-            await self.aclose()
+    async def events(self, index: int) -> AsyncGenerator[Chunk]:
+        while True:
+            if len(self.payloads) > index:
+                available = len(self.payloads)
+                data = events.tokens(self.generation_id, index, self.payloads[index:available])
+                yield Chunk(data, available - index)
+                index = available
+            elif self._stats is not None:
+                yield Chunk(events.done(self.generation_id, self._stats, cached=False), 0)
+                return
+            elif self._error is not None:
+                yield Chunk(events.error(self.generation_id, self._error), 0)
+                return
+            elif self._worker.halted is not None:
+                yield Chunk(events.error(self.generation_id, self._worker.halted), 0)
+                return
+            else:
+                await self.pull(READ_BLOCK_MILLISECONDS)
 
     async def result(self) -> dict[str, Any]:
         while not self.ended:
             await self.pull(READ_BLOCK_MILLISECONDS)
         if self._error is not None:
-            raise _error_of(self._error)
+            raise self._error
         assert self._stats is not None
-        return as_json(self._kind, self.model, self.payloads, orjson.loads(self._stats),
-                       cached=False)  # fmt: skip
+        return as_json(self._kind, self.model, self.payloads, self._stats, cached=False)
 
     async def aclose(self) -> None:
         # shielded: this runs when the client hung up and our task is being cancelled
-        with anyio.move_on_after(1, shield=True), contextlib.suppress(StoreUnavailable):
+        with anyio.move_on_after(1, shield=True), contextlib.suppress(RedisUnavailable):
             await self._store.unwatch(self.generation_id, self._watcher)  # else it expires
-
-
-def _error_of(data: bytes) -> ServiceError:
-    fields = orjson.loads(data)
-    return error_for(fields["error"], fields["detail"])

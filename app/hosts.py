@@ -33,11 +33,13 @@ import anyio
 import httpx
 
 from app import metrics
-from app.completions import Emit, Finished, Token
 from app.errors import ServiceError, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from app.generation import Emit, Finished, Token
 from app.ollama import OllamaClient
+from app.redisclient import RedisUnavailable
 from app.schema import CompletionRequest
-from app.store import RedisStore, StoreUnavailable
+from app.settings import Settings
+from app.store import RedisStore
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +52,19 @@ HOST_FAULTS = (UpstreamUnavailable, UpstreamTimeout, UpstreamFailed)
 
 @dataclass(frozen=True, slots=True)
 class Timings:
-    refresh_seconds: float = 5.0  # OLLAMA_REFRESH_INTERVAL
-    eject_seconds: float = 1.0  # OLLAMA_EJECT_SECONDS, the first cool-down
-    eject_max_seconds: float = 30.0  # OLLAMA_EJECT_MAX_SECONDS
+    """How often hosts are probed and how long a failed one cools down (``Settings``' defaults)."""
+
+    refresh_seconds: float  # OLLAMA_REFRESH_INTERVAL
+    eject_seconds: float  # OLLAMA_EJECT_SECONDS, the first cool-down
+    eject_max_seconds: float  # OLLAMA_EJECT_MAX_SECONDS
+
+    @classmethod
+    def of(cls, settings: Settings) -> Timings:
+        return cls(
+            refresh_seconds=settings.ollama_refresh_seconds,
+            eject_seconds=settings.ollama_eject_seconds,
+            eject_max_seconds=settings.ollama_eject_max_seconds,
+        )
 
 
 def model_key(name: str) -> str:
@@ -74,10 +86,6 @@ class Host:
     last_error: str = ""
     refreshed_at: float = float("-inf")
     tickets: set[str] = field(default_factory=set)  # generations in flight from this worker
-
-    @property
-    def key(self) -> str:
-        return f"bib:{{hosts}}:in-flight:{self.url}"
 
     def has(self, model: str) -> bool:
         if self.models is None:
@@ -122,9 +130,7 @@ class Host:
 class OllamaHosts:
     """The token source of the service: every configured Ollama host, chosen per generation."""
 
-    def __init__(
-        self, hosts: Sequence[Host], store: RedisStore | None, timings: Timings = Timings()
-    ) -> None:
+    def __init__(self, hosts: Sequence[Host], store: RedisStore | None, timings: Timings) -> None:
         self.hosts = list(hosts)
         self._store = store if len(self.hosts) > 1 else None  # one host: nothing to share
         self._timings = timings
@@ -141,7 +147,7 @@ class OllamaHosts:
         *,
         first_token_timeout_seconds: float,
         idle_timeout_seconds: float,
-        timings: Timings = Timings(),
+        timings: Timings,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> OllamaHosts:
         clients = [
@@ -207,11 +213,11 @@ class OllamaHosts:
         chosen = min(candidates, key=lambda h: len(h.tickets))  # this worker's own count
         if self._store is not None:
             try:
-                keys = [h.key for h in candidates]
+                urls = [h.url for h in candidates]
                 chosen = candidates[
-                    await self._store.pick_host(keys, ticket, IN_FLIGHT_LEASE_SECONDS)
+                    await self._store.pick_host(urls, ticket, IN_FLIGHT_LEASE_SECONDS)
                 ]
-            except StoreUnavailable:
+            except RedisUnavailable:
                 pass  # counted here only
         chosen.tickets.add(ticket)
         metrics.HOST_IN_FLIGHT.labels(chosen.url).inc()
@@ -222,8 +228,8 @@ class OllamaHosts:
         metrics.HOST_IN_FLIGHT.labels(host.url).dec()
         if self._store is not None:
             with anyio.CancelScope(shield=True):  # also when the client's leaving cancels us
-                with contextlib.suppress(StoreUnavailable):  # else its lease runs out
-                    await self._store.drop_host_ticket(host.key, ticket)
+                with contextlib.suppress(RedisUnavailable):  # else its lease runs out
+                    await self._store.drop_host_ticket(host.url, ticket)
 
     async def refresh(self, *, all_due: bool = False) -> None:
         """Probes the hosts whose turn it is (``all_due``: every host not cooling down), each
@@ -266,8 +272,8 @@ class OllamaHosts:
         """Each host's state for ``/v1/health``: in-flight counts are the shared ones."""
         counts = [len(h.tickets) for h in self.hosts]
         if self._store is not None:
-            with contextlib.suppress(StoreUnavailable):  # else this worker's own
-                counts = await self._store.host_counts([h.key for h in self.hosts])
+            with contextlib.suppress(RedisUnavailable):  # else this worker's own
+                counts = await self._store.host_counts([h.url for h in self.hosts])
         now = time.monotonic()
         return [
             {
@@ -291,8 +297,8 @@ class OllamaHosts:
             await self.refresh()
             if self._store is not None and time.monotonic() - renewed_at >= RENEW_SECONDS:
                 renewed_at = time.monotonic()
-                tickets = {h.key: sorted(h.tickets) for h in self.hosts if h.tickets}
+                tickets = {h.url: sorted(h.tickets) for h in self.hosts if h.tickets}
                 if tickets:
-                    with contextlib.suppress(StoreUnavailable):  # tried again next time
+                    with contextlib.suppress(RedisUnavailable):  # tried again next time
                         await self._store.renew_host_tickets(tickets, IN_FLIGHT_LEASE_SECONDS)
             await asyncio.sleep(TICK_SECONDS)

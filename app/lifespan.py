@@ -1,9 +1,8 @@
 """The lifespan: opens the Ollama and Redis clients once per worker and closes them at exit.
 
-Handlers read them from ``request.state`` (typed by ``State``); pure ASGI middleware reads
-``scope["state"]``. Connecting to Redis is lazy, so the service starts, and generates uncached,
-while Redis is still down. Each worker listens for stop requests, and keeps its view of the
-Ollama hosts, for its whole life.
+Handlers read them from ``request.state``, typed by ``State``. Connecting to Redis is lazy, so
+the service starts, and generates uncached, while Redis is still down. Each worker listens for
+stop requests, and keeps its view of the Ollama hosts, for its whole life.
 """
 
 from __future__ import annotations
@@ -18,14 +17,14 @@ import httpx
 from starlette.applications import Starlette
 
 from app import metrics
-from app.completions import Policy
+from app.checks import CachedCheck
 from app.feeds import READ_BLOCK_MILLISECONDS
-from app.generations import Generations
-from app.health import CachedCheck
+from app.generation import Policy
 from app.hosts import OllamaHosts, Timings
-from app.ratelimit import SlidingWindowLimiter
+from app.limiter import SlidingWindowLimiter
 from app.redisclient import RedisClient
 from app.redisclient import connect as connect_redis
+from app.registry import Registry
 from app.settings import Settings
 from app.shutdown import Drain
 from app.store import RedisStore
@@ -41,10 +40,10 @@ class State(TypedDict):
     settings: Settings
     ollama: OllamaHosts
     redis: RedisClient
-    generations: Generations
+    registry: Registry
     ollama_check: CachedCheck[list[dict[str, Any]]]
     redis_check: CachedCheck[bool]
-    limiter: SlidingWindowLimiter
+    limiter: SlidingWindowLimiter | None  # None: RATE_LIMIT_MAX=0, no limit
     drain: Drain
     started_at: float
 
@@ -74,25 +73,15 @@ def lifespan(
             store,
             first_token_timeout_seconds=settings.upstream_timeout_seconds,
             idle_timeout_seconds=settings.upstream_idle_timeout_seconds,
-            timings=Timings(
-                refresh_seconds=settings.ollama_refresh_seconds,
-                eject_seconds=settings.ollama_eject_seconds,
-                eject_max_seconds=settings.ollama_eject_max_seconds,
-            ),
+            timings=Timings.of(settings),
             transport=ollama_transport,
         )
-        policy = Policy(
-            resume_grace_seconds=settings.resume_grace_seconds,
-            cache_ttl_seconds=settings.cache_ttl_seconds,
-            cache_max_bytes=settings.cache_max_bytes,
-            local_cache_seconds=settings.cache_local_seconds,
-        )
-        generations = Generations(ollama, store, policy)
-        stop_listener = asyncio.create_task(generations.listen_for_stops())
+        registry = Registry(ollama, store, Policy.of(settings))
+        stop_listener = asyncio.create_task(registry.listen_for_stops())
         await ollama.refresh()  # each host's models, before the first request needs them
         host_keeper = asyncio.create_task(ollama.run())
         drain = Drain(
-            settings.shutdown_grace_seconds, refuse=generations.refuse_new, halt=generations.halt
+            settings.shutdown_grace_seconds, refuse=registry.refuse_new, halt=registry.halt
         )
         drain.install()
         untime_collections = metrics.time_full_collections(asyncio.get_running_loop())
@@ -101,14 +90,16 @@ def lifespan(
                 settings=settings,
                 ollama=ollama,
                 redis=redis,
-                generations=generations,
+                registry=registry,
                 ollama_check=CachedCheck(ollama.check),
                 redis_check=CachedCheck(redis.ping),
                 limiter=SlidingWindowLimiter(
                     redis,
                     limit=settings.rate_limit_max,
                     window_seconds=settings.rate_limit_window_seconds,
-                ),
+                )
+                if settings.rate_limit_max > 0
+                else None,
                 started_at=time.monotonic(),
                 drain=drain,
             )
@@ -116,7 +107,7 @@ def lifespan(
             untime_collections()
             stop_listener.cancel()
             host_keeper.cancel()
-            await generations.aclose()
+            await registry.aclose()
             await ollama.aclose()
             await redis.aclose()
             await blocking.aclose()

@@ -1,7 +1,8 @@
 """The application factory: routes, middleware, error handlers and lifespan, nothing else.
 
 Run with ``python -m app`` (which validates settings first), or ``uvicorn app.main:create_app
---factory``. Tests call ``create_app(settings, ollama_transport=...)``.
+--factory``. In-process tests call ``create_app(settings, ollama_transport=...)`` with a mock
+Ollama transport.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from starlette.routing import Mount, Route
 from app import metrics, openapi, probes, routes
 from app.errors import MethodNotAllowed, NotFound, ServiceError
 from app.lifespan import lifespan
-from app.middleware import RateLimitMiddleware
+from app.ratelimit import RateLimitMiddleware
 from app.requestlog import RequestLogMiddleware
 from app.responses import problem
 from app.settings import Settings
@@ -52,7 +53,7 @@ def create_app(
     # on the routes that start generations, so a 429 is already routed (logs, metrics)
     limited = []
     if settings.rate_limit_max > 0:
-        limited.append(Middleware(RateLimitMiddleware, fail_open=settings.rate_limit_fail_open))
+        limited.append(Middleware(RateLimitMiddleware))
     return Starlette(
         routes=[
             Route(

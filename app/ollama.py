@@ -21,7 +21,6 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
-from app.completions import Emit, Finished, Token
 from app.errors import (
     InvalidRequest,
     ModelNotFound,
@@ -31,6 +30,7 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from app.generation import Emit, Finished, Token
 from app.schema import CompletionRequest
 
 CONNECT_TIMEOUT_SECONDS = 5.0

@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
-from app.probes import VERSION
+from app import VERSION
 from app.responses import JSONBody
 from app.schema import QUERY_FIELDS, request_schema
 

@@ -1,7 +1,7 @@
 """Health endpoints for orchestrators and people; never rate limited, never cached by clients.
 
 ``/livez`` checks nothing but that the process serves. ``/readyz`` and ``/v1/health`` share the
-cached dependency checks of ``app.health``; Ollama passes while at least one host serves.
+cached dependency checks of ``app.checks``; Ollama passes while at least one host serves.
 ``/v1/health`` calls the service degraded, not unhealthy, when only Redis is down, because
 generation still works without it (uncached).
 """
@@ -9,16 +9,14 @@ generation still works without it (uncached).
 from __future__ import annotations
 
 import time
-from importlib.metadata import version
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app import VERSION
 from app.lifespan import State
 from app.responses import NO_STORE, JSONBody
-
-VERSION = version("byte-in-bottle")
 
 
 class HealthBody(JSONBody):

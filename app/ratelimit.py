@@ -1,104 +1,48 @@
-"""Per-client sliding-window rate limiting in Redis, shared by every worker and replica.
+"""``RateLimitMiddleware``: the limit's headers on every response of a limited path.
 
-One Lua script (``sliding_window.lua``, package data, registered once and called by its SHA)
-checks and counts a request atomically in one round trip, over two counters per client: the
-current and the previous fixed window, whose keys share the client's hash tag (Redis Cluster)
-and expire after two windows. The estimate weights the previous window by the share of it
-still inside the sliding window, which assumes its requests were spread evenly: right after a
-window boundary a client that sent its whole quota at the end of the previous window stays
-limited, and one that sent it at the start is limited a little longer than a true sliding log
-would (never shorter). ``Retry-After`` is rounded up, so waiting that long is always enough.
-
-Clients are ``scope["client"]`` as uvicorn leaves it (it alone applies ``FORWARDED_ALLOW_IPS``):
-IPv4-mapped IPv6 counts as its IPv4 address, other IPv6 per /64, since one host commonly holds a
-whole /64. When Redis fails, ``LimiterUnavailable`` is raised and the middleware decides (fail
-open by default); it is logged at most once a minute and counted in ``failures``.
+Pure ASGI (``BaseHTTPMiddleware`` would buffer streams). ``create_app`` puts it on the routes
+that start generations (``/v1/chats/generate``, ``POST /v1/chats/generations``); nothing else
+is behind it: probes, events URLs, stop, docs, metrics. Whether a request is counted, and the
+``429``, are admission's (``app.admission``), which leaves the decision's headers here with
+``stamp``. They go out in ``http.response.start``: a stream has them before its first byte, and
+an error answered after the request was counted has them too.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import logging
-import math
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from importlib import resources
+from starlette.datastructures import MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import metrics
-from app.redisclient import REDIS_FAULTS, RedisClient
+from app.limiter import Decision, SlidingWindowLimiter
 
-logger = logging.getLogger(__name__)
-
-LOG_EVERY_SECONDS = 60.0
+_HEADERS = "bib.rate_limit_headers"
 
 
-class LimiterUnavailable(Exception):
-    """Redis did not answer the limiter."""
+def limit_headers(limiter: SlidingWindowLimiter, decision: Decision) -> dict[str, str]:
+    """The IETF httpapi draft's ``RateLimit-Policy`` and ``RateLimit`` headers."""
+    return {
+        "RateLimit-Policy": f'"default";q={limiter.limit};w={limiter.window_seconds}',
+        "RateLimit": f'"default";r={decision.remaining};t={decision.retry_after_seconds}',
+    }
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
-    allowed: bool
-    remaining: int
-    retry_after_seconds: int  # 0 when another request would be admitted now
+def stamp(scope: Scope, headers: dict[str, str]) -> None:
+    """Puts ``headers`` on the response of this request, whatever it turns out to be."""
+    scope[_HEADERS] = headers
 
 
-def client_key(host: str | None) -> str:
-    """Whom to count: the IPv4 address, or the IPv6 /64; unknown peers share one key."""
-    if not host:
-        return "unknown"
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return str(address.ipv4_mapped)
-        return str(ipaddress.IPv6Network((address, 64), strict=False))
-    return str(address)
+class RateLimitMiddleware:
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
 
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
 
-class SlidingWindowLimiter:
-    """Args:
-    limit: requests admitted per ``window_seconds`` and client.
-    clock: seconds since the epoch; tests pass their own.
-    """
+        async def send_with_limits(message: Message) -> None:
+            if message["type"] == "http.response.start" and _HEADERS in scope:
+                MutableHeaders(scope=message).update(scope[_HEADERS])
+            await send(message)
 
-    def __init__(
-        self,
-        redis: RedisClient,
-        *,
-        limit: int,
-        window_seconds: int,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self.limit = limit
-        self.window_seconds = window_seconds
-        self.failures = 0
-        self._clock = clock
-        script = resources.files("app").joinpath("sliding_window.lua").read_text()
-        self._script = redis.register_script(script)
-        self._logged_at = -LOG_EVERY_SECONDS
-
-    async def check(self, client: str) -> Decision:
-        """Admits and counts one request of ``client``, or refuses it without counting."""
-        now = self._clock()
-        index = math.floor(now / self.window_seconds)
-        keys = [f"bib:rl:{{{client}}}:{index}", f"bib:rl:{{{client}}}:{index - 1}"]
-        elapsed = now - index * self.window_seconds
-        try:
-            allowed, remaining, wait = await self._script(
-                keys=keys, args=[self.limit, self.window_seconds, repr(elapsed)]
-            )
-        except REDIS_FAULTS as exc:
-            self.failures += 1
-            metrics.REDIS_ERRORS.labels("limiter").inc()
-            if time.monotonic() - self._logged_at >= LOG_EVERY_SECONDS:
-                self._logged_at = time.monotonic()
-                logger.warning("rate limiter cannot reach Redis: %s", exc)
-            raise LimiterUnavailable(str(exc)) from exc
-        seconds = max(0, math.ceil(float(wait) - 1e-9))  # rounded up: waiting this long is enough
-        if not allowed:
-            seconds = max(1, seconds)
-        return Decision(bool(allowed), int(remaining), seconds)
+        await self.app(scope, receive, send_with_limits)

@@ -19,7 +19,8 @@ import orjson
 import redis
 import redis.asyncio
 
-from bench.load import (
+from harness import servers
+from harness.load import (
     concurrent,
     cpu_seconds,
     get,
@@ -30,7 +31,6 @@ from bench.load import (
     rss_bytes,
     throughput,
 )
-from tests import servers
 
 TOKENS = 50
 TOKEN_DELAY_SECONDS = 0.02

@@ -1,4 +1,9 @@
-"""Shared fixtures: a real Valkey, the Ollama simulator, and the app under uvicorn."""
+"""Shared fixtures: a real Valkey, the Ollama simulator, and the app under uvicorn or in-process.
+
+A test that uses Redis runs on one Valkey; where Redis semantics are under test (the store, the
+limiter, joining, resume, hosts), its module is marked ``cluster`` and it runs on a three-node
+Valkey cluster too.
+"""
 
 from __future__ import annotations
 
@@ -7,18 +12,9 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import httpx
 import pytest
 
-from tests import servers
-
-# Small numbers keep the suite fast; tests that need others start their own app.
-SERVICE_ENV = {
-    "HEARTBEAT_INTERVAL": "1",
-    "UPSTREAM_TIMEOUT": "5",
-    "UPSTREAM_IDLE_TIMEOUT": "2",
-    "RESUME_GRACE": "0",
-    "RATE_LIMIT_MAX": "1000000",  # on, so every test passes through it, but out of the way
-    "SHUTDOWN_GRACE": "2",
-    "LOG_LEVEL": "warning",
-}
+from harness import servers
+from tests import helpers
+from tests.helpers import SERVICE_ENV
 
 
 @pytest.fixture
@@ -26,9 +22,16 @@ def anyio_backend() -> str:
     return "asyncio"  # redis-py's asyncio client runs on asyncio only
 
 
-@pytest.fixture(scope="session", params=["single", "cluster"])
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "redis_url" in metafunc.fixturenames:
+        cluster = metafunc.definition.get_closest_marker("cluster") is not None
+        flavours = ["single", "cluster"] if cluster else ["single"]
+        metafunc.parametrize("redis_url", flavours, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
 def redis_url(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every test that uses Redis runs twice: on one Valkey, and on a three-node Valkey cluster."""
+    """One Valkey, or a three-node Valkey cluster (see the module docstring)."""
     if request.param == "single":
         server = servers.valkey().start(ready_path=None)
         yield f"redis://127.0.0.1:{server.port}/0"
@@ -80,6 +83,19 @@ def start_service(service_env: dict[str, str]) -> Iterator[Callable[..., servers
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+def app_env(redis_url: str) -> dict[str, str]:
+    """The suite's settings for an in-process app (``helpers.in_process``)."""
+    return {**SERVICE_ENV, "REDIS_URL": redis_url}
+
+
+@pytest.fixture
+async def app(app_env: dict[str, str]) -> AsyncIterator[helpers.InProcess]:
+    """The app in-process with the suite's settings."""
+    async with helpers.in_process(app_env) as running:
+        yield running
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
-from tests.servers import Server, free_port
-from tests.test_routes import simulator_text
+from harness.servers import Server, free_port
+from tests.helpers import simulator_text
 
 pytestmark = pytest.mark.anyio
 

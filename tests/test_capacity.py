@@ -13,8 +13,8 @@ import httpx
 import orjson
 import pytest
 
-from bench.load import hold_streams, post
-from tests.servers import Server, sample
+from harness.load import hold_streams, post
+from harness.servers import Server, sample
 
 pytestmark = pytest.mark.anyio
 

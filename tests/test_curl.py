@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 
-from tests.servers import Server
+from harness.servers import Server
 
 
 def test_curl_no_buffer_shows_tokens_as_they_arrive(service: Server) -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from typing import Any
 
-import httpx
 import jsonschema
 import pytest
 from openapi_spec_validator import validate
@@ -17,7 +15,7 @@ from app.main import create_app
 from app.openapi import document
 from app.schema import parse_body, request_schema
 from app.settings import Settings
-from tests.servers import Server
+from tests import helpers
 
 pytestmark = pytest.mark.anyio
 
@@ -66,24 +64,25 @@ def test_the_documented_schema_agrees_with_the_validator(body: dict[str, Any]) -
     assert documented == accepted
 
 
-async def test_docs_work_offline(client: httpx.AsyncClient) -> None:
-    page = await client.get("/docs")
-    assert page.status_code == 200
-    assert "http://" not in page.text
-    assert "https://" not in page.text  # nothing from a CDN
-    assets = re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', page.text)
-    assert len(assets) == 2
-    for asset in assets:
-        loaded = await client.get(asset)
-        assert loaded.status_code == 200
-        assert len(loaded.content) > 10_000
-    served = (await client.get("/openapi.json")).json()
-    assert served == document()
+async def test_docs_work_offline(app: helpers.InProcess) -> None:
+    async with app.client() as client:
+        page = await client.get("/docs")
+        assert page.status_code == 200
+        assert "http://" not in page.text
+        assert "https://" not in page.text  # nothing from a CDN
+        assets = re.findall(r'(?:src|href)="(/docs/assets/[^"]+)"', page.text)
+        assert len(assets) == 2
+        for asset in assets:
+            loaded = await client.get(asset)
+            assert loaded.status_code == 200
+            assert len(loaded.content) > 10_000
+        served = (await client.get("/openapi.json")).json()
+        assert served == document()
 
 
-async def test_cors_preflight_for_a_json_post(start_service: Callable[..., Server]) -> None:
-    service = start_service(ALLOWED_ORIGINS="https://app.example")
-    async with httpx.AsyncClient(base_url=service.url) as http:
+async def test_cors_preflight_for_a_json_post(app_env: dict[str, str]) -> None:
+    env = {**app_env, "ALLOWED_ORIGINS": "https://app.example"}
+    async with helpers.in_process(env) as app, app.client() as http:
         allowed = await http.options(
             "/v1/chats/generate",
             headers={

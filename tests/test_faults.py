@@ -12,20 +12,14 @@ import httpx
 import orjson
 import pytest
 
-from tests import servers, sse
-from tests.conftest import SERVICE_ENV
-from tests.servers import Server, simulator_counters
+from harness import servers
+from harness.servers import Server, simulator_counters
+from tests import helpers
+from tests.helpers import SERVICE_ENV, wait_for
 
 pytestmark = pytest.mark.anyio
 
 GENERATE = "/v1/chats/generate"
-
-
-async def wait_for(condition: Callable[[], bool], seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "not within the time allowed"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_client_that_stops_reading_is_dropped_and_others_are_not(
@@ -43,7 +37,7 @@ async def test_a_client_that_stops_reading_is_dropped_and_others_are_not(
             b"Content-Length: %d\r\n\r\n%s" % (len(flood), flood)
         )
         async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
-            meanwhile = await sse.fetch(http, "POST", GENERATE, json={"prompt": "a reader"})
+            meanwhile = await helpers.fetch(http, "POST", GENERATE, json={"prompt": "a reader"})
         assert meanwhile.events()[-1].type == "done"
         dropped = "dropped a client that read nothing for 1 s"
         await wait_for(lambda: dropped in service.output(), 20)
@@ -60,10 +54,10 @@ async def test_a_stalled_ollama_keeps_the_stream_alive_with_pings_then_times_out
     service = start_service(HEARTBEAT_INTERVAL="0.3", UPSTREAM_IDLE_TIMEOUT="1.5")
     body = {"prompt": "stall", "options": {"sim_fault": "hang", "sim_fault_after": 2}}
     async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
-        received = await sse.fetch(http, "POST", GENERATE, json=body)
+        received = await helpers.fetch(http, "POST", GENERATE, json=body)
     items = received.items()
     last_token = max(i for i, item in enumerate(items) if getattr(item, "type", "") == "token")
-    assert items[last_token + 1 :].count(sse.Comment("ping")) >= 3
+    assert items[last_token + 1 :].count(helpers.Comment("ping")) >= 3
     assert received.events()[-1].json()["error"] == "upstream_timeout"
 
 
@@ -90,7 +84,7 @@ async def test_a_client_leaving_at_any_point_cancels_upstream(
             with pytest.raises(httpx.ReadTimeout):
                 await http.post(GENERATE, json=body, timeout=0.2)
         else:
-            await sse.fetch(http, "POST", GENERATE, json=body, stop_after=hang_up_after)
+            await helpers.fetch(http, "POST", GENERATE, json=body, stop_after=hang_up_after)
     await wait_for(lambda: simulator_counters(ollama)["cancelled"] > before["cancelled"], 2)
     assert simulator_counters(ollama)["completed"] == before["completed"]
 
@@ -106,7 +100,7 @@ async def test_redis_killed_and_restarted_mid_stream(
         service = start_service(REDIS_URL=f"redis://127.0.0.1:{valkey.port}/0")
         body = {"prompt": "redis dies", "options": {"sim_tokens": 30, "sim_token_delay": 0.05}}
         async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
-            streaming = asyncio.create_task(sse.fetch(http, "POST", GENERATE, json=body))
+            streaming = asyncio.create_task(helpers.fetch(http, "POST", GENERATE, json=body))
             await asyncio.sleep(0.5)
             assert valkey.process is not None
             valkey.process.kill()
@@ -125,7 +119,7 @@ async def test_redis_killed_and_restarted_mid_stream(
                     break
                 await asyncio.sleep(0.2)
         assert outcomes[-1] == "HIT"
-        assert answer.json()["response"] == sse.text_of(whole.body)  # nothing half-written
+        assert answer.json()["response"] == helpers.text_of(whole.body)  # nothing half-written
         assert "Traceback" not in service.output()
     finally:
         valkey.stop()

@@ -12,7 +12,7 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
-from tests.servers import Server
+from harness.servers import Server
 
 
 def test_no_input_breaks_the_api(service: Server) -> None:

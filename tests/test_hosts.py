@@ -12,12 +12,12 @@ import httpx
 import pytest
 
 from app.hosts import Host, Timings, model_key
-from tests import servers, sse
-from tests.servers import Server, simulator_counters
-from tests.test_faults import wait_for
-from tests.test_generations import GENERATE, fetch, slow, unique
+from harness import servers
+from harness.servers import Server, simulator_counters
+from tests import helpers
+from tests.helpers import GENERATE, fetch_from, slow, unique, wait_for
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
 
 def in_flight(host: Server) -> int:
@@ -61,7 +61,7 @@ async def test_each_generation_goes_to_the_least_busy_host_whichever_replica_ask
     for round_ in range(1, 4):
         for replica in (first, first, second):
             body = slow(unique("spread"), tokens=60, delay=0.1)
-            streams.append(asyncio.create_task(fetch(replica, "POST", GENERATE, json=body)))
+            streams.append(asyncio.create_task(fetch_from(replica, "POST", GENERATE, json=body)))
             await wait_for(lambda: sum(map(in_flight, hosts)) == len(streams), 10)
         assert [in_flight(h) for h in hosts] == [round_] * 3
         shared = [h["in_flight"] for h in (await health(second))["ollama_hosts"]]
@@ -77,7 +77,7 @@ async def test_a_failing_or_dead_host_is_ejected_and_requests_retried_elsewhere(
     dead = f"http://127.0.0.1:{servers.free_port()}"
     service = start_service(OLLAMA_HOSTS=urls(failing, dead, good), OLLAMA_EJECT_SECONDS="30")
     for _ in range(6):
-        answer = await fetch(service, "POST", GENERATE, json={"prompt": unique("retried")})
+        answer = await fetch_from(service, "POST", GENERATE, json={"prompt": unique("retried")})
         assert answer.events()[-1].type == "done"
     assert simulator_counters(good)["completed"] == 6
     assert simulator_counters(failing)["started"] <= 1  # ejected after its first 500
@@ -124,9 +124,9 @@ async def test_a_model_goes_only_to_hosts_that_have_it(
     service = start_service(OLLAMA_HOSTS=urls(llama, qwen))
     for _ in range(4):
         body = {"prompt": unique("qwen"), "model": "qwen3"}
-        assert (await fetch(service, "POST", GENERATE, json=body)).events()[-1].type == "done"
+        assert (await fetch_from(service, "POST", GENERATE, json=body)).events()[-1].type == "done"
     assert (simulator_counters(llama)["started"], simulator_counters(qwen)["started"]) == (0, 4)
-    nobody = await fetch(service, "POST", GENERATE, json={"prompt": "x", "model": "mistral"})
+    nobody = await fetch_from(service, "POST", GENERATE, json={"prompt": "x", "model": "mistral"})
     assert (nobody.status, nobody.json()["error"]) == (404, "model_not_found")
     async with httpx.AsyncClient(base_url=service.url) as http:
         names = {m["name"] for m in (await http.get("/v1/models")).json()["models"]}
@@ -139,7 +139,7 @@ async def test_a_host_killed_mid_stream_loses_only_its_own_generations(
     doomed, survivor = start_hosts(2)
     service = start_service(OLLAMA_HOSTS=urls(doomed, survivor))
     streams = [
-        asyncio.create_task(fetch(service, "POST", GENERATE, json=slow(unique("kill"), 30)))
+        asyncio.create_task(fetch_from(service, "POST", GENERATE, json=slow(unique("kill"), 30)))
         for _ in range(4)
     ]
     await wait_for(lambda: (in_flight(doomed), in_flight(survivor)) == (2, 2), 10)
@@ -148,12 +148,12 @@ async def test_a_host_killed_mid_stream_loses_only_its_own_generations(
     ends = sorted(sse_end(received) for received in await asyncio.gather(*streams))
     assert ends == ["done", "done", "error:upstream_error", "error:upstream_error"]
     for _ in range(3):  # at once, and without a retry: the host is already ejected
-        answer = await fetch(service, "POST", GENERATE, json={"prompt": unique("after")})
+        answer = await fetch_from(service, "POST", GENERATE, json={"prompt": unique("after")})
         assert answer.events()[-1].type == "done"
     assert simulator_counters(survivor)["completed"] == 2 + 3
 
 
-def sse_end(received: sse.Received) -> str:
+def sse_end(received: helpers.Received) -> str:
     last = received.events()[-1]
     return last.type if last.type == "done" else f"{last.type}:{last.json()['error']}"
 
@@ -185,7 +185,7 @@ def test_a_model_without_a_tag_is_latest(name: str, key: str) -> None:
 
 def test_cool_downs_double_up_to_the_cap_and_a_success_after_the_probe_resets_them() -> None:
     host = Host("http://ollama.invalid", client=None)  # type: ignore[arg-type]  # not called
-    timings = Timings(eject_seconds=1, eject_max_seconds=5)
+    timings = Timings(refresh_seconds=5, eject_seconds=1, eject_max_seconds=5)
     cool_downs = []
     for _ in range(5):
         before = time.monotonic()

@@ -11,7 +11,6 @@ import orjson
 import pytest
 import respx
 
-from app.completions import Finished, Token
 from app.errors import (
     InvalidRequest,
     ModelNotFound,
@@ -21,6 +20,7 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from app.generation import Finished, Token
 from app.ollama import OllamaClient
 from app.schema import CompletionRequest
 

@@ -1,15 +1,23 @@
-"""Health probes and the model list, over real sockets."""
+"""Health probes and the model list, in-process (``helpers.in_process``): Redis is a real Valkey,
+or a port where nothing listens; Ollama the simulator, or a port where nothing listens."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
 
-from tests.servers import Server, free_port
+from harness.servers import free_port
+from tests import helpers
 
 pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+async def client(app: helpers.InProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.client() as http:
+        yield http
 
 
 async def test_probes_pass_when_dependencies_answer(client: httpx.AsyncClient) -> None:
@@ -33,11 +41,9 @@ async def test_models_come_from_ollama(client: httpx.AsyncClient) -> None:
     assert [m["name"] for m in models] == ["llama3.2:latest", "qwen3:latest"]
 
 
-async def test_redis_down_fails_readiness_but_not_liveness(
-    start_service: Callable[..., Server],
-) -> None:
-    service = start_service(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
-    async with httpx.AsyncClient(base_url=service.url) as http:
+async def test_redis_down_fails_readiness_but_not_liveness(app_env: dict[str, str]) -> None:
+    env = {**app_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}
+    async with helpers.in_process(env) as app, app.client() as http:
         assert (await http.get("/livez")).status_code == 200
         ready = await http.get("/readyz")
         assert ready.status_code == 503
@@ -49,9 +55,10 @@ async def test_redis_down_fails_readiness_but_not_liveness(
         assert (health.status_code, health.json()["status"]) == (200, "degraded")
 
 
-async def test_ollama_down_is_unhealthy(start_service: Callable[..., Server]) -> None:
-    service = start_service(OLLAMA_HOST=f"http://127.0.0.1:{free_port()}")
-    async with httpx.AsyncClient(base_url=service.url) as http:
+async def test_ollama_down_is_unhealthy(app_env: dict[str, str]) -> None:
+    env = {**app_env, "OLLAMA_HOST": f"http://127.0.0.1:{free_port()}"}
+    down = httpx.AsyncHTTPTransport()  # to where nothing listens
+    async with helpers.in_process(env, ollama=down) as app, app.client() as http:
         ready = (await http.get("/readyz")).json()
         assert ready["checks"]["ollama:responseTime"][0]["status"] == "fail"
         health = await http.get("/v1/health")

@@ -1,53 +1,54 @@
-"""The generation endpoint over real sockets: uvicorn, the simulator and Valkey."""
+"""The generation endpoint in-process: requests, answers and errors that need no live stream.
+
+The app runs with its lifespan behind an ``httpx.ASGITransport``, Redis is a real Valkey and
+Ollama the simulator at the app's transport seam (``helpers.in_process``); what needs tokens to
+arrive over time is in ``test_streaming.py``.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
-import anyio
 import httpx
 import pytest
 
-from tests import sse
-from tests.servers import Server, simulator_counters
+from harness.servers import free_port
+from tests import helpers
+from tests.helpers import GENERATE, simulator_text
 
 pytestmark = pytest.mark.anyio
 
-GENERATE = "/v1/chats/generate"
 
-
-async def simulator_text(ollama: Server, body: dict[str, Any]) -> str:
-    """What Ollama (the simulator) itself streams for ``body``: the reference text."""
-    async with httpx.AsyncClient(base_url=ollama.url) as direct:
-        response = await direct.post("/api/generate", json={"model": "llama3.2", **body})
-    lines = [httpx.Response(200, content=line).json() for line in response.content.splitlines()]
-    return "".join(line["response"] for line in lines)
+@pytest.fixture
+async def client(app: helpers.InProcess) -> AsyncIterator[httpx.AsyncClient]:
+    async with app.client() as http:
+        yield http
 
 
 async def test_stream_is_byte_identical_to_what_ollama_sent(
-    client: httpx.AsyncClient, ollama: Server
+    client: httpx.AsyncClient, app: helpers.InProcess
 ) -> None:
     """Newlines, CR, quotes, U+2028, emoji and SSE look-alikes arrive exactly as sent."""
     body = {"prompt": "tricky tokens", "options": {"sim_tokens": 300, "sim_token_delay": 0}}
-    expected = await simulator_text(ollama, body)
+    expected = await simulator_text(app.ollama, body)
     for tricky in ("\n", "\r", "\r\n", '"', "\u2028", "🍾", "data: x", ": not a comment"):
         assert tricky in expected  # the reference really contains what we claim to test
-    received = await sse.fetch(client, "POST", GENERATE, json=body)
+    received = await helpers.fetch(client, "POST", GENERATE, json=body)
     assert received.status == 200
-    assert sse.text_of(received.body) == expected
+    assert helpers.text_of(received.body) == expected
 
 
 async def test_stream_events_and_headers(client: httpx.AsyncClient) -> None:
     """retry, start, numbered tokens with one-line JSON data, then done with Ollama's stats."""
-    received = await sse.fetch(client, "POST", GENERATE, json={"prompt": "hi", "model": "llama3.2"})
+    received = await helpers.fetch(
+        client, "POST", GENERATE, json={"prompt": "hi", "model": "llama3.2"}
+    )
     assert received.headers["content-type"] == "text/event-stream; charset=utf-8"
     assert received.headers["cache-control"] == "no-cache"
     assert received.headers["x-accel-buffering"] == "no"
     assert received.headers["x-cache"] == "MISS"
     items = received.items()
-    assert items[0] == sse.Retry(2000)
+    assert items[0] == helpers.Retry(2000)
     start, *tokens, done = received.events()
     generation = start.json()["generation"]
     assert start.type == "start"
@@ -68,34 +69,25 @@ async def test_stream_events_and_headers(client: httpx.AsyncClient) -> None:
             httpx.Response(200, content=line[6:]).json()  # every data line is whole JSON
 
 
-async def test_tokens_leave_as_soon_as_ollama_sends_them(client: httpx.AsyncClient) -> None:
-    """With 200 ms between tokens, the first token arrives long before the generation ends."""
-    body = {"prompt": "slowly", "options": {"sim_tokens": 5, "sim_token_delay": 0.2}}
-    received = await sse.fetch(client, "POST", GENERATE, json=body)
-    first = received.arrival_of(b".0\nevent: token")
-    second = received.arrival_of(b".1\nevent: token")
-    done = received.arrival_of(b"\nevent: done\n")
-    assert done - first > 0.6  # four more gaps of 0.2 s followed the first token
-    assert second - first > 0.1
-
-
 async def test_get_with_query_streams_like_post(client: httpx.AsyncClient) -> None:
     """An EventSource can only GET: the query carries model, prompt and system."""
     params = {"model": "llama3.2", "prompt": "hi", "system": "be brief"}
-    got = await sse.fetch(client, "GET", GENERATE, params=params)
-    posted = await sse.fetch(client, "POST", GENERATE, json=params)
+    got = await helpers.fetch(client, "GET", GENERATE, params=params)
+    posted = await helpers.fetch(client, "POST", GENERATE, json=params)
     assert got.status == 200
-    assert sse.text_of(got.body) == sse.text_of(posted.body) != ""
+    assert helpers.text_of(got.body) == helpers.text_of(posted.body) != ""
 
 
-async def test_json_mode_answers_one_object(client: httpx.AsyncClient, ollama: Server) -> None:
+async def test_json_mode_answers_one_object(
+    client: httpx.AsyncClient, app: helpers.InProcess
+) -> None:
     """stream false: one JSON object, a superset of the seed's GenerateResponse."""
     body = {"prompt": "as json", "stream": False}
     response = await client.post(GENERATE, json=body)
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/json"
     answer = response.json()
-    assert answer["response"] == await simulator_text(ollama, {"prompt": "as json"})
+    assert answer["response"] == await simulator_text(app.ollama, {"prompt": "as json"})
     assert answer["model"] == "llama3.2"
     assert answer["done"] is True
     assert answer["cached"] is False
@@ -106,14 +98,16 @@ async def test_json_mode_answers_one_object(client: httpx.AsyncClient, ollama: S
 async def test_chat_relays_thinking_and_tool_calls(client: httpx.AsyncClient) -> None:
     """Chat thinking arrives as {"thinking"}, tool calls as {"tool_calls"}."""
     messages = [{"role": "user", "content": "weather?"}]
-    thinking = await sse.fetch(
+    thinking = await helpers.fetch(
         client, "POST", GENERATE, json={"model": "qwen3", "messages": messages, "think": True}
     )
     payloads = [e.json() for e in thinking.events() if e.type == "token"]
     assert "".join(p.get("thinking", "") for p in payloads) == " Let me think."
     assert all(p.get("text") for p in payloads if "thinking" not in p)
     tool = {"type": "function", "function": {"name": "get_weather", "parameters": {}}}
-    called = await sse.fetch(client, "POST", GENERATE, json={"messages": messages, "tools": [tool]})
+    called = await helpers.fetch(
+        client, "POST", GENERATE, json={"messages": messages, "tools": [tool]}
+    )
     (token,) = [e.json() for e in called.events() if e.type == "token"]
     assert token == {"tool_calls": [{"function": {"name": "get_weather", "arguments": {"q": "x"}}}]}
 
@@ -187,90 +181,21 @@ async def test_unknown_path_and_wrong_method(client: httpx.AsyncClient) -> None:
     assert wrong.headers["content-type"] == "application/problem+json"
 
 
-@pytest.mark.parametrize(
-    ("fault", "code"),
-    [
-        pytest.param("error", "upstream_error", id="error-line"),
-        pytest.param("drop", "upstream_error", id="dropped-connection"),
-        pytest.param("garbage", "upstream_error", id="garbage"),
-        pytest.param("hang", "upstream_timeout", id="silence-past-idle-timeout"),
-    ],
-)
-async def test_failure_after_stream_began_is_an_error_event(
-    client: httpx.AsyncClient, fault: str, code: str
-) -> None:
-    """After tokens went out the status is 200; the stream ends with one error event."""
-    body = {"prompt": "fails", "options": {"sim_fault": fault, "sim_fault_after": 3}}
-    received = await sse.fetch(client, "POST", GENERATE, json=body)
-    assert received.status == 200
-    start, *tokens, error = received.events()
-    generation = start.json()["generation"]
-    assert len(tokens) == 3
-    assert error.type == "error"
-    assert error.last_event_id == f"{generation}.error"
-    assert error.json()["error"] == code
-    assert error.json()["detail"]
-
-
-async def test_ollama_down_is_503(start_service: Callable[..., Server]) -> None:
-    service = start_service(OLLAMA_HOST=f"http://127.0.0.1:{_closed_port()}")
-    async with httpx.AsyncClient(base_url=service.url) as http:
+async def test_ollama_down_is_503(app_env: dict[str, str]) -> None:
+    env = {**app_env, "OLLAMA_HOST": f"http://127.0.0.1:{free_port()}"}
+    async with (
+        helpers.in_process(env, ollama=httpx.AsyncHTTPTransport()) as down,
+        down.client() as http,
+    ):
         response = await http.post(GENERATE, json={"prompt": "a"})
     assert response.status_code == 503
     assert response.json()["error"] == "upstream_unavailable"
 
 
-async def test_no_first_token_in_time_is_504(start_service: Callable[..., Server]) -> None:
-    """An upstream timeout shorter than the heartbeat still fails with a status."""
-    service = start_service(UPSTREAM_TIMEOUT="0.5", HEARTBEAT_INTERVAL="5")
-    body = {"prompt": "a", "options": {"sim_fault": "hang", "sim_fault_after": 0}}
-    async with httpx.AsyncClient(base_url=service.url) as http:
-        response = await http.post(GENERATE, json=body)
-    assert response.status_code == 504
-    assert response.json()["error"] == "upstream_timeout"
-
-
-async def test_long_model_load_commits_to_the_stream_with_pings(
-    start_service: Callable[..., Server],
-) -> None:
-    """Silent Ollama past the first heartbeat: 200 at once, then pings until the first token."""
-    service = start_service(HEARTBEAT_INTERVAL="0.3")
-    body = {"prompt": "a", "options": {"sim_first_token_delay": 1.2, "sim_tokens": 2}}
-    async with httpx.AsyncClient(base_url=service.url) as http:
-        received = await sse.fetch(http, "POST", GENERATE, json=body)
-    assert received.status == 200
-    assert received.arrival_of(b"\nevent: start\n") < 0.9
-    items = received.items()
-    first_token = next(i for i, item in enumerate(items) if getattr(item, "type", "") == "token")
-    pings = [item for item in items[:first_token] if item == sse.Comment("ping")]
-    assert len(pings) >= 3  # at 0.3 s when the response started, then every 0.3 s
-    assert [e.type for e in received.events()] == ["start", "token", "token", "done"]
-
-
-async def test_head_opens_no_generation(client: httpx.AsyncClient, ollama: Server) -> None:
-    before = simulator_counters(ollama)["started"]
+async def test_head_opens_no_generation(client: httpx.AsyncClient, app: helpers.InProcess) -> None:
+    before = (await app.simulator_counters())["started"]
     response = await client.head(GENERATE, params={"prompt": "hi"})
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/event-stream; charset=utf-8"
     assert response.content == b""
-    assert simulator_counters(ollama)["started"] == before
-
-
-async def test_client_disconnect_cancels_upstream(
-    client: httpx.AsyncClient, ollama: Server
-) -> None:
-    """Hanging up mid-stream closes the request to Ollama within a second."""
-    before = simulator_counters(ollama)
-    body = {"prompt": "long", "options": {"sim_tokens": 200, "sim_token_delay": 0.05}}
-    await sse.fetch(client, "POST", GENERATE, json=body, stop_after=b".2\nevent: token")
-    hung_up = time.monotonic()
-    while simulator_counters(ollama)["cancelled"] == before["cancelled"]:
-        assert time.monotonic() - hung_up < 1.0, "upstream still running a second after hang-up"
-        await anyio.sleep(0.02)
-    assert simulator_counters(ollama)["completed"] == before["completed"]
-
-
-def _closed_port() -> int:
-    from tests.servers import free_port
-
-    return free_port()
+    assert (await app.simulator_counters())["started"] == before

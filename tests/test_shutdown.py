@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests import sse
-from tests.servers import Server
+from harness.servers import Server
+from tests import helpers
 
 pytestmark = pytest.mark.anyio
 
@@ -32,8 +32,8 @@ async def test_sigterm_drains_then_ends_open_streams_and_exits(
     async with httpx.AsyncClient(base_url=service.url, timeout=30,
                                  limits=httpx.Limits(max_connections=None)) as http:  # fmt: skip
 
-        async def stream(body: dict[str, Any]) -> sse.Received:
-            return await sse.fetch(http, "POST", GENERATE, json=body)
+        async def stream(body: dict[str, Any]) -> helpers.Received:
+            return await helpers.fetch(http, "POST", GENERATE, json=body)
 
         streams = [asyncio.create_task(stream({"prompt": f"long {i}", **long})) for i in range(50)]
         finishing = asyncio.create_task(stream(short))
@@ -53,12 +53,12 @@ async def test_sigterm_drains_then_ends_open_streams_and_exits(
     for one in received:
         last = one.events()[-1]
         assert last.json()["error"] == "shutting_down"
-        assert last.last_event_id == sse.events(one.body)[-2].last_event_id  # no id of its own
+        assert last.last_event_id == helpers.events(one.body)[-2].last_event_id  # no id of its own
     assert GRACE <= ended < GRACE + 3
     service.process.wait(timeout=GRACE + 5)
     token = [e for e in received[0].events() if e.type == "token"][-1].last_event_id
     async with httpx.AsyncClient(base_url=other.url, timeout=30) as http:
-        resumed = await sse.fetch(
+        resumed = await helpers.fetch(
             http,
             "POST",
             GENERATE,

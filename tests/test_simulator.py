@@ -7,7 +7,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.servers import Server, simulator_counters
+from harness.servers import Server, simulator_counters
 
 pytestmark = pytest.mark.anyio
 

@@ -7,11 +7,12 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from app.completions import Generation, Policy, as_json, new_generation_id
 from app.errors import Cancelled, UpstreamError
+from app.events import Chunk
+from app.generation import Generation, Policy, new_generation_id
 from app.schema import CompletionRequest
-from tests import sse
-from tests.fakes import ScriptedSource
+from tests import helpers
+from tests.helpers import ScriptedSource
 
 pytestmark = pytest.mark.anyio
 
@@ -25,14 +26,19 @@ def start(source: ScriptedSource, grace_seconds: float = 0.0) -> Generation:
         sha="0" * 64,
         claimed=False,
         store=None,
-        policy=Policy(resume_grace_seconds=grace_seconds),
+        policy=Policy(
+            resume_grace_seconds=grace_seconds,
+            cache_ttl_seconds=0,
+            cache_max_bytes=1 << 20,
+            local_cache_seconds=0,
+        ),
     )
     generation.start(source)
     return generation
 
 
-async def collect(stream: AsyncIterator[bytes]) -> bytes:
-    return b"".join([chunk async for chunk in stream])
+async def collect(stream: AsyncIterator[Chunk]) -> bytes:
+    return b"".join([chunk.data async for chunk in stream])
 
 
 async def test_followers_get_identical_events_from_one_upstream_run() -> None:
@@ -41,8 +47,8 @@ async def test_followers_get_identical_events_from_one_upstream_run() -> None:
     generation.attach()
     first, second = await asyncio.gather(collect(generation.follow()), collect(generation.follow()))
     assert first == second
-    assert [e.type for e in sse.events(first)] == ["token", "token", "token", "done"]
-    assert sse.text_of(first) == "abc"
+    assert [e.type for e in helpers.events(first)] == ["token", "token", "token", "done"]
+    assert helpers.text_of(first) == "abc"
     assert len(source.requests) == 1
 
 
@@ -50,14 +56,14 @@ async def test_following_from_an_index_skips_what_was_read() -> None:
     generation = start(ScriptedSource(texts=["a", "b", "c"]))
     generation.attach()
     await generation.wait_beyond(3)
-    tail = sse.events(await collect(generation.follow(2)))
+    tail = helpers.events(await collect(generation.follow(2)))
     assert [e.last_event_id for e in tail] == [f"{generation.id}.2", f"{generation.id}.done"]
 
 
 async def test_an_upstream_error_ends_every_follower_with_it() -> None:
     generation = start(ScriptedSource(texts=["a"], error=UpstreamError("gone")))
     generation.attach()
-    *_, error = sse.events(await collect(generation.follow()))
+    *_, error = helpers.events(await collect(generation.follow()))
     assert error.json() == {"error": "upstream_error", "detail": "gone"}
     assert generation.stats is None
 
@@ -66,10 +72,10 @@ async def test_last_client_leaving_cancels_upstream_after_the_grace() -> None:
     gate = asyncio.Event()
     source = ScriptedSource(texts=["a"] * 10, gate=gate)
     generation = start(source, grace_seconds=0.3)
-    generation.attach()
+    detach = generation.attach()
     gate.set()
     await generation.wait_beyond(0)
-    generation.detach()
+    detach()
     await asyncio.sleep(0.2)
     assert not generation.ended  # still inside the grace: a reconnect could resume
     await asyncio.wait_for(generation.wait_beyond(10), 2)
@@ -82,8 +88,7 @@ async def test_a_returning_client_keeps_the_generation() -> None:
     gate = asyncio.Event()
     source = ScriptedSource(texts=["a"] * 3, gate=gate)
     generation = start(source, grace_seconds=0.3)
-    generation.attach()
-    generation.detach()
+    generation.attach()()  # attached, then gone
     generation.attach()
     await asyncio.sleep(0.5)
     assert source.cancelled == 0
@@ -91,18 +96,3 @@ async def test_a_returning_client_keeps_the_generation() -> None:
     await asyncio.wait_for(generation.wait_beyond(3), 1)
     assert generation.error is not None
     assert generation.error.detail == "stop"
-
-
-async def test_as_json_joins_the_text_for_json_callers() -> None:
-    payloads = [b'{"text":"Hel","thinking":"hm"}', b'{"tool_calls":[{"f":1}]}', b'{"text":"lo"}']
-    chat = as_json("chat", "m", payloads, {"done_reason": "stop"}, cached=True)
-    assert chat == {
-        "model": "m",
-        "response": "Hello",
-        "thinking": "hm",
-        "message": {"role": "assistant", "content": "Hello", "thinking": "hm",
-                    "tool_calls": [{"f": 1}]},
-        "done_reason": "stop",
-        "done": True,
-        "cached": True,
-    }  # fmt: skip

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -17,21 +16,12 @@ import pytest
 
 from app.cache import content_hash
 from app.schema import parse_body
-from tests import servers, sse
-from tests.servers import Server, simulator_counters
+from harness import servers
+from harness.servers import Server, simulator_counters
+from tests import helpers
+from tests.helpers import GENERATE, fetch_from, slow, tokens_of, unique
 
-pytestmark = pytest.mark.anyio
-
-GENERATE = "/v1/chats/generate"
-
-
-def unique(label: str) -> str:
-    return f"{label} {uuid.uuid4().hex}"
-
-
-def slow(prompt: str, tokens: int = 12, delay: float = 0.1, **options: Any) -> dict[str, Any]:
-    return {"prompt": prompt, "options": {"sim_tokens": tokens, "sim_token_delay": delay,
-                                          **options}}  # fmt: skip
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
 
 @pytest.fixture(scope="module")
@@ -45,21 +35,12 @@ def replicas(service_env: dict[str, str]) -> Iterator[tuple[Server, Server]]:
     second.stop()
 
 
-async def fetch(server: Server, method: str, path: str, **kwargs: Any) -> sse.Received:
-    async with httpx.AsyncClient(base_url=server.url, timeout=30) as http:
-        return await sse.fetch(http, method, path, **kwargs)
-
-
-def tokens_of(received: sse.Received) -> list[sse.Event]:
-    return [e for e in received.events() if e.type == "token"]
-
-
 async def test_hit_after_miss_replays_without_ollama(service: Server, ollama: Server) -> None:
     """The second identical request is a cache hit: same tokens, cached true, no upstream call."""
     body = {"prompt": unique("cache me")}
-    miss = await fetch(service, "POST", GENERATE, json=body)
+    miss = await fetch_from(service, "POST", GENERATE, json=body)
     before = simulator_counters(ollama)["started"]
-    hit = await fetch(service, "POST", GENERATE, json=body)
+    hit = await fetch_from(service, "POST", GENERATE, json=body)
     assert simulator_counters(ollama)["started"] == before
     assert (miss.headers["x-cache"], hit.headers["x-cache"]) == ("MISS", "HIT")
     start, *_, done = hit.events()
@@ -72,9 +53,9 @@ async def test_hit_after_miss_replays_without_ollama(service: Server, ollama: Se
     assert {k: v for k, v in done.json().items() if k != "cached"} == {
         k: v for k, v in miss.events()[-1].json().items() if k != "cached"
     }
-    as_json = await fetch(service, "POST", GENERATE, json={**body, "stream": False})
+    as_json = await fetch_from(service, "POST", GENERATE, json={**body, "stream": False})
     assert as_json.headers["x-cache"] == "HIT"
-    assert as_json.json()["response"] == sse.text_of(miss.body)
+    assert as_json.json()["response"] == helpers.text_of(miss.body)
     assert as_json.json()["cached"] is True
 
 
@@ -91,10 +72,10 @@ async def test_changed_content_is_a_miss(
     service: Server, ollama: Server, change: dict[str, Any]
 ) -> None:
     body = {"prompt": unique("base")}
-    await fetch(service, "POST", GENERATE, json=body)
+    await fetch_from(service, "POST", GENERATE, json=body)
     changed = {k: v for k, v in {**body, **change}.items() if v is not None}
     before = simulator_counters(ollama)["started"]
-    received = await fetch(service, "POST", GENERATE, json=changed)
+    received = await fetch_from(service, "POST", GENERATE, json=changed)
     assert received.headers["x-cache"] == "MISS"
     assert simulator_counters(ollama)["started"] == before + 1
 
@@ -102,9 +83,9 @@ async def test_changed_content_is_a_miss(
 async def test_cache_false_neither_reads_nor_writes(service: Server, ollama: Server) -> None:
     body = {"prompt": unique("private"), "cache": False}
     before = simulator_counters(ollama)["started"]
-    first = await fetch(service, "POST", GENERATE, json=body)
-    second = await fetch(service, "GET", GENERATE, params={**body, "cache": "false"})
-    third = await fetch(service, "POST", GENERATE, json={"prompt": body["prompt"]})
+    first = await fetch_from(service, "POST", GENERATE, json=body)
+    second = await fetch_from(service, "GET", GENERATE, params={**body, "cache": "false"})
+    third = await fetch_from(service, "POST", GENERATE, json={"prompt": body["prompt"]})
     assert [r.headers["x-cache"] for r in (first, second, third)] == ["BYPASS", "BYPASS", "MISS"]
     assert simulator_counters(ollama)["started"] == before + 3
 
@@ -113,7 +94,7 @@ async def test_a_failed_generation_is_never_cached(service: Server, ollama: Serv
     body = {"prompt": unique("fails"), "options": {"sim_fault": "error", "sim_fault_after": 3}}
     before = simulator_counters(ollama)["started"]
     for _ in range(2):
-        received = await fetch(service, "POST", GENERATE, json=body)
+        received = await fetch_from(service, "POST", GENERATE, json=body)
         assert received.headers["x-cache"] == "MISS"
         assert received.events()[-1].type == "error"
     assert simulator_counters(ollama)["started"] == before + 2
@@ -124,16 +105,19 @@ async def test_completions_over_cache_max_bytes_are_not_cached(
 ) -> None:
     service = start_service(CACHE_MAX_BYTES="200")
     body = {"prompt": unique("big"), "options": {"sim_tokens": 30, "sim_token_delay": 0}}
-    first = await fetch(service, "POST", GENERATE, json=body)
-    second = await fetch(service, "POST", GENERATE, json=body)
+    first = await fetch_from(service, "POST", GENERATE, json=body)
+    second = await fetch_from(service, "POST", GENERATE, json=body)
     assert (first.headers["x-cache"], second.headers["x-cache"]) == ("MISS", "MISS")
 
 
 async def concurrent_identical(targets: list[Server], count: int, body: dict[str, Any]
-                               ) -> list[sse.Received]:  # fmt: skip
+                               ) -> list[helpers.Received]:  # fmt: skip
     return list(
         await asyncio.gather(
-            *(fetch(targets[i % len(targets)], "POST", GENERATE, json=body) for i in range(count))
+            *(
+                fetch_from(targets[i % len(targets)], "POST", GENERATE, json=body)
+                for i in range(count)
+            )
         )
     )
 
@@ -174,11 +158,11 @@ async def test_a_completion_cached_by_one_replica_is_a_hit_on_the_other(
 ) -> None:
     first, second = replicas
     body = {"prompt": unique("cached elsewhere")}
-    written = await fetch(first, "POST", GENERATE, json=body)
+    written = await fetch_from(first, "POST", GENERATE, json=body)
     before = simulator_counters(ollama)["started"]
-    hit = await fetch(second, "POST", GENERATE, json=body)
+    hit = await fetch_from(second, "POST", GENERATE, json=body)
     assert (written.headers["x-cache"], hit.headers["x-cache"]) == ("MISS", "HIT")
-    assert sse.text_of(hit.body) == sse.text_of(written.body)
+    assert helpers.text_of(hit.body) == helpers.text_of(written.body)
     assert simulator_counters(ollama)["started"] == before
 
 
@@ -189,9 +173,9 @@ async def test_reconnect_resumes_exactly_on_another_replica(
     first, second = replicas
     body = slow(unique("resume"), tokens=20, delay=0.05)
     before = simulator_counters(ollama)
-    partial = await fetch(first, "POST", GENERATE, json=body, stop_after=b".4\nevent: token")
+    partial = await fetch_from(first, "POST", GENERATE, json=body, stop_after=b".4\nevent: token")
     last = tokens_of(partial)[-1].last_event_id
-    rest = await fetch(second, "POST", GENERATE, json=body, headers={"Last-Event-ID": last})
+    rest = await fetch_from(second, "POST", GENERATE, json=body, headers={"Last-Event-ID": last})
     assert rest.status == 200
     resumed = rest.events()
     assert resumed[0].last_event_id == f"{last.split('.')[0]}.{int(last.split('.')[1]) + 1}"
@@ -202,8 +186,8 @@ async def test_reconnect_resumes_exactly_on_another_replica(
     after = simulator_counters(ollama)
     assert after["started"] == before["started"] + 1
     assert after["cancelled"] == before["cancelled"]
-    replay = await fetch(second, "POST", GENERATE, json=body)  # now a cache hit
-    assert "".join(e.json()["text"] for e in whole) == sse.text_of(replay.body)
+    replay = await fetch_from(second, "POST", GENERATE, json=body)  # now a cache hit
+    assert "".join(e.json()["text"] for e in whole) == helpers.text_of(replay.body)
 
 
 async def test_resume_of_a_cached_generation_and_of_done(
@@ -211,15 +195,15 @@ async def test_resume_of_a_cached_generation_and_of_done(
 ) -> None:
     first, second = replicas
     body = {"prompt": unique("finished")}
-    whole = await fetch(first, "POST", GENERATE, json=body)
+    whole = await fetch_from(first, "POST", GENERATE, json=body)
     generation = whole.events()[0].json()["generation"]
-    rest = await fetch(second, "POST", GENERATE, json=body,
+    rest = await fetch_from(second, "POST", GENERATE, json=body,
                        headers={"Last-Event-ID": f"{generation}.9"})  # fmt: skip
     assert [e.last_event_id for e in rest.events()] == [
         f"{generation}.10", f"{generation}.11", f"{generation}.done"
     ]  # fmt: skip
     for suffix in ("done", "error"):
-        finished = await fetch(first, "POST", GENERATE, json=body,
+        finished = await fetch_from(first, "POST", GENERATE, json=body,
                                headers={"Last-Event-ID": f"{generation}.{suffix}"})  # fmt: skip
         assert (finished.status, finished.body) == (204, b"")
 
@@ -237,7 +221,7 @@ async def test_unusable_last_event_id_starts_afresh(
     service: Server, last_event_id: str, reset: bool
 ) -> None:
     body = {"prompt": unique("fresh")}
-    received = await fetch(service, "POST", GENERATE, json=body,
+    received = await fetch_from(service, "POST", GENERATE, json=body,
                            headers={"Last-Event-ID": last_event_id})  # fmt: skip
     assert received.status == 200
     start = received.events()[0].json()
@@ -247,9 +231,9 @@ async def test_unusable_last_event_id_starts_afresh(
 
 async def test_last_event_id_of_other_content_does_not_leak_it(service: Server) -> None:
     """Resuming needs the same request: another prompt cannot read a generation by its id."""
-    secret = await fetch(service, "POST", GENERATE, json={"prompt": unique("secret")})
+    secret = await fetch_from(service, "POST", GENERATE, json={"prompt": unique("secret")})
     generation = secret.events()[0].json()["generation"]
-    other = await fetch(service, "POST", GENERATE, json={"prompt": unique("other")},
+    other = await fetch_from(service, "POST", GENERATE, json={"prompt": unique("other")},
                         headers={"Last-Event-ID": f"{generation}.0"})  # fmt: skip
     assert other.events()[0].json()["reset"] is True
     assert other.events()[0].json()["generation"] != generation
@@ -261,7 +245,7 @@ async def test_abandoned_generation_is_cancelled_after_the_grace(
     first, _ = replicas
     before = simulator_counters(ollama)["cancelled"]
     body = slow(unique("abandoned"), tokens=200, delay=0.05)
-    await fetch(first, "POST", GENERATE, json=body, stop_after=b".1\nevent: token")
+    await fetch_from(first, "POST", GENERATE, json=body, stop_after=b".1\nevent: token")
     hung_up = time.monotonic()
     await asyncio.sleep(1.5)
     assert simulator_counters(ollama)["cancelled"] == before  # still inside RESUME_GRACE=2
@@ -276,12 +260,14 @@ async def test_stop_ends_it_for_every_client_at_once(
     first, second = replicas
     body = slow(unique("stop me"), tokens=200, delay=0.05)
     before = simulator_counters(ollama)["cancelled"]
-    leader = asyncio.create_task(fetch(first, "POST", GENERATE, json=body))
+    leader = asyncio.create_task(fetch_from(first, "POST", GENERATE, json=body))
     await asyncio.sleep(0.3)
-    joiner = asyncio.create_task(fetch(second, "POST", GENERATE, json=body))
+    joiner = asyncio.create_task(fetch_from(second, "POST", GENERATE, json=body))
     await asyncio.sleep(0.5)
     async with httpx.AsyncClient(base_url=second.url) as http:
-        probe = await sse.fetch(http, "POST", GENERATE, json=body, stop_after=b"\nevent: start\n")
+        probe = await helpers.fetch(
+            http, "POST", GENERATE, json=body, stop_after=b"\nevent: start\n"
+        )
         generation = probe.events()[0].json()["generation"]
         stopped_at = time.monotonic()
         assert (await http.delete(f"/v1/chats/generations/{generation}")).status_code == 204
@@ -308,15 +294,15 @@ async def test_generation_resource_streams_on_another_replica(
     assert created.headers["location"] == url
     assert created.json()["cached"] is False
     generation = created.json()["generation"]
-    streamed = await fetch(second, "GET", url)
+    streamed = await fetch_from(second, "GET", url)
     assert streamed.headers["content-type"] == "text/event-stream; charset=utf-8"
     start, *_, done = streamed.events()
     assert start.json()["generation"] == generation
     assert done.type == "done"
-    resumed = await fetch(first, "GET", url, headers={"Last-Event-ID": f"{generation}.5"})
+    resumed = await fetch_from(first, "GET", url, headers={"Last-Event-ID": f"{generation}.5"})
     assert tokens_of(resumed)[0].last_event_id == f"{generation}.6"
     assert tokens_of(resumed) == tokens_of(streamed)[6:]
-    assert (await fetch(second, "GET", url, headers={"Last-Event-ID": f"{generation}.done"})
+    assert (await fetch_from(second, "GET", url, headers={"Last-Event-ID": f"{generation}.done"})
             ).status == 204  # fmt: skip
     async with httpx.AsyncClient(base_url=second.url) as http:
         again = await http.post("/v1/chats/generations", json={"messages": messages})
@@ -345,8 +331,8 @@ async def test_joiners_hear_of_a_dead_leader_within_seconds(
     leader, follower = start_service(RESUME_GRACE="5"), start_service(RESUME_GRACE="5")
     body = slow(unique("orphan"), tokens=200, delay=0.05)
     async with httpx.AsyncClient(base_url=leader.url, timeout=30) as http:
-        await sse.fetch(http, "POST", GENERATE, json=body, stop_after=b".1\nevent: token")
-    joined = asyncio.create_task(fetch(follower, "POST", GENERATE, json=body))
+        await helpers.fetch(http, "POST", GENERATE, json=body, stop_after=b".1\nevent: token")
+    joined = asyncio.create_task(fetch_from(follower, "POST", GENERATE, json=body))
     await asyncio.sleep(0.5)
     assert leader.process is not None
     leader.process.kill()
@@ -359,14 +345,16 @@ async def test_joiners_hear_of_a_dead_leader_within_seconds(
     }
     assert time.monotonic() - killed < 8
     token = tokens_of(received)[-1].last_event_id
-    again = await fetch(follower, "POST", GENERATE, json=body, headers={"Last-Event-ID": token})
+    again = await fetch_from(
+        follower, "POST", GENERATE, json=body, headers={"Last-Event-ID": token}
+    )
     assert again.events()[0].json()["reset"] is True  # that generation is gone: start afresh
 
 
 async def test_every_key_expires(service: Server, redis_url: str) -> None:
     """Whatever the service writes to Redis has a TTL: nothing grows without bound."""
-    await fetch(service, "POST", GENERATE, json={"prompt": unique("ttl")})
-    await fetch(service, "POST", GENERATE, json={"prompt": unique("ttl"), "cache": False})
+    await fetch_from(service, "POST", GENERATE, json={"prompt": unique("ttl")})
+    await fetch_from(service, "POST", GENERATE, json={"prompt": unique("ttl"), "cache": False})
     with servers.redis_client(redis_url) as client:
         keys = list(client.scan_iter("bib:*"))
         assert keys
@@ -381,16 +369,16 @@ async def test_redis_outage_bypasses_then_recovers(
     try:
         service = start_service(REDIS_URL=f"redis://127.0.0.1:{valkey.port}/0")
         body = {"prompt": unique("outage")}
-        assert (await fetch(service, "POST", GENERATE, json=body)).headers["x-cache"] == "MISS"
+        assert (await fetch_from(service, "POST", GENERATE, json=body)).headers["x-cache"] == "MISS"
         valkey.stop()
-        during = await fetch(service, "POST", GENERATE, json={"prompt": unique("during")})
+        during = await fetch_from(service, "POST", GENERATE, json={"prompt": unique("during")})
         assert during.headers["x-cache"] == "BYPASS"
         assert during.events()[-1].type == "done"
         valkey.start(ready_path=None)
         deadline = time.monotonic() + 10
         outcome = ""
         while outcome != "HIT" and time.monotonic() < deadline:
-            outcome = (await fetch(service, "POST", GENERATE, json=body)).headers["x-cache"]
+            outcome = (await fetch_from(service, "POST", GENERATE, json=body)).headers["x-cache"]
             await asyncio.sleep(0.2)
         assert outcome == "HIT", "the service did not recover when Redis came back"
     finally:
@@ -403,12 +391,12 @@ async def test_json_caller_joins_a_generation_on_another_replica(
     first, second = replicas
     body = slow(unique("json joiner"))
     before = simulator_counters(ollama)["started"]
-    streamed = asyncio.create_task(fetch(first, "POST", GENERATE, json=body))
+    streamed = asyncio.create_task(fetch_from(first, "POST", GENERATE, json=body))
     await asyncio.sleep(0.3)
     async with httpx.AsyncClient(base_url=second.url, timeout=30) as http:
         joined = await http.post(GENERATE, json={**body, "stream": False})
     assert joined.headers["x-cache"] == "JOINED"
-    assert joined.json()["response"] == sse.text_of((await streamed).body)
+    assert joined.json()["response"] == helpers.text_of((await streamed).body)
     assert joined.json()["done_reason"] == "stop"
     assert simulator_counters(ollama)["started"] == before + 1
 
@@ -418,11 +406,11 @@ async def test_resume_from_the_cache_once_the_events_expired(
 ) -> None:
     first, second = replicas
     body = {"prompt": unique("expired events")}
-    whole = await fetch(first, "POST", GENERATE, json=body)
+    whole = await fetch_from(first, "POST", GENERATE, json=body)
     generation = whole.events()[0].json()["generation"]
     with servers.redis_client(redis_url) as client:
         client.delete(f"bib:{{{generation}}}:events", f"bib:{{{generation}}}:lease")
-    rest = await fetch(second, "POST", GENERATE, json=body,
+    rest = await fetch_from(second, "POST", GENERATE, json=body,
                        headers={"Last-Event-ID": f"{generation}.10"})  # fmt: skip
     assert rest.headers["x-cache"] == "HIT"
     assert [e.last_event_id for e in rest.events()] == [f"{generation}.11", f"{generation}.done"]
@@ -434,11 +422,11 @@ async def test_a_corrupt_cache_entry_is_replaced(
     """Read from Redis on every hit (no local copies), a foreign entry is regenerated."""
     service = start_service(CACHE_LOCAL_SECONDS="0")
     body = {"prompt": unique("corrupt")}
-    first = await fetch(service, "POST", GENERATE, json=body)
+    first = await fetch_from(service, "POST", GENERATE, json=body)
     sha = content_hash(parse_body(body, "llama3.2"))
     with servers.redis_client(redis_url) as client:
         client.set(f"bib:{{{sha}}}:cache", b"\x00 not an entry")
-    healed = await fetch(service, "POST", GENERATE, json=body)
-    again = await fetch(service, "POST", GENERATE, json=body)
+    healed = await fetch_from(service, "POST", GENERATE, json=body)
+    again = await fetch_from(service, "POST", GENERATE, json=body)
     assert (healed.headers["x-cache"], again.headers["x-cache"]) == ("MISS", "HIT")
-    assert sse.text_of(again.body) == sse.text_of(first.body)
+    assert helpers.text_of(again.body) == helpers.text_of(first.body)

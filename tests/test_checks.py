@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from app.health import CachedCheck
+from app.checks import CachedCheck
 
 pytestmark = pytest.mark.anyio
 

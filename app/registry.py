@@ -1,11 +1,13 @@
-"""The generations of this worker, and how a request finds its feed: cache, join, or lead.
+"""``Registry``: the generations of this worker, and how a request finds its feed: cache, join,
+or lead.
 
 ``open`` answers a request from the cache, joins a generation of the same content already
 running (here first, then on any worker through Redis), or leads a new one; one Redis round
-trip decides. ``find`` locates a generation by id for a resume or an events URL, here or in
-Redis, live or cached. ``stop`` ends one wherever it runs: other workers hear of it on a pub/sub
-channel. When Redis is unavailable every request leads a private generation (``BYPASS``):
-uncached, unjoined, but answered.
+trip decides. ``locate`` says what a generation id names (here, or one read of its meta in
+Redis), and ``follow`` opens the feed of a located generation for a resume or an events URL,
+live or cached; ``find`` is both. ``stop`` ends one wherever it runs: other workers hear of it
+on a pub/sub channel. When Redis is unavailable every request leads a private generation
+(``BYPASS``): uncached, unjoined, but answered.
 """
 
 from __future__ import annotations
@@ -13,21 +15,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-
-import orjson
+from dataclasses import dataclass
 
 from app import cache
 from app.cache import LocalCopies
-from app.completions import Generation, Policy, TokenSource, new_generation_id
 from app.errors import Cancelled, ServiceError, ShuttingDown
 from app.feeds import CachedFeed, Feed, LocalFeed, RemoteFeed
+from app.generation import Generation, Policy, TokenSource, new_generation_id
+from app.redisclient import RedisUnavailable
 from app.schema import CompletionRequest
-from app.store import RedisStore, StoreUnavailable
+from app.store import Meta, RedisStore
 
 logger = logging.getLogger(__name__)
 
 
-class Generations:
+@dataclass(frozen=True, slots=True)
+class Located:
+    """A generation that exists: ``local`` when it runs on this worker."""
+
+    generation_id: str
+    meta: Meta
+    local: Generation | None = None
+
+
+class Registry:
     def __init__(self, source: TokenSource, store: RedisStore, policy: Policy) -> None:
         self._source = source
         self._store = store
@@ -67,7 +78,7 @@ class Generations:
         read_cache = self._policy.cache_ttl_seconds > 0
         try:
             claim = await self._store.claim(sha, generation_id, read_cache=read_cache)
-        except StoreUnavailable:
+        except RedisUnavailable:
             return self._start(request, sha, generation_id, claimed=False, store=None)
         if claim.outcome == "hit":
             try:
@@ -81,31 +92,36 @@ class Generations:
             return await self._lead(request, sha, generation_id, claimed=True)
         joined = claim.value.decode()
         feed = RemoteFeed(self._store, joined, request.kind, request.model, "JOINED", self)
-        with contextlib.suppress(StoreUnavailable):
+        with contextlib.suppress(RedisUnavailable):
             await feed.watch()
         return feed
 
-    async def find(self, generation_id: str, sha: str | None = None) -> Feed | None:
-        """The generation ``generation_id`` (of content ``sha``, when given), if it exists."""
+    async def locate(self, generation_id: str) -> Located | None:
+        """What ``generation_id`` names, here or anywhere; ``None`` when nothing (any longer).
+        Raises ``ShuttingDown`` while draining: nothing new follows a generation then."""
         self._refuse_while_draining()
         local = self._by_id.get(generation_id)
         if local is not None:
-            return LocalFeed(local, "JOINED") if sha in (None, local.sha) else None
+            here = Meta(local.sha, local.request.kind, local.request.model)
+            return Located(generation_id, here, local)
         try:
             meta = await self._store.meta(generation_id)
-            if meta is None:
-                return None
-            described = orjson.loads(meta)
-            if sha not in (None, described["sha"]):
-                return None
-            feed = RemoteFeed(
-                self._store, generation_id, described["kind"], described["model"], "JOINED", self
-            )
+        except RedisUnavailable:
+            return None
+        return None if meta is None else Located(generation_id, meta)
+
+    async def follow(self, located: Located) -> Feed | None:
+        """A feed of the located generation from its start: live, or a replay of its end."""
+        if located.local is not None:
+            return LocalFeed(located.local, "JOINED")
+        generation_id, meta = located.generation_id, located.meta
+        feed = RemoteFeed(self._store, generation_id, meta.kind, meta.model, "JOINED", self)
+        try:
             await feed.pull(0)
             if not feed.ended and await self._store.alive(generation_id):
                 return feed  # running
-            entry = await self._store.cached(described["sha"])
-        except StoreUnavailable:
+            entry = await self._store.cached(meta.sha)
+        except RedisUnavailable:
             return None
         with contextlib.suppress(ValueError):  # a corrupt entry is no entry
             completion = cache.decode(entry) if entry is not None else None
@@ -113,14 +129,10 @@ class Generations:
                 return CachedFeed(completion)  # over: a replay from the cache, fast
         return feed if feed.ended else None  # over but not cached (failed, cache off), or gone
 
-    async def knows(self, generation_id: str) -> bool:
-        """Whether the generation exists, here or anywhere (a resume of it is no new request)."""
-        if generation_id in self._by_id:
-            return True
-        try:
-            return await self._store.meta(generation_id) is not None
-        except StoreUnavailable:
-            return False
+    async def find(self, generation_id: str) -> Feed | None:
+        """The feed of generation ``generation_id``, if it exists."""
+        located = await self.locate(generation_id)
+        return None if located is None else await self.follow(located)
 
     async def stop(self, generation_id: str) -> bool:
         """Stops the generation for every client; ``False`` when there is no such generation."""
@@ -132,7 +144,7 @@ class Generations:
             if await self._store.meta(generation_id) is None:
                 return False
             await self._store.request_stop(generation_id)
-        except StoreUnavailable:
+        except RedisUnavailable:
             return False
         return True
 
@@ -149,7 +161,7 @@ class Generations:
         feed = self._start(request, sha, generation_id, claimed=claimed, store=self._store)
         # announced now, so its id works at once (an events URL, a stop); if Redis fails here,
         # the generation's keeper announces it on its next tick
-        with contextlib.suppress(StoreUnavailable):
+        with contextlib.suppress(RedisUnavailable):
             await self._by_id[generation_id].announce()
         return feed
 

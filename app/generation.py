@@ -1,18 +1,23 @@
-"""Generations: one upstream generation run as a task, followed by clients here and elsewhere.
+"""``Generation``: one upstream generation run as a task, followed by clients here and elsewhere,
+and its seams: the ``TokenSource`` it runs, the ``Token`` and ``Finished`` chunks the source
+emits, the ``Policy`` it follows, and ``GenerationView``, all that a follower may read of it.
 
 A ``Generation`` runs a ``TokenSource`` in a task of its own and keeps what it produced (each
 token's JSON payload, then Ollama's statistics or the error that ended it), so clients on this
 worker follow it from any token index and the task talking to Ollama never waits on a client.
 A second task, the keeper, publishes the tokens to Redis for clients on other workers, for
-resuming and for the cache: it wakes on a new token, waits ``BATCH_SECONDS`` for more, and
+resuming and for the cache (``_publish_while_running``): it wakes on a new token, waits
+``BATCH_SECONDS`` for more, and
 writes them as one stream entry (``XADD``), so a joiner on another worker sees a token at most
 about 50 ms (plus a Redis round trip) after one here, and publication costs one round trip per
 batch, not per token. Every two seconds (and whenever the last local client leaves) it renews
 the leader's leases and counts the clients on other workers: when none has been here or elsewhere
-for ``RESUME_GRACE``, the upstream request is cancelled.
-A generation is cached only when Ollama said ``done``; a failed or cancelled one never is. Its
-clients get the final event only once the end is written to Redis, so a client that saw ``done``
-and asks again gets a cache hit, and one that saw an error asks Ollama again.
+for ``RESUME_GRACE``, the upstream request is cancelled. Once the generation has ended it
+writes the end (``_write_end``). A generation is cached only when Ollama said ``done``; a failed
+or cancelled one never is. Its clients get the final event only once the end is written to
+Redis, so a client that saw ``done`` and asks again gets a cache hit, and one that saw an error
+asks Ollama again. While Redis is down after the end, clients get it at once and the keeper
+goes on writing it while the claim lasts.
 """
 
 from __future__ import annotations
@@ -27,18 +32,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import anyio
-import orjson
 
-from app import cache, events, metrics
+from app import cache, entries, events, metrics
 from app.errors import Cancelled, ServiceError, ShuttingDown
-from app.schema import CompletionRequest, Kind
-from app.store import (
-    LEASE_SECONDS,
-    STREAM_RETENTION_SECONDS,
-    RedisStore,
-    StoreUnavailable,
-    batch_entry,
-)
+from app.events import Chunk
+from app.redisclient import RedisUnavailable
+from app.schema import CompletionRequest
+from app.settings import Settings
+from app.store import LEASE_SECONDS, STREAM_RETENTION_SECONDS, Meta, RedisStore
 
 logger = logging.getLogger(__name__)
 
@@ -71,40 +72,45 @@ class TokenSource(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Policy:
-    resume_grace_seconds: float = 0.0
-    cache_ttl_seconds: int = 0  # 0: never cache
-    cache_max_bytes: int = 1024 * 1024
-    local_cache_seconds: float = 0.0  # 0: every hit reads Redis
+    """The settings a generation and the registry follow (their defaults are ``Settings``')."""
+
+    resume_grace_seconds: float
+    cache_ttl_seconds: int  # 0: never cache
+    cache_max_bytes: int
+    local_cache_seconds: float  # 0: every hit reads Redis
+
+    @classmethod
+    def of(cls, settings: Settings) -> Policy:
+        return cls(
+            resume_grace_seconds=settings.resume_grace_seconds,
+            cache_ttl_seconds=settings.cache_ttl_seconds,
+            cache_max_bytes=settings.cache_max_bytes,
+            local_cache_seconds=settings.cache_local_seconds,
+        )
+
+
+class GenerationView(Protocol):
+    """What a follower on this worker reads of a generation, and nothing it could change."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def request(self) -> CompletionRequest: ...
+    @property
+    def payloads(self) -> Sequence[bytes]: ...
+    @property
+    def stats(self) -> dict[str, Any] | None: ...
+    @property
+    def error(self) -> ServiceError | None: ...
+    @property
+    def ended(self) -> bool: ...
+    async def wait_beyond(self, index: int) -> None: ...
+    def follow(self, index: int = 0) -> AsyncGenerator[Chunk]: ...
 
 
 def new_generation_id() -> str:
     """``g_`` and 128 random bits, base64url: unguessable, so the id can authorise a stop."""
     return "g_" + secrets.token_urlsafe(16)
-
-
-def as_json(
-    kind: Kind, model: str, payloads: Sequence[bytes], stats: dict[str, Any], *, cached: bool
-) -> dict[str, Any]:
-    """A whole completion as one JSON object, a superset of Ollama's final answer."""
-    text: list[str] = []
-    thinking: list[str] = []
-    tool_calls: list[Any] = []
-    for payload in payloads:
-        fields = orjson.loads(payload)
-        text.append(fields.get("text", ""))
-        thinking.append(fields.get("thinking", ""))
-        tool_calls.extend(fields.get("tool_calls", ()))
-    body: dict[str, Any] = {"model": model, "response": "".join(text)}
-    if any(thinking):
-        body["thinking"] = "".join(thinking)
-    if kind == "chat":
-        message: dict[str, Any] = {"role": "assistant", "content": body["response"]}
-        if "thinking" in body:
-            message["thinking"] = body["thinking"]
-        if tool_calls:
-            message["tool_calls"] = tool_calls
-        body["message"] = message
-    return {**body, **stats, "done": True, "cached": cached}
 
 
 class Generation:
@@ -191,15 +197,22 @@ class Generation:
         self._changed.set()
         self._changed = asyncio.Event()
 
-    def attach(self) -> None:
-        """A client follows (or is about to); the generation will not be abandoned."""
+    def attach(self) -> Callable[[], None]:
+        """A client follows (or is about to), so the generation will not be abandoned; returns
+        what the client calls when it leaves (once; more calls do nothing)."""
         self._clients += 1
+        attached = True
 
-    def detach(self) -> None:
-        self._clients -= 1
-        if self._clients == 0:
-            self._last_client_at = time.monotonic()
-            self._notify()  # the keeper decides whether the generation is abandoned
+        def detach() -> None:
+            nonlocal attached
+            if attached:
+                attached = False
+                self._clients -= 1
+                if self._clients == 0:
+                    self._last_client_at = time.monotonic()
+                    self._notify()  # the keeper decides whether the generation is abandoned
+
+        return detach
 
     def cancel(self, error: ServiceError) -> None:
         """Stops the upstream request, if it still runs; followers get ``error``."""
@@ -212,83 +225,98 @@ class Generation:
         while len(self.payloads) <= index and not self.ended:
             await self._changed.wait()
 
-    async def follow(self, index: int = 0) -> AsyncGenerator[bytes]:
+    async def follow(self, index: int = 0) -> AsyncGenerator[Chunk]:
         """The encoded events from token ``index`` on, ending with ``done`` or ``error``."""
         while True:
             await self.wait_beyond(index)
             available = len(self.payloads)
             if available > index:
-                yield events.tokens(self.id, index, self.payloads[index:available])
+                yield Chunk(events.tokens(self.id, index, self.payloads[index:available]),
+                            available - index)  # fmt: skip
                 index = available
                 continue
             await self._settled.wait()  # so that after `done` the cache already has it
             if self.stats is not None:
-                yield events.done(self.id, self.stats, cached=False)
+                yield Chunk(events.done(self.id, self.stats, cached=False), 0)
                 return
             elif self.error is not None:
-                yield events.error(self.id, self.error)
+                yield Chunk(events.error(self.id, self.error), 0)
                 return
-
-    async def _keep(self) -> None:
-        try:
-            await self._publish_until_ended()
-        finally:
-            self._settled.set()
 
     async def announce(self) -> int:
         """Renews what says this generation runs (meta, lease, claim); returns how many clients
-        follow it on other workers. Raises ``StoreUnavailable``."""
+        follow it on other workers. Raises ``RedisUnavailable``."""
         if self._store is None:
             return 0
-        meta = orjson.dumps(
-            {"sha": self.sha, "kind": self.request.kind, "model": self.request.model}
-        )
+        meta = Meta(self.sha, self.request.kind, self.request.model)
         ttl = max(self._policy.cache_ttl_seconds, STREAM_RETENTION_SECONDS)
-        sha = self.sha if self.claimed else None
-        return await self._store.renew(self.id, sha, meta, ttl)
+        return await self._store.renew(self.id, meta, ttl, claimed=self.claimed)
 
-    async def _publish_until_ended(self) -> None:
-        published = 0
-        renewed_at = float("-inf")
-        failed = False  # Redis refused the last round: wait a tick, then try again
+    async def _keep(self) -> None:
+        """The keeper: publishes while the generation runs, then writes its end."""
+        try:
+            published = await self._publish_while_running()
+            await self._write_end(published)
+        finally:
+            self._settled.set()
+
+    async def _publish_while_running(self) -> int:
+        """Tokens go to Redis in batches and the leases are renewed, until the generation ends;
+        returns how many tokens are published. Redis refusing a round is retried the next."""
+        published, renewed_at, failed = 0, float("-inf"), False
         while True:
             if (len(self.payloads) == published or failed) and not self.ended:
-                # a random share of a tick, so the keepers of generations started together
-                # do not all wake (and renew) in the same instant
-                with anyio.move_on_after(TICK_SECONDS * random.uniform(0.5, 1.0)):
-                    await self._changed.wait()
-                if not self.ended:
-                    await asyncio.sleep(BATCH_SECONDS)  # let a batch gather
-            ended, available = self.ended, len(self.payloads)
+                await self._wait_for_news()
+            if self.ended:
+                return published
             remote_clients = 0
-            if self._store is None:
-                published = available
-            else:
-                try:
-                    if available > published:
-                        entry = batch_entry(published, self.payloads[published:available])
-                        await self._store.append(self.id, entry, first=published == 0)
-                        published = available
-                    if ended:
-                        await self._finish(self._store)
-                    elif not self._clients or time.monotonic() - renewed_at >= RENEW_SECONDS:
-                        remote_clients = await self.announce()
-                        renewed_at = time.monotonic()
-                    failed = False
-                except StoreUnavailable:
-                    failed = True  # retried next round
-            if ended and failed and time.monotonic() < self._ended_at + LEASE_SECONDS:
-                # clients have waited long enough; the rest and the end are written once Redis
-                # is back, so that a request for this content while the claim lasts finds them
+            try:
+                published = await self._publish(published)
+                if not self._clients or time.monotonic() - renewed_at >= RENEW_SECONDS:
+                    remote_clients = await self.announce()
+                    renewed_at = time.monotonic()
+                failed = False
+            except RedisUnavailable:
+                failed = True
+            self._cancel_if_unread(read=remote_clients > 0 or failed)  # failed: cannot tell
+
+    async def _wait_for_news(self) -> None:
+        # a random share of a tick, so that the keepers of generations started together do not
+        # all wake (and renew) in the same instant
+        with anyio.move_on_after(TICK_SECONDS * random.uniform(0.5, 1.0)):
+            await self._changed.wait()
+        if not self.ended:
+            await asyncio.sleep(BATCH_SECONDS)  # let a batch gather
+
+    async def _publish(self, published: int) -> int:
+        """Writes the tokens from index ``published`` on as one entry; returns how many are."""
+        available = len(self.payloads)
+        if self._store is not None and available > published:
+            entry = entries.batch(published, self.payloads[published:available])
+            await self._store.append(self.id, entry, first=published == 0)
+        return available
+
+    def _cancel_if_unread(self, *, read: bool) -> None:
+        if self._clients or read:
+            self._last_client_at = time.monotonic()
+        elif time.monotonic() - self._last_client_at >= self._policy.resume_grace_seconds:
+            self.cancel(Cancelled("Nobody was reading the generation."))
+
+    async def _write_end(self, published: int) -> None:
+        """Writes the last tokens and the end; clients get the end once it is written. While
+        Redis refuses, they get it at once (they have waited long enough) and the writing is
+        retried every tick while the claim lasts, so that a request for this content meanwhile
+        finds the whole answer instead of a claim that nobody releases."""
+        while self._store is not None:
+            try:
+                published = await self._publish(published)
+                await self._finish(self._store)
+                return
+            except RedisUnavailable:
+                if time.monotonic() >= self._ended_at + LEASE_SECONDS:
+                    return
                 self._settled.set()
                 await asyncio.sleep(TICK_SECONDS)
-                continue
-            if ended:
-                return
-            if self._clients or remote_clients or failed:
-                self._last_client_at = time.monotonic()
-            elif time.monotonic() - self._last_client_at >= self._policy.resume_grace_seconds:
-                self.cancel(Cancelled("Nobody was reading the generation."))
 
     async def _finish(self, store: RedisStore) -> None:
         sha = self.sha if self.claimed else None
@@ -296,9 +324,10 @@ class Generation:
             await store.abandon(self.id, sha)
             return
         if self.error is not None:
-            terminal = {"error": events.error_data(self.error)}
+            terminal = entries.failed(self.error)
         else:
-            terminal = {"done": orjson.dumps(self.stats)}
+            assert self.stats is not None
+            terminal = entries.done(self.stats)
         entry = completion = None
         if self.stats is not None and self.claimed and self._policy.cache_ttl_seconds > 0:
             completion = cache.CachedCompletion(

@@ -1,0 +1,125 @@
+"""Admission of a request that may start a generation: resumed, over, or new and counted.
+
+This is the one place of the rule (DESIGN.md, "Resume" and "Rate limiting") for
+``/v1/chats/generate``, with one parse of ``Last-Event-ID`` and one lookup of the generation:
+
+- ``HEAD`` starts nothing: it is neither looked up nor counted.
+- ``<g>.done`` or ``<g>.error`` on a stream: over (``204``, which stops an ``EventSource``),
+  before any limiting.
+- ``<g>.<n>`` of a generation of this same content that still exists: it continues with token
+  ``n+1``, neither limited nor counted, since it continues a request already admitted.
+- anything else is a new request, counted against its client's limit (``429`` over it), whose
+  stream says ``"reset": true`` when the client had named a generation.
+
+A new request is counted before its body is read, so a malformed one counts too, as on every
+limited path; only a ``Last-Event-ID`` naming a generation that exists waits for the body,
+whose content decides whether it resumes. ``POST /v1/chats/generations`` resumes nothing: each
+request is counted. The limit's headers go on the response through ``ratelimit.stamp``. Redis
+down: admitted (fail open) or ``503`` with ``RATE_LIMIT_FAIL_OPEN=false``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import orjson
+from starlette.requests import Request
+
+from app import events, metrics
+from app.cache import content_hash
+from app.errors import InvalidJSON, RateLimited, RateLimitUnavailable, TooLarge
+from app.feeds import Feed
+from app.lifespan import State
+from app.limiter import client_key
+from app.ratelimit import limit_headers, stamp
+from app.redisclient import RedisUnavailable
+from app.schema import CompletionRequest, parse_body, parse_query
+
+
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    completion: CompletionRequest
+    resumed: Feed | None = None  # continue this feed from token ``index``
+    index: int = 0
+    over: bool = False  # the client's stream had ended: nothing to send
+    reset: bool = False  # a new generation for a client that had another
+
+
+async def admit(request: Request[State], *, resumable: bool) -> Admitted:
+    """Decides how ``request`` is let in (see the module docstring); raises ``RateLimited``."""
+    if request.method == "HEAD":
+        return Admitted(await read_completion(request))
+    last = None
+    if resumable:
+        last = events.parse_event_id(request.headers.get("last-event-id", ""))
+    registry = request.state["registry"]
+    located = None
+    if last is not None and last.index is not None:
+        located = await registry.locate(last.generation)
+    counted = located is None and (last is None or last.index is not None)
+    if counted:
+        await _count(request)
+    completion = await read_completion(request)
+    if last is not None and completion.stream:
+        if last.index is None:
+            return Admitted(completion, over=True)
+        if located is not None and located.meta.sha == content_hash(completion):
+            feed = await registry.follow(located)
+            if feed is not None:
+                return Admitted(completion, resumed=feed, index=last.index + 1)
+    if not counted:
+        await _count(request)
+    return Admitted(completion, reset=last is not None)
+
+
+async def _count(request: Request[State]) -> None:
+    """Counts the request against its client's limit; raises ``RateLimited`` when over it."""
+    limiter = request.state["limiter"]
+    if limiter is None:
+        return
+    client = request.scope.get("client")
+    try:
+        decision = await limiter.check(client_key(client[0] if client else None))
+    except RedisUnavailable:
+        if request.state["settings"].rate_limit_fail_open:
+            return
+        raise RateLimitUnavailable("The rate limiter is unavailable; try again soon.") from None
+    headers = limit_headers(limiter, decision)
+    stamp(request.scope, headers)
+    if not decision.allowed:
+        metrics.RATE_LIMITED.inc()
+        raise RateLimited(
+            f"Rate limit of {limiter.limit} requests per {limiter.window_seconds} seconds "
+            f"exceeded; retry in {decision.retry_after_seconds} seconds.",
+            headers={
+                **headers,
+                "Retry-After": str(decision.retry_after_seconds),
+                "Cache-Control": "no-store",
+            },
+        )
+
+
+async def read_completion(request: Request[State]) -> CompletionRequest:
+    """The request's JSON body (``POST``) or query string, validated."""
+    settings = request.state["settings"]
+    if request.method == "POST":
+        return parse_body(
+            await _read_json(request, settings.max_body_bytes), settings.default_model
+        )
+    return parse_query(request.query_params, settings.default_model)
+
+
+async def _read_json(request: Request[State], limit_bytes: int) -> object:
+    """The body as JSON, refusing more than ``limit_bytes`` before reading it all."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit_bytes:
+        raise TooLarge(f"The request body is larger than {limit_bytes} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit_bytes:
+            raise TooLarge(f"The request body is larger than {limit_bytes} bytes.")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidJSON("The request body is not valid JSON.") from None

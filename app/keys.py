@@ -1,0 +1,42 @@
+"""Every Redis key and channel the service uses, built here and nowhere else.
+
+``{...}`` is the Redis Cluster hash tag: a generation's keys share one slot, and so do a
+request content's keys, one client's rate-limit counters, and all hosts' in-flight sets, so
+each script and pipeline stays within a slot.
+
+    bib:{<sha256>}:cache      finished completion (``cache.py`` format), TTL ``CACHE_TTL``
+    bib:{<sha256>}:live       id of the generation producing this content now; a lease of
+                              ``LEASE_SECONDS`` its leader renews, so a dead worker's claim expires
+    bib:{<g>}:meta            the generation's content hash and model (for lookups by id)
+    bib:{<g>}:events          a stream of token batches, then one ``done`` or ``error`` entry
+                              (``entries.py`` format)
+    bib:{<g>}:lease           exists while the leader's worker is alive
+    bib:{<g>}:watchers        clients on other workers, scored by when their presence expires
+    bib:stop                  pub/sub channel: ids of generations a client asked to stop
+    bib:{hosts}:in-flight:<url>  generations running on that Ollama host, scored by when their
+                              ticket expires (``hosts.py``); one tag, so one script sees them all
+    bib:rl:{<client>}:<n>     requests of a client in fixed window ``n`` (``limiter.py``),
+                              expiring after two windows
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+STOP_CHANNEL = "bib:stop"
+
+
+def content(sha: str, name: Literal["cache", "live"]) -> str:
+    return f"bib:{{{sha}}}:{name}"
+
+
+def generation(generation_id: str, name: Literal["meta", "events", "lease", "watchers"]) -> str:
+    return f"bib:{{{generation_id}}}:{name}"
+
+
+def host_in_flight(url: str) -> str:
+    return f"bib:{{hosts}}:in-flight:{url}"
+
+
+def rate_window(client: str, index: int) -> str:
+    return f"bib:rl:{{{client}}}:{index}"

@@ -1,0 +1,1 @@
+"""What the tests and the benchmarks both drive: real processes and a lean load client."""

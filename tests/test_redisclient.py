@@ -1,0 +1,58 @@
+"""Meeting a failing Redis (``Guarded``), and connecting to one server or a cluster."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.redisclient import Guarded, RedisUnavailable, is_cluster
+
+pytestmark = pytest.mark.anyio
+
+
+async def test_after_a_failure_calls_fail_at_once_for_a_while() -> None:
+    """During an outage nothing waits for a connect timeout: the network is left alone for
+    ``retry_after_seconds``, then tried again."""
+    guarded = Guarded("tests", "failing the test", retry_after_seconds=0.2)
+    attempts = 0
+
+    async def refused() -> None:
+        nonlocal attempts
+        attempts += 1
+        raise ConnectionRefusedError("no Redis here")
+
+    with pytest.raises(RedisUnavailable, match="no Redis here"):
+        await guarded(refused)
+    for _ in range(3):
+        with pytest.raises(RedisUnavailable, match="a moment ago"):
+            await guarded(refused)
+    assert (attempts, guarded.failures) == (1, 1)
+    await asyncio.sleep(0.25)
+    with pytest.raises(RedisUnavailable, match="no Redis here"):
+        await guarded(refused)  # the short-circuit was over: tried again
+    assert (attempts, guarded.failures) == (2, 2)
+
+
+async def test_a_redis_that_answers_is_used_and_its_results_returned() -> None:
+    guarded = Guarded("tests", "failing the test")
+
+    async def answer() -> str:
+        return "PONG"
+
+    assert await guarded(answer) == "PONG"
+    assert guarded.failures == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "cluster"),
+    [
+        pytest.param("redis://h:6379/0", False, id="server"),
+        pytest.param("rediss://h:6379/0", False, id="tls"),
+        pytest.param("unix:///run/redis.sock", False, id="unix"),
+        pytest.param("redis+cluster://h:7000", True, id="cluster"),
+        pytest.param("rediss+cluster://h:7000", True, id="cluster-tls"),
+    ],
+)
+def test_the_url_says_whether_it_is_a_cluster(url: str, cluster: bool) -> None:
+    assert is_cluster(url) is cluster

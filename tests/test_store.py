@@ -1,0 +1,102 @@
+"""The store against a real Valkey (and a cluster): claims, the end of a generation, meta,
+events, watchers and host tickets, each key in the slot of its group."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.crc import key_slot
+
+from app import entries, keys
+from app.generation import new_generation_id
+from app.redisclient import connect
+from app.store import Claim, Meta, RedisStore
+
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[RedisStore]:
+    quick, blocking = await connect(redis_url), await connect(redis_url)
+    yield RedisStore(quick, blocking)
+    await quick.aclose()
+    await blocking.aclose()
+
+
+def sha() -> str:
+    return uuid.uuid4().hex * 2
+
+
+async def test_the_first_leads_the_next_join_and_after_the_end_all_hit(store: RedisStore) -> None:
+    content, leader, other = sha(), new_generation_id(), new_generation_id()
+    assert await store.claim(content, leader, read_cache=True) == Claim("lead", leader.encode())
+    assert await store.claim(content, other, read_cache=True) == Claim("join", leader.encode())
+    await store.finish(leader, content, entries.done({"eval_count": 1}), b"the entry", 60)
+    hit = await store.claim(content, other, read_cache=True)
+    assert (hit.outcome, hit.value) == ("hit", b"the entry")
+    assert 59 < hit.ttl_seconds <= 60
+    assert await store.claim(content, other, read_cache=False) == Claim("lead", other.encode())
+
+
+async def test_only_the_holder_gives_up_a_claim(store: RedisStore) -> None:
+    content, holder, stranger = sha(), new_generation_id(), new_generation_id()
+    await store.claim(content, holder, read_cache=False)
+    await store.abandon(stranger, content)  # a slow former leader: it must not free ours
+    assert (await store.claim(content, stranger, read_cache=False)).outcome == "join"
+    await store.abandon(holder, content)
+    assert (await store.claim(content, stranger, read_cache=False)).outcome == "lead"
+
+
+async def test_a_renewed_generation_is_found_by_id_with_its_watchers(store: RedisStore) -> None:
+    generation, content = new_generation_id(), sha()
+    meta = Meta(content, "chat", "qwen3")
+    assert await store.meta(generation) is None
+    assert await store.renew(generation, meta, 60, claimed=False) == 0
+    assert await store.meta(generation) == meta
+    assert await store.alive(generation)
+    await store.watch(generation, "elsewhere")
+    assert await store.renew(generation, meta, 60, claimed=False) == 1
+    await store.unwatch(generation, "elsewhere")
+    assert await store.renew(generation, meta, 60, claimed=False) == 0
+
+
+async def test_events_are_read_back_in_order_after_an_id(store: RedisStore) -> None:
+    generation = new_generation_id()
+    await store.append(generation, entries.batch(0, [b'{"text":"a"}']), first=True)
+    await store.append(generation, entries.batch(1, [b'{"text":"b"}']), first=False)
+    await store.finish(generation, None, entries.done({"eval_count": 2}), None, 60)
+    read = await store.read(generation, b"0", 0)
+    assert [entries.decode(fields) for _, fields in read] == [
+        entries.Batch(0, [b'{"text":"a"}']),
+        entries.Batch(1, [b'{"text":"b"}']),
+        entries.Done({"eval_count": 2}),
+    ]
+    assert await store.read(generation, read[0][0], 0) == read[1:]
+    assert not await store.alive(generation)  # nobody renewed its lease
+
+
+async def test_host_tickets_go_to_the_least_busy_host_and_come_back(store: RedisStore) -> None:
+    urls = [f"http://gpu{i}-{uuid.uuid4().hex[:6]}:11434" for i in range(3)]
+    picks = [await store.pick_host(urls, f"t{i}", 10) for i in range(3)]
+    assert sorted(picks) == [0, 1, 2]
+    assert await store.host_counts(urls) == [1, 1, 1]
+    first = urls[picks[0]]
+    await store.drop_host_ticket(first, "t0")
+    assert await store.pick_host(urls, "t3", 10) == picks[0]
+    await store.renew_host_tickets({first: ["t3"]}, 10)
+    assert (await store.host_counts(urls))[picks[0]] == 1
+
+
+def test_each_group_of_keys_shares_one_slot() -> None:
+    """A script or pipeline touches one group only, so it runs on a Redis Cluster unchanged."""
+    generation, content = new_generation_id(), sha()
+    groups = [
+        [keys.generation(generation, n) for n in ("meta", "events", "lease", "watchers")],
+        [keys.content(content, "cache"), keys.content(content, "live")],
+        [keys.host_in_flight("http://a:1"), keys.host_in_flight("http://b:2")],
+        [keys.rate_window("203.0.113.7", 5), keys.rate_window("203.0.113.7", 4)],
+    ]
+    for group in groups:
+        assert len({key_slot(key.encode()) for key in group}) == 1, group
