@@ -5,19 +5,20 @@ emits, the ``Policy`` it follows, and ``GenerationView``, all that a follower ma
 A ``Generation`` runs a ``TokenSource`` in a task of its own and keeps what it produced (each
 token's JSON payload, then Ollama's statistics or the error that ended it), so clients on this
 worker follow it from any token index and the task talking to Ollama never waits on a client.
-A second task, the keeper, publishes the tokens to Redis for clients on other workers, for
-resuming and for the cache (``_publish_while_running``): it wakes on a new token, waits
-``BATCH_SECONDS`` for more, and
-writes them as one stream entry (``XADD``), so a joiner on another worker sees a token at most
-about 50 ms (plus a Redis round trip) after one here, and publication costs one round trip per
-batch, not per token. Every two seconds (and whenever the last local client leaves) it renews
-the leader's leases and counts the clients on other workers: when none has been here or elsewhere
-for ``RESUME_GRACE``, the upstream request is cancelled. Once the generation has ended it
-writes the end (``_write_end``). A generation is cached only when Ollama said ``done``; a failed
-or cancelled one never is. Its clients get the final event only once the end is written to
-Redis, so a client that saw ``done`` and asks again gets a cache hit, and one that saw an error
-asks Ollama again. While Redis is down after the end, clients get it at once and the keeper
-goes on writing it while the claim lasts.
+
+A second task, the keeper, has two states. While the generation runs it publishes
+(``_publish_while_running``): it wakes on a new token, waits ``BATCH_SECONDS`` for more and
+writes them to Redis as one stream entry (``XADD``), for clients on other workers, for resuming
+and for the cache, so a joiner elsewhere sees a token about 50 ms (plus a round trip) after one
+here, at one round trip per batch. Every two seconds (and whenever the last local client leaves)
+it renews the leader's leases and counts the clients on other workers: when none has been here
+or elsewhere for ``RESUME_GRACE``, the upstream request is cancelled. Once the generation has
+ended it writes the end (``_write_end``): the last tokens, then ``done`` and the cache entry, or
+the error. Its clients get the final event only once the end is written, so a client that saw
+``done`` and asks again gets a cache hit, and one that saw an error asks Ollama again; while
+Redis is down after the end, they get it at once and the keeper goes on writing it while the
+claim lasts. A generation is cached only when Ollama said ``done``; a failed or cancelled one
+never is.
 """
 
 from __future__ import annotations
@@ -155,6 +156,10 @@ class Generation:
     def ended(self) -> bool:
         return self.stats is not None or self.error is not None
 
+    @property
+    def meta(self) -> Meta:
+        return Meta(self.sha, self.request.kind, self.request.model)
+
     def start(self, source: TokenSource) -> list[asyncio.Task[None]]:
         self._producer = asyncio.create_task(self._produce(source), name=self.id)
         return [self._producer, asyncio.create_task(self._keep(), name=f"{self.id} keeper")]
@@ -248,9 +253,8 @@ class Generation:
         follow it on other workers. Raises ``RedisUnavailable``."""
         if self._store is None:
             return 0
-        meta = Meta(self.sha, self.request.kind, self.request.model)
         ttl = max(self._policy.cache_ttl_seconds, STREAM_RETENTION_SECONDS)
-        return await self._store.renew(self.id, meta, ttl, claimed=self.claimed)
+        return await self._store.renew(self.id, self.meta, ttl, claimed=self.claimed)
 
     async def _keep(self) -> None:
         """The keeper: publishes while the generation runs, then writes its end."""

@@ -102,8 +102,7 @@ class Registry:
         self._refuse_while_draining()
         local = self._by_id.get(generation_id)
         if local is not None:
-            here = Meta(local.sha, local.request.kind, local.request.model)
-            return Located(generation_id, here, local)
+            return Located(generation_id, local.meta, local)
         try:
             meta = await self._store.meta(generation_id)
         except RedisUnavailable:

@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import httpx
 import pytest
 
+from app.redisclient import connect
+from app.store import RedisStore
 from harness import servers
 from tests import helpers
 from tests.helpers import SERVICE_ENV
@@ -83,6 +85,15 @@ def start_service(service_env: dict[str, str]) -> Iterator[Callable[..., servers
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[RedisStore]:
+    """The service's Redis store on the suite's Redis, as a worker builds it."""
+    quick, blocking = await connect(redis_url), await connect(redis_url)
+    yield RedisStore(quick, blocking)
+    await quick.aclose()
+    await blocking.aclose()
 
 
 @pytest.fixture

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -13,21 +12,12 @@ from app.cache import CachedCompletion
 from app.errors import ServiceError, UpstreamTimeout
 from app.feeds import CachedFeed, RemoteFeed, as_json
 from app.generation import new_generation_id
-from app.redisclient import connect
 from app.store import Meta, RedisStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
 PAYLOADS = [b'{"text":"Hel"}', b'{"text":"lo"}', b'{"text":"!"}']
 STATS = {"done_reason": "stop", "eval_count": 3}
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisStore]:
-    quick, blocking = await connect(redis_url), await connect(redis_url)
-    yield RedisStore(quick, blocking)
-    await quick.aclose()
-    await blocking.aclose()
 
 
 class Running:

@@ -1,28 +1,17 @@
 """The store against a real Valkey (and a cluster): claims, the end of a generation, meta,
-events, watchers and host tickets, each key in the slot of its group."""
+events, watchers and host tickets."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
-from redis.crc import key_slot
 
-from app import entries, keys
+from app import entries
 from app.generation import new_generation_id
-from app.redisclient import connect
 from app.store import Claim, Meta, RedisStore
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisStore]:
-    quick, blocking = await connect(redis_url), await connect(redis_url)
-    yield RedisStore(quick, blocking)
-    await quick.aclose()
-    await blocking.aclose()
 
 
 def sha() -> str:
@@ -87,16 +76,3 @@ async def test_host_tickets_go_to_the_least_busy_host_and_come_back(store: Redis
     assert await store.pick_host(urls, "t3", 10) == picks[0]
     await store.renew_host_tickets({first: ["t3"]}, 10)
     assert (await store.host_counts(urls))[picks[0]] == 1
-
-
-def test_each_group_of_keys_shares_one_slot() -> None:
-    """A script or pipeline touches one group only, so it runs on a Redis Cluster unchanged."""
-    generation, content = new_generation_id(), sha()
-    groups = [
-        [keys.generation(generation, n) for n in ("meta", "events", "lease", "watchers")],
-        [keys.content(content, "cache"), keys.content(content, "live")],
-        [keys.host_in_flight("http://a:1"), keys.host_in_flight("http://b:2")],
-        [keys.rate_window("203.0.113.7", 5), keys.rate_window("203.0.113.7", 4)],
-    ]
-    for group in groups:
-        assert len({key_slot(key.encode()) for key in group}) == 1, group
