@@ -76,11 +76,15 @@ async def test_a_failing_or_dead_host_is_ejected_and_requests_retried_elsewhere(
     (failing,) = start_hosts(1, "--fault", "500", "--fault-after", "0")
     dead = f"http://127.0.0.1:{servers.free_port()}"
     service = start_service(OLLAMA_HOSTS=urls(failing, dead, good), OLLAMA_EJECT_SECONDS="30")
-    for _ in range(6):
+    # Ties between hosts go at random, so six requests missed the failing host about once in 64
+    # runs (then nothing ejected it, and the test failed): ask until it has been tried.
+    sent = 0
+    while sent < 6 or (simulator_counters(failing)["started"] == 0 and sent < 40):
         answer = await fetch_from(service, "POST", GENERATE, json={"prompt": unique("retried")})
         assert answer.events()[-1].type == "done"
-    assert simulator_counters(good)["completed"] == 6
-    assert simulator_counters(failing)["started"] <= 1  # ejected after its first 500
+        sent += 1
+    assert simulator_counters(good)["completed"] == sent
+    assert simulator_counters(failing)["started"] == 1  # ejected after its first 500
     states = {h["url"]: h for h in (await health(service))["ollama_hosts"]}
     assert states[good.url]["state"] == "serving"
     assert states[failing.url]["state"] == states[dead]["state"] == "ejected"
