@@ -48,6 +48,7 @@ PROBE_TIMEOUT_SECONDS = 0.8  # inside the readiness check's one second
 IN_FLIGHT_LEASE_SECONDS = 10.0  # a dead worker's generations stop counting after this
 RENEW_SECONDS = 3.0
 HOST_FAULTS = (UpstreamUnavailable, UpstreamTimeout, UpstreamFailed)
+MAX_DOUBLINGS = 64  # 2 ** 64 first cool-downs: longer than any OLLAMA_EJECT_MAX_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,9 +100,10 @@ class Host:
         if not eject:
             return
         self.ejections += 1
-        cool_down = min(
-            timings.eject_seconds * 2 ** (self.ejections - 1), timings.eject_max_seconds
-        )
+        # the doubling is bounded before it is a float: past about a thousand ejections in a
+        # row (5,000 streams dropped at once) 2 ** n no longer fits one
+        doublings = min(self.ejections - 1, MAX_DOUBLINGS)
+        cool_down = min(timings.eject_seconds * 2**doublings, timings.eject_max_seconds)
         if not self.ejected:
             logger.warning("ejected Ollama host %s for %g s: %s", self.url, cool_down, error)
         self.ejected, self.ejected_until = True, time.monotonic() + cool_down
