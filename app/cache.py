@@ -12,9 +12,10 @@ so a replay is byte-identical and decoding is one split. Only completions that O
 from __future__ import annotations
 
 import hashlib
+import heapq
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -66,34 +67,64 @@ class LocalCopies(Generic[T]):
     """This worker's copies of recently used cache entries, so a popular answer costs no Redis
     round trip. Entries are immutable (the key is their content), and a copy never outlives
     ``max_seconds`` nor the Redis entry's own TTL, so copies never disagree with Redis for
-    longer than that. Least recently used copies go first past ``max_bytes``."""
+    longer than that. Expired copies leave memory at the next ``get`` or ``put`` of any copy,
+    not only when they are asked for again (issue 12: one-off answers piled up to the byte
+    bound). Least recently used copies go first past ``max_bytes``, counted as the ``size``
+    each copy really holds.
 
-    def __init__(self, *, max_seconds: float, max_bytes: int = 64 * 1024 * 1024) -> None:
+    Args:
+        clock: monotonic seconds; tests pass their own.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_seconds: float,
+        max_bytes: int = 64 * 1024 * 1024,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._max_seconds = max_seconds
         self._max_bytes = max_bytes
+        self._clock = clock
         self._bytes = 0
         self._copies: OrderedDict[str, tuple[float, int, T]] = OrderedDict()
+        self._expiries: list[tuple[float, str]] = []  # a heap; a replaced copy's entry is stale
+
+    def __len__(self) -> int:
+        return len(self._copies)
+
+    @property
+    def held_bytes(self) -> int:
+        return self._bytes
 
     def get(self, sha: str) -> T | None:
+        self._drop_expired()
         found = self._copies.get(sha)
         if found is None:
             return None
-        expires_at, _, value = found
-        if time.monotonic() >= expires_at:
-            self._drop(sha)
-            return None
         self._copies.move_to_end(sha)
-        return value
+        return found[2]
 
     def put(self, sha: str, value: T, *, size: int, ttl_seconds: float) -> None:
+        self._drop_expired()
         seconds = min(self._max_seconds, ttl_seconds)
         if seconds <= 0 or size > self._max_bytes:
             return
         self._drop(sha)
-        self._copies[sha] = (time.monotonic() + seconds, size, value)
+        expires_at = self._clock() + seconds
+        self._copies[sha] = (expires_at, size, value)
+        heapq.heappush(self._expiries, (expires_at, sha))
         self._bytes += size
         while self._bytes > self._max_bytes:
             self._drop(next(iter(self._copies)))
+
+    def _drop_expired(self) -> None:
+        now = self._clock()
+        while self._expiries and self._expiries[0][0] <= now:
+            expires_at, sha = heapq.heappop(self._expiries)
+            found = self._copies.get(sha)
+            if found is not None and found[0] == expires_at:
+                self._drop(sha)
 
     def _drop(self, sha: str) -> None:
         found = self._copies.pop(sha, None)

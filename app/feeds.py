@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import secrets
+import sys
 import time
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Literal, Protocol
@@ -120,6 +121,17 @@ class CachedFeed:
         self.x_cache: XCache = "HIT"
         self._completion = completion
         self._whole: Chunk | None = None  # built once: copies of hot entries serve many hits
+
+    @property
+    def held_bytes(self) -> int:
+        """About what this feed holds in memory, as a worker's copy: the payloads as Python
+        objects, and the whole replay that its first use builds (the payloads again, each with
+        its event's framing; counted from the start, so a copy's cost does not grow later)."""
+        payloads = self._completion.payloads
+        objects = sys.getsizeof(payloads) + sum(map(sys.getsizeof, payloads))
+        # the framing of one token event with the largest index: at least any event's
+        framing = len(events.tokens(self.generation_id, len(payloads), [b""]))
+        return objects + sum(map(len, payloads)) + framing * len(payloads)
 
     async def ready(self, timeout_seconds: float) -> bool:
         return True

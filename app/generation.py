@@ -148,7 +148,6 @@ class Generation:
         self._last_client_at = time.monotonic()
         self._ended_at = float("inf")
         self.cached: cache.CachedCompletion | None = None  # set once stored in the cache
-        self.cached_bytes = 0
         self._producer: asyncio.Task[None] | None = None
         self._cancel_error: ServiceError = Cancelled("The generation was stopped.")
 
@@ -342,5 +341,4 @@ class Generation:
                 logger.info("generation %s is over CACHE_MAX_BYTES, not cached", self.id)
                 entry = completion = None
         await store.finish(self.id, sha, terminal, entry, self._policy.cache_ttl_seconds)
-        if completion is not None and entry is not None:
-            self.cached, self.cached_bytes = completion, len(entry)
+        self.cached = completion

@@ -83,7 +83,7 @@ class Registry:
         if claim.outcome == "hit":
             try:
                 hit = CachedFeed(cache.decode(claim.value))
-                self._copies.put(sha, hit, size=len(claim.value), ttl_seconds=claim.ttl_seconds)
+                self._copies.put(sha, hit, size=hit.held_bytes, ttl_seconds=claim.ttl_seconds)
                 return hit
             except ValueError:  # generate afresh: its entry overwrites the bad one
                 logger.warning("replacing a corrupt cache entry for %s", sha)
@@ -193,7 +193,7 @@ class Registry:
         if generation.cached is not None:
             ttl = self._policy.cache_ttl_seconds
             feed = CachedFeed(generation.cached)
-            self._copies.put(generation.sha, feed, size=generation.cached_bytes, ttl_seconds=ttl)
+            self._copies.put(generation.sha, feed, size=feed.held_bytes, ttl_seconds=ttl)
         self._by_id.pop(generation.id, None)
         if self._by_sha.get(generation.sha) is generation:
             del self._by_sha[generation.sha]

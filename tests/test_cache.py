@@ -7,6 +7,7 @@ import time
 import pytest
 
 from app.cache import CachedCompletion, LocalCopies, content_hash, decode, encode
+from app.feeds import CachedFeed
 from app.schema import parse_body
 
 
@@ -84,3 +85,52 @@ def test_local_copies_can_be_turned_off() -> None:
     copies: LocalCopies[str] = LocalCopies(max_seconds=0)
     copies.put("a", "a", size=1, ttl_seconds=60)
     assert copies.get("a") is None
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_expired_copies_leave_memory_without_being_asked_for_again() -> None:
+    """Issue 12: a worker's copies of one-off answers stayed until the byte bound pushed them
+    out, so memory grew with every new prompt and never levelled off."""
+    clock = Clock()
+    copies: LocalCopies[str] = LocalCopies(max_seconds=10, clock=clock)
+    most = 0
+    for second in range(100):  # ten new answers a second, each asked for once
+        clock.now += 1
+        for n in range(10):
+            copies.put(f"{second}-{n}", "entry", size=100, ttl_seconds=3600)
+        most = max(most, len(copies))
+    assert most == 100  # ten seconds of answers: what CACHE_LOCAL_SECONDS keeps
+    assert copies.held_bytes == 100 * 100
+    clock.now += 10
+    assert copies.get("anything") is None
+    assert (len(copies), copies.held_bytes) == (0, 0)
+
+
+def test_a_copy_replaced_or_evicted_early_does_not_expire_its_successor() -> None:
+    clock = Clock()
+    copies: LocalCopies[str] = LocalCopies(max_seconds=10, clock=clock)
+    copies.put("a", "first", size=1, ttl_seconds=2)
+    clock.now += 1
+    copies.put("a", "second", size=1, ttl_seconds=60)  # expires 9 s after the first would
+    clock.now += 5
+    assert copies.get("a") == "second"
+    assert copies.held_bytes == 1
+
+
+def test_a_copy_costs_what_it_holds_replay_included() -> None:
+    """The byte bound counts the payloads as objects and the replay a hit builds, not the
+    encoded entry alone (several times less than what a copy holds)."""
+    payloads = [b'{"text":"%d"}' % n for n in range(500)]
+    completion = CachedCompletion("g_" + "x" * 22, "generate", "m", payloads, {"eval_count": 500})
+    feed = CachedFeed(completion)
+    held = feed.held_bytes
+    replay = feed.replay(0).data
+    assert held >= len(replay) + sum(len(p) for p in payloads)
+    assert held > 3 * len(encode(completion))
