@@ -11,7 +11,14 @@ after the first token it cannot be, since the client has already seen text.
 
 When every host with the model is ejected, the one back soonest is tried anyway: refusing would
 turn a blip into an outage. A lone host has no cool-down: it is probed again at once, so the
-readiness probe says whether it answers now. Ejection is each
+readiness probe says whether it answers now.
+
+Slow is not down: a host streaming thousands of generations can take more than the probe's
+0.8 s to list its models. A probe that times out while the host sent a token within
+``SERVING_SECONDS`` keeps it serving, with the models it listed last, and says so in its
+``last_error``; only a host that is silent too is ejected. So ``/readyz`` does not flap under
+load (an orchestrator would pull a replica whose only fault is a busy Ollama), and still fails
+for a host that neither lists nor streams. Ejection is each
 worker's own view, learnt from its own requests and probes; in-flight counts are shared. With a
 single host there is nothing to choose and nothing is counted in Redis; without Redis, each
 worker counts only its own generations.
@@ -48,6 +55,7 @@ PROBE_TIMEOUT_SECONDS = 0.8  # inside the readiness check's one second
 IN_FLIGHT_LEASE_SECONDS = 10.0  # a dead worker's generations stop counting after this
 RENEW_SECONDS = 3.0
 HOST_FAULTS = (UpstreamUnavailable, UpstreamTimeout, UpstreamFailed)
+SERVING_SECONDS = 5.0  # a host that sent a token this recently is serving, if slowly
 MAX_DOUBLINGS = 64  # 2 ** 64 first cool-downs: longer than any OLLAMA_EJECT_MAX_SECONDS
 
 
@@ -86,6 +94,7 @@ class Host:
     errors: int = 0
     last_error: str = ""
     refreshed_at: float = float("-inf")
+    streamed_at: float = float("-inf")  # monotonic: the last token any generation got here
     tickets: set[str] = field(default_factory=set)  # generations in flight from this worker
 
     def has(self, model: str) -> bool:
@@ -115,9 +124,12 @@ class Host:
         if not self.ejected:
             self.ejections = 0
 
-    def listed(self, models: list[dict[str, Any]]) -> None:
-        """A probe answered: the host serves these models."""
-        self.models, self.refreshed_at = models, time.monotonic()
+    def listed(self, models: list[dict[str, Any]] | None) -> None:
+        """A probe answered: the host serves these models (``None``: it streams, but too busy
+        to list them in time, so the last list stands)."""
+        if models is not None:
+            self.models = models
+        self.refreshed_at = time.monotonic()
         if self.ejected:
             logger.warning("Ollama host %s is back", self.url)
             self.ejected = False
@@ -177,9 +189,10 @@ class OllamaHosts:
             tried.append(host)
             started = False
 
-            def relay(item: Token | Finished) -> None:
+            def relay(item: Token | Finished, here: Host = host) -> None:
                 nonlocal started
                 started = True
+                here.streamed_at = time.monotonic()
                 emit(item)
 
             try:
@@ -246,9 +259,12 @@ class OllamaHosts:
             with anyio.fail_after(PROBE_TIMEOUT_SECONDS):
                 models = await host.client.models()
         except TimeoutError:
-            host.failed(
-                f"no model list within {PROBE_TIMEOUT_SECONDS:g} s", self._timings, eject=True
-            )
+            slow = f"no model list within {PROBE_TIMEOUT_SECONDS:g} s"
+            if time.monotonic() - host.streamed_at < SERVING_SECONDS:
+                host.last_error = f"{slow}, while streaming: slow, not down"
+                host.listed(None)
+            else:
+                host.failed(slow, self._timings, eject=True)
         except ServiceError as exc:
             host.failed(exc.detail, self._timings, eject=True)
         else:

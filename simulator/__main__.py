@@ -30,6 +30,9 @@ def main() -> None:
     parser.add_argument(
         "--models", default=",".join(DEFAULTS.models), help="comma-separated models it has"
     )
+    parser.add_argument(
+        "--tags-delay", type=float, default=DEFAULTS.tags_delay, help="seconds /api/tags takes"
+    )
     args = parser.parse_args()
     behaviour = Behaviour(
         tokens=args.tokens,
@@ -38,6 +41,7 @@ def main() -> None:
         fault=args.fault,
         fault_after=args.fault_after,
         models=tuple(name.strip() for name in args.models.split(",") if name.strip()),
+        tags_delay=args.tags_delay,
     )
     uvicorn.run(
         create_app(behaviour),

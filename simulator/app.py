@@ -6,7 +6,8 @@ command line (``Behaviour``) and can be changed per request through ``options``:
 ``sim_token_delay``, ``sim_first_token_delay``, ``sim_fault`` and ``sim_fault_after`` (tokens
 sent before the fault). Faults: ``error`` (an ``{"error": ...}`` line mid-stream, status 200),
 ``hang`` (silence; before the status line when ``sim_fault_after`` is 0), ``drop`` (connection
-closed mid-stream), ``garbage`` (a line that is not JSON), ``500`` and ``busy`` (503).
+closed mid-stream), ``garbage`` (a line that is not JSON), ``500`` and ``busy`` (503). A host busy
+generating can also be slow to list its models (``tags_delay``).
 The text is deterministic per request content and mixes in tokens that break naive SSE relays.
 """
 
@@ -46,6 +47,7 @@ class Behaviour:
     fault: str = "none"
     fault_after: int = 3  # tokens sent before the fault
     models: tuple[str, ...] = MODELS  # what this "host" has pulled
+    tags_delay: float = 0.0  # seconds before /api/tags answers, like a host busy generating
 
 
 @dataclass(slots=True)
@@ -68,6 +70,7 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
         return JSONResponse(asdict(counters))
 
     async def tags(request: Request) -> Response:
+        await anyio.sleep(defaults.tags_delay)
         return _json({"models": [_model_entry(name) for name in defaults.models]})
 
     async def version(request: Request) -> Response:

@@ -156,3 +156,32 @@ async def test_a_cluster_node_killed_and_restarted(ollama: Server) -> None:
     finally:
         service.stop()
         cluster.stop()
+
+
+async def test_a_host_too_busy_to_list_its_models_stays_ready_while_it_streams(
+    start_service: Callable[..., Server],
+) -> None:
+    """Issue 12: a lone host streaming 5,000 generations listed its models in more than the
+    probe's 0.8 s and was ejected again and again, which flipped /readyz to 503. Slow while
+    streaming is serving; slow and silent is not."""
+    busy = servers.simulator("--tags-delay", "1.5").start()
+    try:
+        service = start_service(OLLAMA_HOST=busy.url)
+        async with httpx.AsyncClient(base_url=service.url, timeout=10) as http:
+            silent = await http.get("/readyz")
+            body = helpers.slow("busy", tokens=50, delay=0.1)
+            streaming = asyncio.create_task(helpers.fetch(http, "POST", GENERATE, json=body))
+            await asyncio.sleep(0.5)  # tokens are flowing
+            readiness = []
+            for _ in range(3):
+                await asyncio.sleep(1.1)  # past the cached check: each probe asks the host
+                readiness.append((await http.get("/readyz")).status_code)
+            (host,) = (await http.get("/v1/health")).json()["ollama_hosts"]
+            received = await streaming
+        assert silent.status_code == 503  # slow and silent: not ready
+        assert readiness == [200, 200, 200]
+        assert host["state"] == "serving"
+        assert host["last_error"] == "no model list within 0.8 s, while streaming: slow, not down"
+        assert received.events()[-1].type == "done"
+    finally:
+        busy.stop()
