@@ -8,11 +8,15 @@ command to the node holding its key's slot. Every key the service writes carries
 ``Guarded`` is how every component meets a failing Redis: the error becomes ``RedisUnavailable``
 (the caller decides how to degrade), and for ``RETRY_AFTER_SECONDS`` after it calls fail at once
 without touching the network, so an outage costs a request no connect timeout; it is logged at
-most once a minute per component, counted in metrics, and recovery needs nothing.
+most once a minute per component, counted in metrics, and recovery needs nothing. Components
+that share a client share its ``gate``: at most that many of their commands run at once, so a
+burst of thousands of generations waits for a connection instead of opening one each
+(``REDIS_MAX_CONNECTIONS``; a cluster client would not wait but fail, hence a gate of our own).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -32,8 +36,11 @@ CLUSTER_SUFFIX = "+cluster"
 
 # What a failing Redis raises. redis-py 8.1's async cluster client also raises AttributeError
 # (its connection's writer is None) when a topology reload after a node failure closes a
-# connection that another command is still opening: seen in tests/test_faults.py.
-REDIS_FAULTS: tuple[type[Exception], ...] = (RedisError, OSError, AttributeError)
+# connection that another command is still opening: seen in tests/test_faults.py. Under uvloop,
+# which uvicorn runs, the same race raises RuntimeError ("unable to perform operation on
+# <TCPTransport closed=True ...>; the handler is closed"): seen there too, and reproduced by
+# tests/test_limiter.py on uvloop. Only Redis calls run where these are caught.
+REDIS_FAULTS: tuple[type[Exception], ...] = (RedisError, OSError, AttributeError, RuntimeError)
 RETRY_AFTER_SECONDS = 1.0
 LOG_EVERY_SECONDS = 60.0
 
@@ -49,23 +56,34 @@ class Guarded:
         component: the ``bib_redis_errors`` label, and the log's subject.
         consequence: what an outage means for it, said in the log line.
         retry_after_seconds: how long after a failure calls fail without being tried.
+        gate: shared by the components of one client; ``None``: ungated.
     """
 
     def __init__(
-        self, component: str, consequence: str, retry_after_seconds: float = RETRY_AFTER_SECONDS
+        self,
+        component: str,
+        consequence: str,
+        *,
+        retry_after_seconds: float = RETRY_AFTER_SECONDS,
+        gate: asyncio.Semaphore | None = None,
     ) -> None:
         self.failures = 0
+        self._gate = gate
         self._component = component
         self._consequence = consequence
         self._retry_after_seconds = retry_after_seconds
         self._down_until = 0.0
         self._logged_at = -LOG_EVERY_SECONDS
 
-    async def __call__(self, operation: Callable[[], Awaitable[T]]) -> T:
+    async def __call__(self, operation: Callable[[], Awaitable[T]], *, gated: bool = True) -> T:
+        """Runs ``operation``; ``gated=False`` for one on a client of its own, outside the gate."""
         if time.monotonic() < self._down_until:
             raise RedisUnavailable("Redis was unreachable a moment ago")
         try:
-            return await operation()
+            if self._gate is None or not gated:
+                return await operation()
+            async with self._gate:
+                return await operation()
         except REDIS_FAULTS as exc:
             self.failures += 1
             metrics.REDIS_ERRORS.labels(self._component).inc()

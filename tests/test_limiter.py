@@ -149,6 +149,11 @@ async def test_an_outage_is_not_tried_again_on_every_request() -> None:
     await dead.aclose()
 
 
+@pytest.mark.parametrize(
+    "anyio_backend",
+    [pytest.param("asyncio", id="asyncio"),
+     pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")],  # what uvicorn runs
+)  # fmt: skip
 async def test_connections_closed_under_commands_are_redis_unavailable(
     redis: RedisClient,
 ) -> None:
