@@ -30,9 +30,10 @@ from app.shutdown import Drain
 from app.store import RedisStore
 
 REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
-# redis-py refuses a command outright when its pool (100 by default) is all in use, and every
-# client following a generation on another worker holds a blocking read's connection
-REDIS_MAX_CONNECTIONS = 2000
+# outside the gate of REDIS_MAX_CONNECTIONS: the stop listener's subscription, the readiness ping
+UNGATED_CONNECTIONS = 2
+# not bounded yet (issue 12): every client following a generation of another worker holds a
+# blocking read's connection, and redis-py refuses a command outright when its pool is all used
 REDIS_MAX_BLOCKING_CONNECTIONS = 10000
 
 
@@ -55,11 +56,12 @@ def lifespan(
 
     @asynccontextmanager
     async def run(app: Starlette) -> AsyncIterator[State]:
+        gate = asyncio.Semaphore(settings.redis_max_connections)
         redis = await connect_redis(
             settings.redis_url,
             socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-            max_connections=REDIS_MAX_CONNECTIONS,
+            max_connections=settings.redis_max_connections + UNGATED_CONNECTIONS,  # a backstop
         )
         blocking = await connect_redis(
             settings.redis_url,
@@ -67,7 +69,7 @@ def lifespan(
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
             max_connections=REDIS_MAX_BLOCKING_CONNECTIONS,
         )
-        store = RedisStore(redis, blocking)
+        store = RedisStore(redis, blocking, gate)
         ollama = OllamaHosts.connect(
             settings.upstream_urls,
             store,
@@ -97,6 +99,7 @@ def lifespan(
                     redis,
                     limit=settings.rate_limit_max,
                     window_seconds=settings.rate_limit_window_seconds,
+                    gate=gate,
                 )
                 if settings.rate_limit_max > 0
                 else None,

@@ -18,6 +18,7 @@ default); it is logged at most once a minute and counted in ``failures``.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
 import time
@@ -55,6 +56,7 @@ class SlidingWindowLimiter:
     """Args:
     limit: requests admitted per ``window_seconds`` and client.
     clock: seconds since the epoch; tests pass their own.
+    gate: bounds the commands in flight at once on ``redis`` (shared with the store).
     """
 
     def __init__(
@@ -64,13 +66,16 @@ class SlidingWindowLimiter:
         limit: int,
         window_seconds: int,
         clock: Callable[[], float] = time.time,
+        gate: asyncio.Semaphore | None = None,
     ) -> None:
         self.limit = limit
         self.window_seconds = window_seconds
         self._clock = clock
         script = resources.files("app").joinpath("sliding_window.lua").read_text()
         self._script = redis.register_script(script)
-        self._call = Guarded("limiter", "admitting or refusing as RATE_LIMIT_FAIL_OPEN says")
+        self._call = Guarded(
+            "limiter", "admitting or refusing as RATE_LIMIT_FAIL_OPEN says", gate=gate
+        )
 
     @property
     def failures(self) -> int:

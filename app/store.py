@@ -76,15 +76,18 @@ class RedisStore:
     """Args:
     redis: the client for quick commands, with a short socket timeout.
     blocking: the client for blocking stream reads, whose socket timeout outlasts the block.
+    gate: bounds the quick commands in flight at once (shared with the limiter).
     """
 
-    def __init__(self, redis: RedisClient, blocking: RedisClient) -> None:
+    def __init__(
+        self, redis: RedisClient, blocking: RedisClient, gate: asyncio.Semaphore | None = None
+    ) -> None:
         self.redis = redis
         self._blocking = blocking
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
         self._pick_host = redis.register_script(_PICK_HOST)
-        self._call = Guarded("generations", "serving without cache and joining")
+        self._call = Guarded("generations", "serving without cache and joining", gate=gate)
 
     async def claim(self, sha: str, generation: str, *, read_cache: bool) -> Claim:
         names = [keys.content(sha, "cache"), keys.content(sha, "live")]
@@ -171,7 +174,8 @@ class RedisStore:
         key = keys.generation(generation, "events")
         client = self._blocking if block_milliseconds else self.redis
         reply: Any = await self._call(
-            lambda: client.xread({key: after}, count=256, block=block_milliseconds or None)
+            lambda: client.xread({key: after}, count=256, block=block_milliseconds or None),
+            gated=not block_milliseconds,  # a read that waits must not keep commands waiting
         )
         return list(reply[0][1]) if reply else []
 

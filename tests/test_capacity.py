@@ -1,4 +1,5 @@
-"""A thousand open streams on one worker: heartbeats stay on time, probes stay fast."""
+"""A thousand open streams on one worker: heartbeats stay on time, probes stay fast; and a burst
+of generations holds a bounded number of Redis connections."""
 
 from __future__ import annotations
 
@@ -12,9 +13,13 @@ from collections.abc import Callable
 import httpx
 import orjson
 import pytest
+import redis
 
+from harness import servers
 from harness.load import hold_streams, post
 from harness.servers import Server, sample
+from tests import helpers
+from tests.helpers import GENERATE
 
 pytestmark = pytest.mark.anyio
 
@@ -77,3 +82,33 @@ def _timed_probe(url: str) -> float:
     status, seconds = result.stdout.split()
     assert status == "200"
     return float(seconds)
+
+
+async def test_a_burst_of_generations_holds_at_most_redis_max_connections(
+    start_service: Callable[..., Server],
+) -> None:
+    """Issue 12: 5,000 distinct generations on one worker held 1,999 Redis connections, and a
+    Redis server accepts 10,000 clients in all. A worker's commands now wait at a gate of
+    ``REDIS_MAX_CONNECTIONS``; its own Valkey here, so that every client on it is this app's."""
+    own = servers.valkey().start(ready_path=None)
+    watcher = redis.Redis(port=own.port)
+    try:
+        service = start_service(REDIS_URL=f"redis://127.0.0.1:{own.port}/0",
+                                REDIS_MAX_CONNECTIONS="4")  # fmt: skip
+        limits = httpx.Limits(max_connections=200)
+        async with httpx.AsyncClient(base_url=service.url, timeout=30, limits=limits) as http:
+            bodies = [helpers.slow(helpers.unique("burst"), tokens=20, delay=0.05)
+                      for _ in range(80)]  # fmt: skip
+            streams = [asyncio.create_task(helpers.fetch(http, "POST", GENERATE, json=body))
+                       for body in bodies]  # fmt: skip
+            peak = 0
+            while not all(stream.done() for stream in streams):
+                peak = max(peak, int(watcher.info("clients")["connected_clients"]))
+                await asyncio.sleep(0.01)
+            ends = [(await stream).events()[-1].type for stream in streams]
+        assert ends == ["done"] * 80
+        # the gate's 4, the stop listener and the readiness ping, and this test's watcher
+        assert 2 <= peak <= 4 + 2 + 1
+    finally:
+        watcher.close()
+        own.stop()

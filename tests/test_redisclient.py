@@ -56,3 +56,27 @@ async def test_a_redis_that_answers_is_used_and_its_results_returned() -> None:
 )
 def test_the_url_says_whether_it_is_a_cluster(url: str, cluster: bool) -> None:
     assert is_cluster(url) is cluster
+
+
+async def test_a_gate_bounds_the_calls_in_flight_except_those_it_lets_by() -> None:
+    """Components sharing a client share its gate (``REDIS_MAX_CONNECTIONS``); a blocking read
+    on a client of its own passes by, so it never keeps quick commands waiting."""
+    gate = asyncio.Semaphore(2)
+    store, limiter = Guarded("a", "x", gate=gate), Guarded("b", "x", gate=gate)
+    running = most = 0
+    release = asyncio.Event()
+
+    async def command() -> None:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await release.wait()
+        running -= 1
+
+    calls = [asyncio.create_task(g(command)) for g in (store, limiter) * 5]
+    calls.append(asyncio.create_task(store(command, gated=False)))
+    await asyncio.sleep(0.05)
+    assert running == 3  # two through the gate, and the blocking read beside them
+    release.set()
+    await asyncio.gather(*calls)
+    assert most == 3
