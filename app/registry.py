@@ -45,6 +45,7 @@ class Registry:
         self._policy = policy
         self._by_id: dict[str, Generation] = {}
         self._by_sha: dict[str, Generation] = {}
+        self._claiming: dict[str, asyncio.Event] = {}  # content claims this worker awaits now
         self._tasks: set[asyncio.Task[None]] = set()
         self._copies: LocalCopies[CachedFeed] = LocalCopies(max_seconds=policy.local_cache_seconds)
         self.draining = False  # set by the drain: no new generations, no new followers
@@ -68,12 +69,25 @@ class Registry:
         sha = cache.content_hash(request)
         if not request.cache:
             return await self._lead(request, sha, new_generation_id(), claimed=False)
+        # identical requests here wait for the first one's claim, then find what it found: its
+        # generation or its hit, here, instead of each following it through Redis (issue 12)
+        while (claiming := self._claiming.get(sha)) is not None:
+            await claiming.wait()
         copy = self._copies.get(sha)
         if copy is not None:
             return copy
         local = self._by_sha.get(sha)
         if local is not None and not local.ended:
             return LocalFeed(local, "JOINED")
+        claiming = self._claiming[sha] = asyncio.Event()
+        try:
+            return await self._claim(request, sha)
+        finally:
+            del self._claiming[sha]
+            claiming.set()
+
+    async def _claim(self, request: CompletionRequest, sha: str) -> Feed:
+        """One Redis round trip decides: a cache hit, lead a new generation, or join one."""
         generation_id = new_generation_id()
         read_cache = self._policy.cache_ttl_seconds > 0
         try:

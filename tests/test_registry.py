@@ -15,7 +15,11 @@ import httpx
 import pytest
 
 from app.cache import content_hash
-from app.schema import parse_body
+from app.feeds import LocalFeed
+from app.generation import Policy
+from app.registry import Registry
+from app.schema import CompletionRequest, parse_body
+from app.store import RedisStore
 from harness import servers
 from harness.servers import Server, simulator_counters
 from tests import helpers
@@ -430,3 +434,25 @@ async def test_a_corrupt_cache_entry_is_replaced(
     again = await fetch_from(service, "POST", GENERATE, json=body)
     assert (healed.headers["x-cache"], again.headers["x-cache"]) == ("MISS", "HIT")
     assert helpers.text_of(again.body) == helpers.text_of(first.body)
+
+
+async def test_identical_requests_racing_on_one_worker_all_follow_it_here(
+    store: RedisStore,
+) -> None:
+    """Issue 12: identical requests arriving together on one worker lost the claim to a
+    generation of that same worker and followed it through Redis, each with a blocking read
+    of its own (300 streams on one generation held 342 Redis connections)."""
+    source = helpers.ScriptedSource(texts=["a", "b"], gate=asyncio.Event())
+    policy = Policy(resume_grace_seconds=5, cache_ttl_seconds=60, cache_max_bytes=1 << 20,
+                    local_cache_seconds=0)  # fmt: skip
+    registry = Registry(source, store, policy)
+    request = CompletionRequest(model="llama3.2", prompt=unique("raced"))
+    feeds = await asyncio.gather(*(registry.open(request) for _ in range(30)))
+    try:
+        assert sorted(f.x_cache for f in feeds) == ["JOINED"] * 29 + ["MISS"]
+        assert {type(f) for f in feeds} == {LocalFeed}
+        assert len(source.requests) == 1
+    finally:
+        for feed in feeds:
+            await feed.aclose()
+        await registry.aclose()
