@@ -1,16 +1,24 @@
-"""``./scripts/bench``: measures the service against baselines run in the same process tree.
+"""``./scripts/bench``: measures the service against floors run in the same process tree.
 
+A floor is the least the same stack can do, in its own process (``bench/floors.py``): a bare
+Starlette hello world, a relay that sends raw ASGI messages, an idle raw ASGI stream. The app
+and the floors run on one uvicorn worker pinned to core 0; the load (``wrk`` for request rates,
+the lean asyncio client of ``harness/load.py`` for streams), Valkey and the simulator on core 1.
 Every figure is the median of several interleaved rounds, so a noisy neighbour on the shared
-machine shifts baseline and subject alike. Only ratios and medians are worth quoting.
+machine shifts floor and subject alike. Only ratios and medians are worth quoting.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import itertools
+import os
 import random
 import re
+import subprocess
+import tempfile
 import time
 from collections.abc import Sequence
 
@@ -29,13 +37,16 @@ from harness.load import (
     post,
     read_until_end,
     rss_bytes,
-    throughput,
 )
 
 TOKENS = 50
 TOKEN_DELAY_SECONDS = 0.02
 DONE = b"\nevent: done\n"  # an event line: a token's text can say "event: done" too
 Table = tuple[str, list[str], list[list[str]]]
+APP_CORE, LOAD_CORE = 0, 1
+PINNED = (os.cpu_count() or 1) >= 2
+# the service as deployed, its limiter on (but out of the way of a benchmark's load)
+DEFAULTS = {"RATE_LIMIT_MAX": str(10**9), "LOG_LEVEL": "info", "LOG_FORMAT": "json"}
 
 
 class Setup:
@@ -49,28 +60,35 @@ class Setup:
         self.apps: list[servers.Server] = []
 
     def app(
-        self,
-        transport: str = "aiohttp",
-        *,
-        redis: bool = True,
-        rate_limit_max: int = 0,
-        env: dict[str, str] | None = None,
+        self, *, redis: bool = True, rate_limit_max: int = 0, env: dict[str, str] | None = None
     ) -> servers.Server:
-        """An app; without ``redis`` it points at a closed port, so nothing is published.
-        ``rate_limit_max`` 0 turns the limiter off."""
+        """The service as a user runs it (``python -m app``, one worker), on the app's core;
+        without ``redis`` it points at a closed port. ``rate_limit_max`` 0 turns the limiter
+        off."""
         redis_port = self.valkey.port if redis else servers.free_port()
+        port = servers.free_port()
         env = {
             "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
             "OLLAMA_HOST": self.ollama.url,
             "LOG_LEVEL": "warning",
             "RATE_LIMIT_MAX": str(rate_limit_max),
             **(env or {}),
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
         }
-        port = servers.free_port()
-        argv = [servers.PYTHON, "-m", "bench.serve", "--port", str(port), "--transport", transport]
+        argv = [*_pinned(), servers.PYTHON, "-m", "app"]
         app = servers.Server(argv, port, env=env).start("/livez")
         self.apps.append(app)
         return app
+
+    def floor(self, kind: str, *args: str) -> servers.Server:
+        """A floor of ``bench/floors.py`` in its own process, on the app's core."""
+        port = servers.free_port()
+        argv = [servers.PYTHON, "-m", "bench.floors", "--kind", kind, "--port", str(port),
+                "--ollama", self.ollama.url, *args]  # fmt: skip
+        floor = servers.Server([*_pinned(), *argv], port).start(ready_path=None)
+        self.apps.append(floor)
+        return floor
 
     def stop(self) -> None:
         for server in (*self.apps, self.ollama, self.valkey):
@@ -78,14 +96,11 @@ class Setup:
 
 
 def relay(setup: Setup, rounds: int, stream_counts: Sequence[int]) -> list[Table]:
-    """CPU per relayed token and added time to first token, per transport and publication."""
-    apps = {
-        "httpx": setup.app("httpx", redis=False),
-        "aiohttp": setup.app("aiohttp", redis=False),
-        "published": setup.app("aiohttp", redis=True),
-    }
-    transports: list[list[str]] = []
-    publication: list[list[str]] = []
+    """CPU per relayed token and added time to first token: the service with its defaults
+    (publication to Redis, the limiter, metrics and logs) beside the raw ASGI relay."""
+    apps = {"floor": setup.floor("relay"), "ours": setup.app(rate_limit_max=10**9,
+                                                             env=DEFAULTS)}  # fmt: skip
+    rows: list[list[str]] = []
     for count in stream_counts:
         cpu: dict[str, list[float]] = {name: [] for name in apps}
         added_ttft: dict[str, list[float]] = {name: [] for name in apps}
@@ -98,116 +113,197 @@ def relay(setup: Setup, rounds: int, stream_counts: Sequence[int]) -> list[Table
                 spent = cpu_seconds(app.process.pid) - before
                 cpu[name].append(spent / (count * TOKENS) * 1e6)
                 added_ttft[name].append((ttft - direct) * 1e3)
-        for label, values, fmt in (
-            (f"{count} streams: CPU µs per relayed token", cpu, "{:.0f}"),
-            (f"{count} streams: added time to first token, ms", added_ttft, "{:.1f}"),
-        ):
-            transports.append(_row(label, values["httpx"], values["aiohttp"], fmt))
-            publication.append(_row(label, values["aiohttp"], values["published"], fmt))
+        rows.append(_row(f"{count} streams: CPU µs per relayed token", cpu["floor"], cpu["ours"],
+                         "{:.0f}"))  # fmt: skip
+        floor_ms, ours_ms = median(added_ttft["floor"]), median(added_ttft["ours"])
+        rows.append([f"{count} streams: added time to first token, ms", f"{floor_ms:.1f}",
+                     f"{ours_ms:.1f}", f"+{ours_ms - floor_ms:.1f} ms"])  # fmt: skip
     return [
         (
-            "relay, publication to Redis off: the HTTP client's transport",
-            ["measure", "baseline: httpx default", "ours: httpx over aiohttp", "ours/base"],
-            transports,
-        ),
-        (
-            "relay with httpx over aiohttp: publication of tokens to Redis (batched)",
-            ["measure", "baseline: not published", "ours: published", "ours/base"],
-            publication,
-        ),
+            "relay: the service with its defaults beside the floor (aiohttp upstream, raw ASGI "
+            "sends), added time to first token over the simulator direct",
+            ["measure", "floor: raw ASGI relay", "ours: defaults", "ours/floor"],
+            rows,
+        )
     ]
 
 
 def replay(setup: Setup, rounds: int, seconds: float, connections: int) -> list[Table]:
-    """Cache hits (a 50-token completion, streamed) per second beside hello world, and with
-    the rate limiter off, on (admitting) and refusing; Redis commands per request beside."""
-    apps = {
-        "off": setup.app(),
-        "admitting": setup.app(rate_limit_max=10**9),
-        "refusing": setup.app(rate_limit_max=1),
-    }
+    """Streamed cache hits (a 50-token completion) per second, from ``wrk``, beside a bare
+    Starlette hello world in its own process; with the limiter on (admitting) and off; and
+    the Redis round trips per request."""
+    floor = setup.floor("hello")
+    apps = {"on": setup.app(rate_limit_max=10**9, env=DEFAULTS),
+            "off": setup.app(env={**DEFAULTS, "RATE_LIMIT_MAX": "0"})}  # fmt: skip
     body = orjson.dumps({"prompt": "replay bench", "options": {"sim_token_delay": 0}})
-    # fills the cache; the apps share Valkey, so this also uses up the refusing app's request
-    for app in (apps["off"], apps["admitting"]):
-        asyncio.run(concurrent(1, app.port, [post("/v1/chats/generate", body)], b"", DONE))
-    hit = post("/v1/chats/generate", body, connection="keep-alive")
-    hello = get("/hello", connection="keep-alive")
-    rps: dict[str, list[float]] = {"hello": [], "off": [], "admitting": [], "refusing": []}
+    asyncio.run(concurrent(1, apps["on"].port, [post("/v1/chats/generate", body)], b"", DONE))
+    rps: dict[str, list[float]] = {"floor": [], "on": [], "off": []}
     commands: dict[str, list[float]] = {name: [] for name in apps}
     for _ in range(rounds):
-        rps["hello"].append(asyncio.run(throughput(apps["off"].port, hello, connections, seconds)))
+        rps["floor"].append(_wrk(floor.port, "/", None, connections, seconds))
         for name, app in apps.items():
             before = _redis_commands(setup.valkey)
-            rate = asyncio.run(throughput(app.port, hit, connections, seconds, status=None))
+            rate = _wrk(app.port, "/v1/chats/generate", body, connections, seconds)
             commands[name].append((_redis_commands(setup.valkey) - before) / (rate * seconds))
             rps[name].append(rate)
-    label = f"requests per second, {connections} keep-alive connections"
+    label = f"requests per second, wrk -c{connections}"
     per_request = "Redis round trips per request"
     return [
         (
-            "cache-hit replay on one worker, beside hello world on the same stack",
-            ["measure", "baseline: hello world", "ours: streamed cache hit", "ours/base"],
-            [_row(label, rps["hello"], rps["off"], "{:.0f}")],
+            "replay: streamed cache hits on one worker (defaults, limiter on) beside a bare "
+            "Starlette hello world in its own process",
+            ["measure", "floor: hello world", "ours: cache hit", "ours/floor"],
+            [_row(label, rps["floor"], rps["on"], "{:.0f}")],
         ),
         (
-            "rate limiter on cache hits: off beside on (admitting) and on (answering 429)",
-            ["measure", "baseline: limiter off", "ours: admitted hits", "ours/base"],
+            "replay: the rate limiter's share",
+            ["measure", "limiter off", "limiter on (admitting)", "on/off"],
             [
-                _row(label, rps["off"], rps["admitting"], "{:.0f}"),
-                _row(per_request, commands["off"], commands["admitting"], "{:.2f}"),
-            ],
-        ),
-        (
-            "",
-            ["measure", "baseline: limiter off", "ours: refused (429)", "ours/base"],
-            [
-                _row(label, rps["off"], rps["refusing"], "{:.0f}"),
-                _row(per_request, commands["off"], commands["refusing"], "{:.2f}"),
+                _row(label, rps["off"], rps["on"], "{:.0f}"),
+                _row(per_request, commands["off"], commands["on"], "{:.2f}"),
             ],
         ),
     ]
 
 
+def _wrk(port: int, path: str, body: bytes | None, connections: int, seconds: float) -> float:
+    """Requests per second from ``wrk`` (one thread, on the load core); every answer a 2xx."""
+    argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s"]
+    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
+        if body is not None:
+            script.write(f'wrk.method = "POST"\nwrk.body = [[{body.decode()}]]\n'
+                         'wrk.headers["Content-Type"] = "application/json"\n')  # fmt: skip
+    argv += ["-s", script.name, f"http://127.0.0.1:{port}{path}"]
+    out = subprocess.run(_pinned(LOAD_CORE) + argv, capture_output=True, text=True, check=True)
+    os.unlink(script.name)
+    if "Non-2xx" in out.stdout:
+        raise RuntimeError(f"wrk saw errors: {out.stdout}")
+    return float(re.search(r"Requests/sec:\s+([\d.]+)", out.stdout)[1])  # type: ignore[index]
+
+
 def capacity(setup: Setup, streams: int) -> list[Table]:
     """Resident memory per open stream on one worker, with that many streams held open, beside
-    the same number of idle SSE responses on the same stack (the floor of any stream); and the
-    full garbage collections the worker made while they opened."""
-    app = setup.app(env={"HEARTBEAT_INTERVAL": "2", "UPSTREAM_TIMEOUT": "600"})
-    idle, idle_pauses = asyncio.run(_kib_per_stream(app, [post("/idle", b"")] * streams))
-    rows, pause_rows = [], []
+    the same number of idle raw ASGI SSE responses (the floor of any stream); the full garbage
+    collections the worker made while they opened; and the Redis connections it held."""
+    floor = setup.floor("idle", "--ping", "2")
+    idle, idle_pauses, _ = asyncio.run(_kib_per_stream(floor, [post("/", b"")] * streams))
+    rows, pause_rows, connection_rows = [], [], []
     for label, shared in (("distinct generations", False), ("one shared generation", True)):
-        app = setup.app(env={"HEARTBEAT_INTERVAL": "2", "UPSTREAM_TIMEOUT": "600"})
+        own = servers.valkey().start(ready_path=None)  # only this app's connections on it
+        app = setup.app(env={**DEFAULTS, "HEARTBEAT_INTERVAL": "2", "UPSTREAM_TIMEOUT": "600",
+                             "REDIS_URL": f"redis://127.0.0.1:{own.port}/0"})  # fmt: skip
         hang = {"sim_fault": "hang", "sim_fault_after": 0}  # Ollama silent: streams just stay
         requests = [
             post("/v1/chats/generate", orjson.dumps(
                 {"prompt": "held" if shared else f"held {i}", "options": hang}))
             for i in range(streams)
         ]  # fmt: skip
-        ours, pauses = asyncio.run(_kib_per_stream(app, requests))
+        ours, pauses, connections = asyncio.run(_kib_per_stream(app, requests, own))
+        own.stop()
         rows.append([f"{streams} streams, {label}: KiB per stream", f"{idle:.1f}", f"{ours:.1f}",
-                     f"{ours / idle:.2f}x", "16", f"{ours / 16:.2f}x"])  # fmt: skip
+                     f"{ours / idle:.2f}x"])  # fmt: skip
         pause_rows.append([f"{streams} streams, {label}", idle_pauses, pauses])
+        connection_rows.append([f"{streams} streams, {label}", str(connections)])
     return [
         (
             f"capacity: resident memory of one worker holding {streams} open streams",
-            ["measure", "baseline: idle SSE response", "ours", "ours/base", "aim", "ours/aim"],
+            ["measure", "floor: idle raw ASGI stream", "ours", "ours/floor"],
             rows,
         ),
         (
             "capacity: full garbage collections while the streams opened "
             "(count; the longest, by histogram bucket)",
-            ["measure", "baseline: idle SSE response", "ours"],
+            ["measure", "floor: idle raw ASGI stream", "ours"],
             pause_rows,
+        ),
+        (
+            "capacity: Redis connections the worker held, the most seen (INFO clients)",
+            ["measure", "connections (REDIS_MAX_CONNECTIONS=64)"],
+            connection_rows,
         ),
     ]
 
 
-async def _kib_per_stream(app: servers.Server, requests: list[bytes]) -> tuple[float, str]:
+def live(setup: Setup, streams: int, seconds: float) -> list[Table]:
+    """``/livez`` and heartbeats while ``streams`` distinct generations relay tokens on one
+    worker: the slowest of probes every 100 ms for ``seconds``, and the longest gap between
+    two pings of any stream, beside the interval."""
+    own = servers.valkey().start(ready_path=None)
+    app = setup.app(env={**DEFAULTS, "HEARTBEAT_INTERVAL": "2", "UPSTREAM_TIMEOUT": "600",
+                         "REDIS_URL": f"redis://127.0.0.1:{own.port}/0"})  # fmt: skip
+    tokens = {"sim_tokens": 100_000, "sim_token_delay": 1.0}  # a token a second, for as long
+    requests = [post("/v1/chats/generate", orjson.dumps({"prompt": f"live {i}", "options": tokens}))
+                for i in range(streams)]  # fmt: skip
+    slowest, gap, connections = asyncio.run(_live(app, requests, seconds, own))
+    own.stop()
+    return [
+        (
+            f"liveness: {streams} distinct generations relaying a token a second each on one "
+            f"worker, over {seconds:g} s",
+            ["measure", "aim", "ours"],
+            [
+                ["slowest /livez of probes every 100 ms, ms", "<= 100", f"{slowest * 1e3:.0f}"],
+                ["longest gap between a stream's pings, s (interval 2 s)", "<= 3.0", f"{gap:.2f}"],
+                ["Redis connections held, the most seen", "<= 64", str(connections)],
+            ],
+        )
+    ]
+
+
+async def _live(
+    app: servers.Server, requests: list[bytes], seconds: float, valkey: servers.Server
+) -> tuple[float, float, int]:
+    opened = 0
+
+    def count() -> None:
+        nonlocal opened
+        opened += 1
+
+    pings: list[list[float]] = []
+    holding = asyncio.create_task(
+        hold_streams(app.port, requests, 240 + seconds, on_open=count, pings=pings)
+    )
+    started = time.perf_counter()
+    while opened < len(requests):
+        if time.perf_counter() - started > 240:
+            raise RuntimeError(f"only {opened} of {len(requests)} streams opened")
+        await asyncio.sleep(0.5)
+    window_start = time.perf_counter() - started
+    slowest, connections = 0.0, 0
+    watcher = _Connections(valkey)
+    while time.perf_counter() - started < window_start + seconds:
+        slowest = max(slowest, await _probe(app.port))
+        connections = max(connections, await watcher.count())
+        await asyncio.sleep(0.1)
+    await watcher.aclose()
+    holding.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await holding
+    gaps = [later - earlier for seen in pings for earlier, later in itertools.pairwise(seen)
+            if earlier >= window_start]  # fmt: skip
+    return slowest, max(gaps, default=float("inf")), connections
+
+
+async def _probe(port: int) -> float:
+    """How long one ``GET /livez`` takes, connection included."""
+    started = time.perf_counter()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(get("/livez"))
+    await reader.read()  # Connection: close
+    writer.close()
+    return time.perf_counter() - started
+
+
+async def _kib_per_stream(
+    app: servers.Server, requests: list[bytes], valkey: servers.Server | None = None
+) -> tuple[float, str, int]:
     """How much the app's resident memory grows, per stream, once every request's stream has
-    sent its first bytes (and pinged for a while); and its full garbage collections till then."""
+    sent its first bytes (and pinged for a while). For the service (on a ``valkey`` of its own):
+    its full garbage collections till then, and the most Redis connections seen meanwhile."""
     assert app.process is not None
     before = rss_bytes(app.process.pid)
-    opened = 0
+    opened = connections = 0
+    watcher = _Connections(valkey) if valkey is not None else None
 
     def count() -> None:
         nonlocal opened
@@ -216,16 +312,35 @@ async def _kib_per_stream(app: servers.Server, requests: list[bytes]) -> tuple[f
     holding = asyncio.create_task(hold_streams(app.port, requests, seconds=180, on_open=count))
     for _ in range(240):  # up to two minutes to open them all
         await asyncio.sleep(0.5)
+        if watcher is not None:
+            connections = max(connections, await watcher.count())
         if opened >= len(requests):
             break
     else:
         raise RuntimeError(f"only {opened} of {len(requests)} streams opened")
     await asyncio.sleep(3)  # a heartbeat or so: every stream's ping task has run
     held = rss_bytes(app.process.pid)
-    async with httpx.AsyncClient(base_url=app.url, timeout=60) as http:
-        pauses = _full_collections((await http.get("/metrics")).text)
+    pauses = "-"
+    if watcher is not None:
+        connections = max(connections, await watcher.count())
+        await watcher.aclose()
+        async with httpx.AsyncClient(base_url=app.url, timeout=60) as http:
+            pauses = _full_collections((await http.get("/metrics")).text)
     holding.cancel()
-    return (held - before) / len(requests) / 1024, pauses
+    return (held - before) / len(requests) / 1024, pauses, connections
+
+
+class _Connections:
+    """Counts the clients of a Valkey that only one app uses, less this counter itself."""
+
+    def __init__(self, valkey: servers.Server) -> None:
+        self._client = redis.asyncio.Redis(port=valkey.port)
+
+    async def count(self) -> int:
+        return int((await self._client.info("clients"))["connected_clients"]) - 1
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
 
 
 def _full_collections(metrics: str) -> str:
@@ -399,6 +514,11 @@ def _redis_commands(valkey: servers.Server) -> int:
     return sent - sum(s["calls"] for name, s in stats.items() if name == "cmdstat_info")
 
 
+def _pinned(core: int = APP_CORE) -> list[str]:
+    """The prefix that runs a command on ``core`` (nothing on a one-core machine)."""
+    return ["taskset", "-c", str(core)] if PINNED else []
+
+
 def _ttft(count: int, port: int, label: str, *, direct: bool = False) -> float:
     """Median time to first token of ``count`` concurrent streams of distinct prompts."""
     path = "/api/generate" if direct else "/v1/chats/generate"
@@ -434,16 +554,26 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=2.0, help="per throughput round")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--capacity", type=int, default=5000, help="streams held open at once")
+    parser.add_argument("--live", type=int, default=5000, help="generations relaying at once")
+    parser.add_argument("--live-seconds", type=float, default=10.0, help="probing /livez")
     parser.add_argument("--route-generations", type=int, default=60, help="started at once")
     parser.add_argument("--route-seconds", type=float, default=12.0)
     args = parser.parse_args()
-    print(f"{TOKENS}-token generations, {TOKEN_DELAY_SECONDS * 1e3:.0f} ms per token, "
-          f"one uvicorn worker per app, medians of {args.rounds} rounds")  # fmt: skip
+    if PINNED:  # this process (the asyncio load client), Valkey and the simulator
+        os.sched_setaffinity(0, {LOAD_CORE})
+    print(
+        f"{TOKENS}-token generations, {TOKEN_DELAY_SECONDS * 1e3:.0f} ms per token, "
+        f"one uvicorn worker per app, medians of {args.rounds} rounds; apps and floors on "
+        f"core {APP_CORE}, load on core {LOAD_CORE}"
+        if PINNED
+        else "; not pinned (one core)"
+    )
     setup = Setup()
     try:
         tables = relay(setup, args.rounds, args.streams)
         tables += replay(setup, args.rounds, args.seconds, args.connections)
         tables += capacity(setup, args.capacity)
+        tables += live(setup, args.live, args.live_seconds)
         tables += hosts(setup, args.route_generations, args.rounds, args.route_seconds)
     finally:
         setup.stop()

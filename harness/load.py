@@ -116,18 +116,24 @@ async def throughput(
 
 
 async def hold_streams(
-    port: int, requests: Sequence[bytes], seconds: float, on_open: Callable[[], None] = lambda: None
+    port: int,
+    requests: Sequence[bytes],
+    seconds: float,
+    on_open: Callable[[], None] = lambda: None,
+    pings: list[list[float]] | None = None,
 ) -> list[list[float]]:
-    """Opens one stream per request, reads for ``seconds``; returns each stream's ping times.
-    ``on_open`` is called as each stream's first bytes arrive."""
+    """Opens one stream per request, reads for ``seconds``; returns each stream's ping times
+    (seconds since the start), filled in as they arrive into ``pings`` when given. ``on_open``
+    is called as each stream's first bytes arrive."""
     started = time.perf_counter()
     connecting = asyncio.Semaphore(256)  # thousands of SYNs at once overflow a listen backlog
+    times = pings if pings is not None else []
+    times[:] = [[] for _ in requests]
 
-    async def hold(request: bytes) -> list[float]:
+    async def hold(request: bytes, seen: list[float]) -> None:
         async with connecting:
             reader, writer = await asyncio.open_connection("127.0.0.1", port)
             writer.write(request)
-        pings: list[float] = []
         opened = False
         try:
             async with asyncio.timeout(seconds - (time.perf_counter() - started)):
@@ -138,14 +144,14 @@ async def hold_streams(
                     if not opened:
                         opened = True
                         on_open()
-                    pings += [time.perf_counter() - started] * chunk.count(b": ping\n")
+                    seen += [time.perf_counter() - started] * chunk.count(b": ping\n")
         except TimeoutError:
             pass
         finally:
             writer.close()
-        return pings
 
-    return list(await asyncio.gather(*(hold(r) for r in requests)))
+    await asyncio.gather(*(hold(r, seen) for r, seen in zip(requests, times, strict=True)))
+    return times
 
 
 def rss_bytes(pid: int) -> int:
