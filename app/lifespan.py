@@ -30,7 +30,7 @@ from app.shutdown import Drain
 from app.store import RedisStore
 
 REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
-# outside the gate of REDIS_MAX_CONNECTIONS: the stop listener's subscription, the readiness ping
+# of REDIS_MAX_CONNECTIONS, outside the gate: the stop listener's subscription, the readiness ping
 UNGATED_CONNECTIONS = 2
 # not bounded yet (issue 12): every client following a generation of another worker holds a
 # blocking read's connection, and redis-py refuses a command outright when its pool is all used
@@ -56,12 +56,12 @@ def lifespan(
 
     @asynccontextmanager
     async def run(app: Starlette) -> AsyncIterator[State]:
-        gate = asyncio.Semaphore(settings.redis_max_connections)
+        gate = asyncio.Semaphore(settings.redis_max_connections - UNGATED_CONNECTIONS)
         redis = await connect_redis(
             settings.redis_url,
             socket_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
             socket_connect_timeout=REDIS_SOCKET_TIMEOUT_SECONDS,
-            max_connections=settings.redis_max_connections + UNGATED_CONNECTIONS,  # a backstop
+            max_connections=settings.redis_max_connections,  # a backstop behind the gate
         )
         blocking = await connect_redis(
             settings.redis_url,

@@ -30,7 +30,7 @@ class Settings:
     ollama_eject_seconds: float = 1.0  # OLLAMA_EJECT_SECONDS, a failed host's first cool-down
     ollama_eject_max_seconds: float = 30.0  # OLLAMA_EJECT_MAX_SECONDS, doubling stops here
     redis_url: str = field(default="redis://localhost:6379/0", repr=False)  # REDIS_URL
-    redis_max_connections: int = 64  # REDIS_MAX_CONNECTIONS, a worker's commands at once, per node
+    redis_max_connections: int = 64  # REDIS_MAX_CONNECTIONS, a worker's connections, per node
     cache_ttl_seconds: int = 3600  # CACHE_TTL, 0 turns caching off
     cache_max_bytes: int = 1024 * 1024  # CACHE_MAX_BYTES, larger completions are not cached
     cache_local_seconds: float = 10.0  # CACHE_LOCAL_SECONDS, a worker's copy of a hot entry
@@ -99,6 +99,13 @@ def _positive_float(raw: str) -> float:
 def _non_negative_float(raw: str) -> float:
     value = float(raw)
     if not 0 <= value < float("inf"):
+        raise ValueError(raw)
+    return value
+
+
+def _connections(raw: str) -> int:
+    value = int(raw)
+    if value < 3:  # two are held outside the gate (app/lifespan.py), and one command must run
         raise ValueError(raw)
     return value
 
@@ -172,7 +179,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("ollama_eject_seconds", "OLLAMA_EJECT_SECONDS", _positive_float, "seconds > 0"),
     ("ollama_eject_max_seconds", "OLLAMA_EJECT_MAX_SECONDS", _positive_float, "seconds > 0"),
     ("redis_url", "REDIS_URL", _redis_url, "a redis:// or redis+cluster:// URL"),
-    ("redis_max_connections", "REDIS_MAX_CONNECTIONS", _positive_int, "an integer >= 1"),
+    ("redis_max_connections", "REDIS_MAX_CONNECTIONS", _connections, "an integer >= 3"),
     ("cache_ttl_seconds", "CACHE_TTL", _non_negative_int, "seconds >= 0"),
     ("cache_max_bytes", "CACHE_MAX_BYTES", _positive_int, "bytes >= 1"),
     ("cache_local_seconds", "CACHE_LOCAL_SECONDS", _non_negative_float, "seconds >= 0"),

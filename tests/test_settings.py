@@ -71,6 +71,7 @@ def test_redis_url_stays_out_of_repr() -> None:
         pytest.param("RATE_LIMIT_FAIL_OPEN", "maybe", id="not-a-bool"),
         pytest.param("OLLAMA_HOST", "localhost:11434", id="no-scheme"),
         pytest.param("REDIS_URL", "http://x", id="not-redis"),
+        pytest.param("REDIS_MAX_CONNECTIONS", "2", id="no-connection-for-commands"),
         pytest.param("OLLAMA_HOSTS", "http://a:1,http://a:1", id="hosts-twice"),
         pytest.param("OLLAMA_HOSTS", "http://a:1,b:2", id="hosts-no-scheme"),
         pytest.param("OLLAMA_EJECT_SECONDS", "0", id="zero-cool-down"),
