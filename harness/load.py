@@ -145,7 +145,7 @@ async def hold_streams(
                         opened = True
                         on_open()
                     seen += [time.perf_counter() - started] * chunk.count(b": ping\n")
-        except TimeoutError:
+        except (TimeoutError, ConnectionResetError):  # held long enough, or cut: it ends here
             pass
         finally:
             writer.close()
