@@ -12,7 +12,7 @@ closed by ``_answer``, once its response is over (or never started): nowhere els
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -25,7 +25,6 @@ from app.feeds import CachedFeed, Feed
 from app.lifespan import State
 from app.requestlog import RequestFacts, facts
 from app.responses import NO_STORE, JSONBody
-from app.shutdown import Drain
 from app.streams import EventStream
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -126,27 +125,20 @@ async def _event_stream(request: Request[State], feed: Feed, index: int, *, rese
         return Response(opening + replay.data, headers=headers, media_type=SSE_MEDIA_TYPE)
     first = opening if ready else opening + events.PING
     return EventStream(
-        _relay(request.state["drain"], record, feed, index, first),
+        _relay(record, feed, index, first),
         headers=headers,
-        ping=settings.heartbeat_interval_seconds,
-        sep="\n",
-        send_timeout=settings.send_timeout_seconds,
+        ping_seconds=settings.heartbeat_interval_seconds,
+        send_timeout_seconds=settings.send_timeout_seconds,
+        drain=request.state["drain"],
     )
 
 
-async def _relay(
-    drain: Drain, record: RequestFacts, feed: Feed, index: int, opening: bytes
-) -> AsyncIterator[bytes]:
-    drain.stream_opened()
-    metrics.OPEN_STREAMS.inc()
-    try:
-        yield opening
-        async for chunk in feed.events(index):
-            yield chunk.data
-            record.saw_tokens(chunk.tokens)
-    finally:
-        drain.stream_closed()
-        metrics.OPEN_STREAMS.dec()
+async def _relay(record: RequestFacts, feed: Feed, index: int, opening: bytes
+                 ) -> AsyncGenerator[bytes]:  # fmt: skip
+    yield opening
+    async for chunk in feed.events(index):
+        yield chunk.data
+        record.saw_tokens(chunk.tokens)
 
 
 def _record(request: Request[State], feed: Feed) -> RequestFacts:

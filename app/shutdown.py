@@ -6,9 +6,10 @@ balancer stops sending traffic), new generations are refused with 503, and open 
 grace to finish. Streams still open then end with an ``error`` event ``shutting_down`` without
 an id, so an ``EventSource`` reconnects with the id of its last token and, on another replica,
 starts afresh with ``"reset": true`` (this worker gives up its generations' claims and leases
-so nothing waits for them). Then uvicorn's own handler runs and the process exits. A second
-signal exits at once. The handler uvicorn installed is found the way sse-starlette finds it
-(the bound method registered for SIGTERM), so this works with ``--workers`` too.
+so nothing waits for them). Streams that still have not ended (a client that does not read)
+are stopped, then uvicorn's own handler runs and the process exits. A second signal stops
+every stream and exits at once. The handler uvicorn installed is found the way sse-starlette
+finds it (the bound method registered for SIGTERM), so this works with ``--workers`` too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import logging
 import signal
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -26,6 +27,10 @@ logger = logging.getLogger(__name__)
 
 SignalHandler = Callable[[int, FrameType | None], Any]
 EXIT_AFTER_HALT_SECONDS = 2.0  # time for the farewell events to reach their clients
+
+
+class Stoppable(Protocol):
+    def stop(self) -> None: ...
 
 
 class Drain:
@@ -37,7 +42,7 @@ class Drain:
     ) -> None:
         self.grace_seconds = grace_seconds
         self.draining = False
-        self.open_streams = 0
+        self._streams: set[Stoppable] = set()
         self._refuse = refuse
         self._halt = halt
         self._quiet = asyncio.Event()
@@ -54,8 +59,8 @@ class Drain:
         loop = asyncio.get_running_loop()
 
         def on_sigterm(sig: int, frame: FrameType | None) -> None:
-            if self.draining and self._exit is not None:
-                self._exit(sig, frame)  # a second signal: no more waiting
+            if self.draining:
+                loop.call_soon_threadsafe(self._stop_and_exit)  # a second signal: no more waiting
             else:
                 loop.call_soon_threadsafe(self.begin)
 
@@ -77,14 +82,23 @@ class Drain:
             self._halt()
             with anyio.move_on_after(EXIT_AFTER_HALT_SECONDS):
                 await self._quiet.wait()
+        self._stop_and_exit()
+
+    def _stop_and_exit(self) -> None:
+        for stream in list(self._streams):
+            stream.stop()
         if self._exit is not None:
             self._exit(signal.SIGTERM, None)
 
-    def stream_opened(self) -> None:
-        self.open_streams += 1
+    @property
+    def open_streams(self) -> int:
+        return len(self._streams)
+
+    def stream_opened(self, stream: Stoppable) -> None:
+        self._streams.add(stream)
         self._quiet.clear()
 
-    def stream_closed(self) -> None:
-        self.open_streams -= 1
-        if self.open_streams == 0:
+    def stream_closed(self, stream: Stoppable) -> None:
+        self._streams.discard(stream)
+        if not self._streams:
             self._quiet.set()

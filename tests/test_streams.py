@@ -1,56 +1,161 @@
-"""The SSE response (``app.streams``): the private hooks of sse-starlette it overrides, and a
-reader that stops reading, dropped quietly."""
+"""The SSE response (``app.streams``) driven as an ASGI server drives it: pings between events,
+the client leaving, a reader that stops reading, and the worker stopping what is still open."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncGenerator, MutableMapping
+from typing import Any
+
 import pytest
+from starlette.background import BackgroundTask
+
+from app.events import PING
+from app.shutdown import Drain
+from app.streams import EventStream
+
+pytestmark = pytest.mark.anyio
 
 
-def test_event_stream_overrides_the_send_hook_that_sse_starlette_calls() -> None:
-    """app.streams replaces a private hook; if sse-starlette renames it, this fails."""
-    import inspect
+class Client:
+    """The ASGI server's side: records what is sent; ``leave`` is the client hanging up;
+    ``stuck`` makes body sends wait like a socket whose reader stopped reading."""
 
-    from sse_starlette import EventSourceResponse
+    def __init__(self) -> None:
+        self.sent: list[MutableMapping[str, Any]] = []
+        self.left = asyncio.Event()
+        self.stuck = False
 
-    from app.streams import EventStream
+    async def receive(self) -> dict[str, Any]:
+        await self.left.wait()
+        return {"type": "http.disconnect"}
 
-    assert "_send_with_timeout" in inspect.getsource(EventSourceResponse._stream_response)
-    assert EventStream._send_with_timeout is not EventSourceResponse._send_with_timeout
-    calls = inspect.getsource(EventSourceResponse.__call__)
-    assert "self._ping(send)" in calls  # our _ping is the one the response starts
-    assert {"active", "_send_lock"} <= set(vars(EventStream(iter(()))))
+    async def send(self, message: MutableMapping[str, Any]) -> None:
+        if self.stuck and message["type"] == "http.response.body":
+            await asyncio.Event().wait()
+        self.sent.append(message)
+
+    def bodies(self) -> list[bytes]:
+        return [m["body"] for m in self.sent if m["type"] == "http.response.body"]
 
 
-@pytest.mark.anyio
-async def test_a_reader_that_times_out_twice_at_once_is_dropped_quietly(
+class Body:
+    """A relay's body: yields ``chunks``, then waits forever (or ends, if ``ends``); notes its
+    cleanup."""
+
+    def __init__(self, *chunks: bytes, ends: bool = False) -> None:
+        self.chunks, self.ends, self.closed = chunks, ends, False
+
+    async def __call__(self) -> AsyncGenerator[bytes]:
+        try:
+            for chunk in self.chunks:
+                yield chunk
+            if not self.ends:
+                await asyncio.Event().wait()
+        finally:
+            self.closed = True
+
+
+def drain() -> Drain:
+    return Drain(30, refuse=lambda: None, halt=lambda: None)
+
+
+def stream(body: Body, worker: Drain, *, ping: float = 60, send_timeout: float = 5) -> EventStream:
+    return EventStream(body(), headers={"X-Cache": "MISS"}, ping_seconds=ping,
+                       send_timeout_seconds=send_timeout, drain=worker)  # fmt: skip
+
+
+async def test_sends_the_events_then_ends_the_body_and_runs_the_background() -> None:
+    client, body, worker = Client(), Body(b"a\n\n", b"b\n\n", ends=True), drain()
+    background = asyncio.Event()
+    response = stream(body, worker)
+
+    async def after() -> None:
+        background.set()
+
+    response.background = BackgroundTask(after)
+    await response({"type": "http"}, client.receive, client.send)
+    start = client.sent[0]
+    assert start["status"] == 200
+    assert (b"content-type", b"text/event-stream; charset=utf-8") in start["headers"]
+    assert (b"x-cache", b"MISS") in start["headers"]
+    assert client.bodies() == [b"a\n\n", b"b\n\n", b""]
+    assert client.sent[-1]["more_body"] is False
+    assert body.closed
+    assert background.is_set()
+    assert worker.open_streams == 0
+
+
+async def test_pings_while_the_body_waits() -> None:
+    client, worker = Client(), drain()
+    response = stream(Body(b"a\n\n"), worker, ping=0.02)
+    running = asyncio.create_task(response({}, client.receive, client.send))
+    await asyncio.sleep(0.2)
+    assert worker.open_streams == 1
+    assert client.bodies()[0] == b"a\n\n"
+    assert client.bodies()[1:5] == [PING] * 4
+    client.left.set()
+    await running
+
+
+async def test_a_client_that_leaves_ends_the_body_at_once(caplog: pytest.LogCaptureFixture) -> None:
+    client, body, worker = Client(), Body(b"a\n\n"), drain()
+    running = asyncio.create_task(stream(body, worker)({}, client.receive, client.send))
+    await asyncio.sleep(0.01)
+    assert worker.open_streams == 1
+    client.left.set()
+    await asyncio.wait_for(running, 1)  # returns: neither cancelled nor raising
+    assert body.closed
+    assert worker.open_streams == 0
+    assert b"" not in client.bodies()  # nobody to end the response for
+    assert not caplog.records
+
+
+async def test_a_reader_that_stops_reading_is_dropped_quietly(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The event and a ping both stuck in a full socket time out together: sse-starlette then
-    raises a group of two SendTimeoutErrors, which must still be one warning, not a 500."""
-    import asyncio
-    from collections.abc import AsyncIterator, MutableMapping
-    from typing import Any
+    """The event and a ping both stuck in a full socket: one warning, not a 500."""
+    client, body, worker = Client(), Body(b"a\n\n", b"b\n\n"), drain()
+    client.stuck = True
+    await asyncio.wait_for(stream(body, worker, ping=0.001, send_timeout=0.05)(
+        {}, client.receive, client.send), 1)  # fmt: skip
+    assert body.closed
+    assert worker.open_streams == 0
+    assert caplog.text.count("dropped a client that read nothing for 0.05 s") == 1
 
-    from app.streams import EventStream
 
-    gate = asyncio.Event()
+async def test_a_reader_stuck_while_only_pings_are_due_is_dropped_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    client, body, worker = Client(), Body(), drain()
+    client.stuck = True
+    await asyncio.wait_for(stream(body, worker, ping=0.01, send_timeout=0.05)(
+        {}, client.receive, client.send), 1)  # fmt: skip
+    assert body.closed
+    assert caplog.text.count("dropped a client that read nothing") == 1
 
-    async def send(message: MutableMapping[str, Any]) -> None:
-        if message["type"] == "http.response.body":
-            await gate.wait()  # both sends wait here, then time out in the same instant
-            raise TimeoutError
 
-    async def receive() -> dict[str, Any]:
-        await asyncio.Event().wait()
-        return {}
+async def test_the_worker_stops_what_is_still_open() -> None:
+    """What the drain does once its grace is over, and on a second SIGTERM."""
+    client, worker = Client(), drain()
+    bodies = [Body(b"a\n\n") for _ in range(3)]
+    running = [asyncio.create_task(stream(body, worker)({}, client.receive, client.send))
+               for body in bodies]  # fmt: skip
+    await asyncio.sleep(0.01)
+    assert worker.open_streams == 3
+    worker._stop_and_exit()
+    await asyncio.wait_for(asyncio.gather(*running), 1)
+    assert all(body.closed for body in bodies)
+    assert worker.open_streams == 0
 
-    async def body() -> AsyncIterator[bytes]:
-        yield b"data: x\n\n"
-        await asyncio.Event().wait()
 
-    stream = EventStream(body(), ping=0.001, sep="\n", send_timeout=5)
-    running = asyncio.create_task(stream({"type": "http", "method": "GET"}, receive, send))
-    await asyncio.sleep(0.05)
-    gate.set()
-    await running
-    assert caplog.text.count("dropped a client that read nothing for 5 s") == 1
+async def test_a_cancellation_that_is_not_its_own_goes_on() -> None:
+    """The server cancelling the request is not swallowed as if the stream had been stopped."""
+    client, body, worker = Client(), Body(b"a\n\n"), drain()
+    running = asyncio.create_task(stream(body, worker)({}, client.receive, client.send))
+    await asyncio.sleep(0.01)
+    running.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await running
+    assert body.closed
+    assert worker.open_streams == 0
