@@ -7,23 +7,25 @@ token's JSON payload, then Ollama's statistics or the error that ended it), so c
 worker follow it from any token index and the task talking to Ollama never waits on a client.
 
 A second task, the keeper, has two states. While the generation runs it publishes
-(``_publish_while_running``): it wakes on a new token, waits ``BATCH_SECONDS`` for more and
-writes them to Redis as one stream entry (``XADD``), for clients on other workers, for resuming
-and for the cache, so a joiner elsewhere sees a token about 50 ms (plus a round trip) after one
-here, at one round trip per batch. Every two seconds (and whenever the last local client leaves)
-it renews the leader's leases and counts the clients on other workers: when none has been here
-or elsewhere for ``RESUME_GRACE``, the upstream request is cancelled. Once the generation has
-ended it writes the end (``_write_end``): the last tokens, then ``done`` and the cache entry, or
-the error. Its clients get the final event only once the end is written, so a client that saw
-``done`` and asks again gets a cache hit, and one that saw an error asks Ollama again; while
-Redis is down after the end, they get it at once and the keeper goes on writing it while the
-claim lasts. A generation is cached only when Ollama said ``done``; a failed or cancelled one
-never is.
+(``_publish_while_running``): it wakes on a new token, lets more gather until the worker's next
+batch time (every ``BATCH_SECONDS``) and writes them to Redis as one stream entry (``XADD``),
+for clients on other workers, for resuming and for the cache, so a joiner elsewhere sees a token
+about 50 ms (plus a round trip) after one here. The keepers woken at one batch time write in one
+round trip between them (``app.pipelines``). Every two seconds (and whenever the last local
+client leaves) it renews the leader's leases and counts the clients on other workers: when none
+has been here or elsewhere for ``RESUME_GRACE``, the upstream request is cancelled. Once the
+generation has ended it writes the end (``_write_end``): the last tokens, then ``done`` and the
+cache entry, or the error. Its clients get the final event only once the end is written, so a
+client that saw ``done`` and asks again gets a cache hit, and one that saw an error asks Ollama
+again; while Redis is down after the end, they get it at once and the keeper goes on writing it
+while the claim lasts. A generation is cached only when Ollama said ``done``; a failed or
+cancelled one never is.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import secrets
@@ -31,8 +33,6 @@ import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
-
-import anyio
 
 from app import cache, entries, events, metrics
 from app.errors import Cancelled, ServiceError, ShuttingDown
@@ -285,11 +285,14 @@ class Generation:
 
     async def _wait_for_news(self) -> None:
         # a random share of a tick, so that the keepers of generations started together do not
-        # all wake (and renew) in the same instant
-        with anyio.move_on_after(TICK_SECONDS * random.uniform(0.5, 1.0)):
-            await self._changed.wait()
+        # all renew at once; then a batch gathers until the worker's next batch time, when the
+        # keepers woken by then write in one round trip (app.pipelines)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(TICK_SECONDS * random.uniform(0.5, 1.0)):
+                await self._changed.wait()
         if not self.ended:
-            await asyncio.sleep(BATCH_SECONDS)  # let a batch gather
+            now = asyncio.get_running_loop().time()
+            await asyncio.sleep(BATCH_SECONDS - now % BATCH_SECONDS)
 
     async def _publish(self, published: int) -> int:
         """Writes the tokens from index ``published`` on as one entry; returns how many are."""

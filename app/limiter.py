@@ -1,13 +1,14 @@
 """Per-client sliding-window rate limiting in Redis, shared by every worker and replica.
 
 One Lua script (``sliding_window.lua``, package data, registered once and called by its SHA)
-checks and counts a request atomically in one round trip, over two counters per client: the
-current and the previous fixed window, whose keys share the client's hash tag (Redis Cluster)
-and expire after two windows. The estimate weights the previous window by the share of it
-still inside the sliding window, which assumes its requests were spread evenly: right after a
-window boundary a client that sent its whole quota at the end of the previous window stays
-limited, and one that sent it at the start is limited a little longer than a true sliding log
-would (never shorter). ``Retry-After`` is rounded up, so waiting that long is always enough.
+checks and counts a request atomically, in one round trip shared by the checks of one turn of
+the event loop (``app.pipelines``), over two counters per client: the current and the previous
+fixed window, whose keys share the client's hash tag (Redis Cluster) and expire after two
+windows. The estimate weights the previous window by the share of it still inside the sliding
+window, which assumes its requests were spread evenly: right after a window boundary a client
+that sent its whole quota at the end of the previous window stays limited, and one that sent it
+at the start is limited a little longer than a true sliding log would (never shorter).
+``Retry-After`` is rounded up, so waiting that long is always enough.
 
 Clients are ``scope["client"]`` as uvicorn leaves it (it alone applies ``FORWARDED_ALLOW_IPS``):
 IPv4-mapped IPv6 counts as its IPv4 address, other IPv6 per /64, since one host commonly holds a
@@ -25,9 +26,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any, cast
+
+from redis.exceptions import NoScriptError
 
 from app import keys
-from app.redisclient import Guarded, RedisClient
+from app.pipelines import SharedPipeline
+from app.redisclient import Guarded, RedisClient, RedisUnavailable
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +81,7 @@ class SlidingWindowLimiter:
         self._call = Guarded(
             "limiter", "admitting or refusing as RATE_LIMIT_FAIL_OPEN says", gate=gate
         )
+        self._shared = SharedPipeline(redis, self._call)
 
     @property
     def failures(self) -> int:
@@ -91,8 +97,24 @@ class SlidingWindowLimiter:
             self.window_seconds,
             repr(now - index * self.window_seconds),
         ]
-        allowed, remaining, wait = await self._call(lambda: self._script(keys=names, args=args))
+        allowed, remaining, wait = await self._run(names, args)
         seconds = max(0, math.ceil(float(wait) - 1e-9))  # rounded up: waiting this long is enough
         if not allowed:
             seconds = max(1, seconds)
         return Decision(bool(allowed), int(remaining), seconds)
+
+    async def _run(self, names: list[str], args: list[int | str]) -> list[Any]:
+        """The script's reply; checks of one turn share a round trip, each still atomic (one
+        script call). Redis answers NOSCRIPT when it lost the script (a restart, a flush, a
+        failover): this one call then loads it and runs as before."""
+        script = self._script
+        try:
+            (reply,) = await self._shared.run(  # by name: redis-py refuses evalsha in a
+                # cluster pipeline, though a script whose keys share one slot runs fine in one
+                lambda pipe: pipe.execute_command("EVALSHA", script.sha, len(names), *names, *args)
+            )
+        except RedisUnavailable as exc:
+            if not isinstance(exc.__cause__, NoScriptError):
+                raise
+            reply = await self._call(lambda: script(keys=names, args=args))
+        return cast(list[Any], reply)

@@ -3,7 +3,9 @@
 The keys are built by ``app.keys`` (its docstring has the layout) and the generation's stream
 entries by ``app.entries``. Every call goes through one ``Guarded``: a failure is
 ``RedisUnavailable``, and for a second after one the store refuses calls without touching the
-network, so an outage costs requests nothing but a bypassed cache.
+network, so an outage costs requests nothing but a bypassed cache. What every stream writes
+often (its batches, renewals and watches) shares one pipeline per turn of the event loop
+(``app.pipelines``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any, Literal, cast
 import orjson
 
 from app import keys
+from app.pipelines import SharedPipeline
 from app.redisclient import REDIS_FAULTS, RETRY_AFTER_SECONDS, Guarded, RedisClient
 from app.schema import Kind
 
@@ -88,6 +91,7 @@ class RedisStore:
         self._release = redis.register_script(_RELEASE)
         self._pick_host = redis.register_script(_PICK_HOST)
         self._call = Guarded("generations", "serving without cache and joining", gate=gate)
+        self._shared = SharedPipeline(redis, self._call)  # the commands of every stream
 
     async def claim(self, sha: str, generation: str, *, read_cache: bool) -> Claim:
         names = [keys.content(sha, "cache"), keys.content(sha, "live")]
@@ -112,27 +116,28 @@ class RedisStore:
     async def append(self, generation: str, entry: dict[str, bytes], *, first: bool) -> None:
         """Adds one entry to the generation's events (the first one also sets their TTL)."""
         key = keys.generation(generation, "events")
-        if not first:
-            await self._call(lambda: self.redis.xadd(key, entry))  # type: ignore[arg-type]
-            return
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(key, entry)  # type: ignore[arg-type]
-            pipe.expire(key, STREAM_RETENTION_SECONDS)
-            await self._call(pipe.execute)
+
+        def queue(pipe: Any) -> None:
+            pipe.xadd(key, entry)
+            if first:
+                pipe.expire(key, STREAM_RETENTION_SECONDS)
+
+        await self._shared.run(queue)
 
     async def renew(self, generation: str, meta: Meta, meta_ttl: int, *, claimed: bool) -> int:
         """Renews the leader's lease, the generation's meta and, if ``claimed``, its claim on
         the content; returns how many clients follow on other workers."""
         described = orjson.dumps({"sha": meta.sha, "kind": meta.kind, "model": meta.model})
-        async with self.redis.pipeline(transaction=False) as pipe:
+
+        def queue(pipe: Any) -> None:
             pipe.set(keys.generation(generation, "meta"), described, ex=meta_ttl)
             pipe.set(keys.generation(generation, "lease"), 1, px=int(LEASE_SECONDS * 1000))
             if claimed:
                 pipe.pexpire(keys.content(meta.sha, "live"), int(LEASE_SECONDS * 1000))
             pipe.expire(keys.generation(generation, "events"), STREAM_RETENTION_SECONDS)
             pipe.zcount(keys.generation(generation, "watchers"), time.time(), "+inf")
-            results: list[Any] = await self._call(pipe.execute)
-        return int(results[-1])
+
+        return int((await self._shared.run(queue))[-1])
 
     async def finish(
         self,
@@ -187,11 +192,13 @@ class RedisStore:
     async def watch(self, generation: str, watcher: str) -> None:
         key = keys.generation(generation, "watchers")
         expires = time.time() + WATCH_SECONDS
-        async with self.redis.pipeline(transaction=False) as pipe:
+
+        def queue(pipe: Any) -> None:
             pipe.zadd(key, {watcher: expires})
             pipe.zremrangebyscore(key, "-inf", time.time())
             pipe.expire(key, STREAM_RETENTION_SECONDS)
-            await self._call(pipe.execute)
+
+        await self._shared.run(queue)
 
     async def unwatch(self, generation: str, watcher: str) -> None:
         key = keys.generation(generation, "watchers")

@@ -6,7 +6,8 @@ import asyncio
 import gc
 import uuid
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import pytest
 from redis.asyncio import RedisCluster
@@ -113,11 +114,39 @@ async def test_the_window_boundary_counts_the_previous_window_by_its_share(
 
 
 async def test_concurrent_burst_admits_exactly_the_limit(redis: RedisClient) -> None:
-    """The check and the count are one atomic script: no race lets an extra request in."""
+    """The check and the count are one atomic script: no race lets an extra request in, though
+    the checks of one turn of the event loop share a single pipelined round trip."""
     clock, client = Clock(), someone()
     limit = limiter(redis, clock, limit=10)
+    pipelines = count_pipelines(redis)
     decisions = await asyncio.gather(*(limit.check(client) for _ in range(50)))
     assert sum(d.allowed for d in decisions) == 10
+    assert [d.remaining for d in decisions if d.allowed] == list(range(9, -1, -1))
+    assert pipelines() == 1
+
+
+async def test_a_script_redis_lost_is_loaded_again(redis: RedisClient) -> None:
+    """After a restart, a flush or a failover Redis answers NOSCRIPT: checks go on, counted."""
+    clock, client = Clock(), someone()
+    limit = limiter(redis, clock, limit=3)
+    assert (await limit.check(client)).remaining == 2
+    await redis.script_flush()
+    decisions = await asyncio.gather(*(limit.check(client) for _ in range(3)))
+    assert sorted(d.allowed for d in decisions) == [False, True, True]  # 2 left of 3
+
+
+def count_pipelines(redis: RedisClient) -> Callable[[], int]:
+    """Counts the pipelines opened on ``redis`` from now on (a spy: they still run)."""
+    opened = 0
+    pipeline = redis.pipeline
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal opened
+        opened += 1
+        return pipeline(*args, **kwargs)
+
+    redis.pipeline = counting  # type: ignore[method-assign]
+    return lambda: opened
 
 
 async def test_keys_share_a_hash_tag_and_expire_after_two_windows(redis: RedisClient) -> None:
