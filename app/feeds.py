@@ -200,8 +200,9 @@ class RemoteFeed:
     async def watch(self) -> None:
         """Tells the leader that a client follows here, at most once a second."""
         if time.monotonic() - self._watched_at >= RENEW_WATCH_SECONDS:
+            first = not self._watched_at
             self._watched_at = time.monotonic()
-            await self._store.watch(self.generation_id, self._watcher)
+            await self._store.watch(self.generation_id, self._watcher, first=first)
 
     async def pull(self, block_milliseconds: int) -> None:
         """Reads new stream entries; after waiting in vain, notices a leader that is gone."""

@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import random
 import secrets
 import time
@@ -109,6 +110,12 @@ class GenerationView(Protocol):
     def follow(self, index: int = 0) -> AsyncGenerator[Chunk]: ...
 
 
+def _batch_time(at: float) -> float:
+    """The first of the worker's batch times (every ``BATCH_SECONDS`` of the loop's clock) not
+    before ``at``: keepers that write at one batch time share a round trip (app.pipelines)."""
+    return math.ceil(at / BATCH_SECONDS) * BATCH_SECONDS
+
+
 def new_generation_id() -> str:
     """``g_`` and 128 random bits, base64url: unguessable, so the id can authorise a stop."""
     return "g_" + secrets.token_urlsafe(16)
@@ -142,7 +149,10 @@ class Generation:
         self.error: ServiceError | None = None
         self._store = store
         self._policy = policy
-        self._changed = asyncio.Event()
+        self._changed = asyncio.Event()  # a token or the end: for followers here
+        self._wake = asyncio.Event()  # for the keeper (see _sleep_until)
+        self._tokens_wake = False
+        self._remote_clients = 0  # following on other workers, as last counted
         self._settled = asyncio.Event()  # the end is written to Redis (or cannot be)
         self._clients = 0
         self._last_client_at = time.monotonic()
@@ -179,6 +189,8 @@ class Generation:
         if isinstance(chunk, Token):
             self.payloads.append(events.token_payload(chunk.fields))
             self._notify()
+            if self._tokens_wake:
+                self._wake.set()
         else:
             self._end(stats=chunk.stats)
 
@@ -189,6 +201,7 @@ class Generation:
             self.stats, self.error = stats, error
             self._ended_at = time.monotonic()
             self._notify()
+            self._wake.set()
             if error is None:
                 metrics.GENERATIONS.labels("completed").inc()
             elif isinstance(error, Cancelled | ShuttingDown):
@@ -214,7 +227,7 @@ class Generation:
                 self._clients -= 1
                 if self._clients == 0:
                     self._last_client_at = time.monotonic()
-                    self._notify()  # the keeper decides whether the generation is abandoned
+                    self._wake.set()  # the keeper decides whether the generation is abandoned
 
         return detach
 
@@ -265,34 +278,56 @@ class Generation:
 
     async def _publish_while_running(self) -> int:
         """Tokens go to Redis in batches and the leases are renewed, until the generation ends;
-        returns how many tokens are published. Redis refusing a round is retried the next."""
-        published, renewed_at, failed = 0, float("-inf"), False
-        while True:
-            if (len(self.payloads) == published or failed) and not self.ended:
-                await self._wait_for_news()
-            if self.ended:
-                return published
-            remote_clients = 0
-            try:
-                published = await self._publish(published)
-                if not self._clients or time.monotonic() - renewed_at >= RENEW_SECONDS:
-                    remote_clients = await self.announce()
-                    renewed_at = time.monotonic()
-                failed = False
-            except RedisUnavailable:
-                failed = True
-            self._cancel_if_unread(read=remote_clients > 0 or failed)  # failed: cannot tell
+        returns how many tokens are published. Redis refusing a round is retried a tick later.
 
-    async def _wait_for_news(self) -> None:
-        # a random share of a tick, so that the keepers of generations started together do not
-        # all renew at once; then a batch gathers until the worker's next batch time, when the
-        # keepers woken by then write in one round trip (app.pipelines)
+        A batch goes out at the first batch time ``BATCH_SECONDS`` after the last one while a
+        client on another worker follows, else a tick (``TICK_SECONDS``) after it: nobody reads
+        the stream then but a resume elsewhere, which tells this worker at once that it now
+        follows (``watched``). The renewal comes every ``RENEW_SECONDS`` (the first at a random
+        share of that, so that generations started together renew apart), and every tick while
+        no client here follows, to learn whether one elsewhere still does."""
+        clock = asyncio.get_running_loop().time
+        published, published_at = 0, clock()
+        renewed_at = clock() - RENEW_SECONDS * random.uniform(
+            0, 0.5
+        )  # the first: at a random share
+        while not self.ended:
+            now = clock()
+            pending = len(self.payloads) > published
+            interval = BATCH_SECONDS if self._remote_clients else TICK_SECONDS
+            renew_at = renewed_at + (RENEW_SECONDS if self._clients else TICK_SECONDS)
+            wake_at = min(renew_at, _batch_time(published_at + interval)) if pending else renew_at
+            if wake_at > now:
+                await self._sleep_until(wake_at, tokens_wake=not pending)
+                continue
+            try:
+                if pending and now >= published_at + interval - BATCH_SECONDS / 2:
+                    published = await self._publish(published)
+                    # the batch time it woke for, so the next is a whole interval on
+                    published_at = math.floor(now / BATCH_SECONDS) * BATCH_SECONDS
+                if now >= renew_at:
+                    self._remote_clients = await self.announce()
+                    renewed_at = clock()
+                self._cancel_if_unread(read=self._remote_clients > 0)
+            except RedisUnavailable:  # both retried a tick later
+                published_at, renewed_at = now, now + TICK_SECONDS - (renew_at - renewed_at)
+                self._cancel_if_unread(read=True)  # cannot tell
+        return published
+
+    def watched(self) -> None:
+        """A client on another worker began to follow: batches go out promptly from now."""
+        self._remote_clients = max(1, self._remote_clients)
+        self._wake.set()
+
+    async def _sleep_until(self, deadline: float, *, tokens_wake: bool) -> None:
+        """Until ``deadline``, the end, the last client here leaving or a client elsewhere
+        arriving; with ``tokens_wake``, a new token too (it starts a batch's clock)."""
+        self._wake.clear()
+        self._tokens_wake = tokens_wake
         with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(TICK_SECONDS * random.uniform(0.5, 1.0)):
-                await self._changed.wait()
-        if not self.ended:
-            now = asyncio.get_running_loop().time()
-            await asyncio.sleep(BATCH_SECONDS - now % BATCH_SECONDS)
+            async with asyncio.timeout_at(deadline):
+                await self._wake.wait()
+        self._tokens_wake = False
 
     async def _publish(self, published: int) -> int:
         """Writes the tokens from index ``published`` on as one entry; returns how many are."""

@@ -13,6 +13,8 @@ each script and pipeline stays within a slot.
     bib:{<g>}:lease           exists while the leader's worker is alive
     bib:{<g>}:watchers        clients on other workers, scored by when their presence expires
     bib:stop                  pub/sub channel: ids of generations a client asked to stop
+    bib:watch                 pub/sub channel: ids of generations a client on another worker
+                              began to follow
     bib:{hosts}:in-flight:<url>  generations running on that Ollama host, scored by when their
                               ticket expires (``hosts.py``); one tag, so one script sees them all
     bib:rl:{<client>}:<n>     requests of a client in fixed window ``n`` (``limiter.py``),
@@ -24,6 +26,7 @@ from __future__ import annotations
 from typing import Literal
 
 STOP_CHANNEL = "bib:stop"
+WATCH_CHANNEL = "bib:watch"
 
 
 def content(sha: str, name: Literal["cache", "live"]) -> str:

@@ -79,7 +79,7 @@ def lifespan(
             transport=ollama_transport,
         )
         registry = Registry(ollama, store, Policy.of(settings))
-        stop_listener = asyncio.create_task(registry.listen_for_stops())
+        stop_listener = asyncio.create_task(registry.listen())
         await ollama.refresh()  # each host's models, before the first request needs them
         host_keeper = asyncio.create_task(ollama.run())
         drain = Drain(

@@ -17,7 +17,7 @@ import contextlib
 import logging
 from dataclasses import dataclass
 
-from app import cache
+from app import cache, keys
 from app.cache import LocalCopies
 from app.errors import Cancelled, ServiceError, ShuttingDown
 from app.feeds import CachedFeed, Feed, LocalFeed, RemoteFeed
@@ -161,12 +161,17 @@ class Registry:
             return False
         return True
 
-    async def listen_for_stops(self) -> None:
-        """Runs for the worker's life: stops local generations that a client asked to stop."""
-        async for generation_id in self._store.stop_requests():
+    async def listen(self) -> None:
+        """Runs for the worker's life: stops local generations that a client asked to stop,
+        and tells those that a client elsewhere began to follow."""
+        async for channel, generation_id in self._store.notices():
             local = self._by_id.get(generation_id)
-            if local is not None:
+            if local is None:
+                continue
+            if channel == keys.STOP_CHANNEL:
                 local.cancel(Cancelled("Stopped by a client."))
+            else:
+                local.watched()
 
     async def _lead(
         self, request: CompletionRequest, sha: str, generation_id: str, *, claimed: bool

@@ -189,7 +189,9 @@ class RedisStore:
             await self._call(lambda: self.redis.exists(keys.generation(generation, "lease")))
         )
 
-    async def watch(self, generation: str, watcher: str) -> None:
+    async def watch(self, generation: str, watcher: str, *, first: bool = False) -> None:
+        """Marks ``watcher`` present for ``WATCH_SECONDS``; the ``first`` time, also tells the
+        leader's worker on the watch channel, so its batches go out promptly at once."""
         key = keys.generation(generation, "watchers")
         expires = time.time() + WATCH_SECONDS
 
@@ -199,6 +201,8 @@ class RedisStore:
             pipe.expire(key, STREAM_RETENTION_SECONDS)
 
         await self._shared.run(queue)
+        if first:  # apart: a cluster pipeline has no slot for a channel
+            await self._call(lambda: self.redis.publish(keys.WATCH_CHANNEL, generation))
 
     async def unwatch(self, generation: str, watcher: str) -> None:
         key = keys.generation(generation, "watchers")
@@ -207,15 +211,16 @@ class RedisStore:
     async def request_stop(self, generation: str) -> None:
         await self._call(lambda: self.redis.publish(keys.STOP_CHANNEL, generation))
 
-    async def stop_requests(self) -> AsyncIterator[str]:
-        """Ids published on the stop channel; reconnects after Redis trouble."""
+    async def notices(self) -> AsyncIterator[tuple[str, str]]:
+        """``(channel, generation id)`` as published on the stop and watch channels;
+        reconnects after Redis trouble."""
         while True:
             try:
                 async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(keys.STOP_CHANNEL)
+                    await pubsub.subscribe(keys.STOP_CHANNEL, keys.WATCH_CHANNEL)
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
-                            yield message["data"].decode()
+                            yield message["channel"].decode(), message["data"].decode()
             except REDIS_FAULTS:
                 await asyncio.sleep(RETRY_AFTER_SECONDS)
 

@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
 
+from app import keys
 from app.cache import content_hash
 from app.feeds import LocalFeed
-from app.generation import Policy
+from app.generation import Emit, Finished, Policy, Token
 from app.registry import Registry
 from app.schema import CompletionRequest, parse_body
 from app.store import RedisStore
@@ -456,3 +458,49 @@ async def test_identical_requests_racing_on_one_worker_all_follow_it_here(
         for feed in feeds:
             await feed.aclose()
         await registry.aclose()
+
+
+@dataclass
+class Ticking:
+    """A ``TokenSource`` that emits a token every ``seconds``, ``count`` of them."""
+
+    count: int
+    seconds: float
+
+    async def generate(self, request: CompletionRequest, emit: Emit) -> None:
+        for index in range(self.count):
+            await asyncio.sleep(self.seconds)
+            emit(Token({"text": f"{index} "}))
+        emit(Finished({"done_reason": "stop"}))
+
+
+async def test_batches_go_out_a_tick_apart_until_a_client_elsewhere_follows(
+    store: RedisStore,
+) -> None:
+    """Issue 12: nobody reads a generation's stream but clients on other workers, so until
+    one comes its batches go out a tick apart; from the first watch on, every batch time.
+    Two registries on one Redis are two workers."""
+    policy = Policy(resume_grace_seconds=5, cache_ttl_seconds=60, cache_max_bytes=1 << 20,
+                    local_cache_seconds=0)  # fmt: skip
+    leader = Registry(Ticking(count=200, seconds=0.01), store, policy)
+    elsewhere = Registry(helpers.ScriptedSource(), store, policy)
+    listening = asyncio.create_task(leader.listen())
+    await asyncio.sleep(0.1)  # subscribed
+    feed = await leader.open(CompletionRequest(model="llama3.2", prompt=unique("ticking")))
+    events = keys.generation(feed.generation_id, "events")
+    try:
+        await asyncio.sleep(1.5)  # some 150 tokens, watched by nobody elsewhere
+        assert 1 <= await store.redis.xlen(events) <= 2
+        remote = await elsewhere.find(feed.generation_id)
+        assert remote is not None
+        await remote.ready(1)
+        before = await store.redis.xlen(events)
+        await asyncio.sleep(0.3)
+        assert await store.redis.xlen(events) - before >= 4  # about one a batch time
+    finally:
+        listening.cancel()
+        await feed.aclose()
+        if remote is not None:
+            await remote.aclose()
+        await leader.aclose()
+        await elsewhere.aclose()
