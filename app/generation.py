@@ -48,6 +48,7 @@ logger = logging.getLogger(__name__)
 BATCH_SECONDS = 0.05
 TICK_SECONDS = 1.0
 RENEW_SECONDS = 2.0  # well inside the 5 s lease
+DESCRIBE_SECONDS = 60.0  # the meta and the events' expiry, which last ten minutes and more
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +154,7 @@ class Generation:
         self._wake = asyncio.Event()  # for the keeper (see _sleep_until)
         self._tokens_wake = False
         self._remote_clients = 0  # following on other workers, as last counted
+        self._described_at = float("-inf")  # when the meta was last written
         self._settled = asyncio.Event()  # the end is written to Redis (or cannot be)
         self._clients = 0
         self._last_client_at = time.monotonic()
@@ -260,13 +262,22 @@ class Generation:
                 yield Chunk(events.error(self.id, self.error), 0)
                 return
 
-    async def announce(self) -> int:
-        """Renews what says this generation runs (meta, lease, claim); returns how many clients
-        follow it on other workers. Raises ``RedisUnavailable``."""
+    async def announce(self) -> None:
+        """Writes what says this generation runs (meta, lease, claim), so its id works on any
+        worker. Raises ``RedisUnavailable``."""
+        await self._renew(describe=True, count=False)
+
+    async def _renew(self, *, describe: bool, count: bool) -> int:
+        """Renews the lease and claim (``describe``: the meta too); ``count``: returns how many
+        clients follow on other workers, else 0."""
         if self._store is None:
             return 0
         ttl = max(self._policy.cache_ttl_seconds, STREAM_RETENTION_SECONDS)
-        return await self._store.renew(self.id, self.meta, ttl, claimed=self.claimed)
+        counted = await self._store.renew(self.id, self.meta, ttl, claimed=self.claimed,
+                                          describe=describe, count=count)  # fmt: skip
+        if describe:
+            self._described_at = time.monotonic()
+        return counted
 
     async def _keep(self) -> None:
         """The keeper: publishes while the generation runs, then writes its end."""
@@ -306,7 +317,11 @@ class Generation:
                     # the batch time it woke for, so the next is a whole interval on
                     published_at = math.floor(now / BATCH_SECONDS) * BATCH_SECONDS
                 if now >= renew_at:
-                    self._remote_clients = await self.announce()
+                    # clients elsewhere are counted when it matters: when none is here (the
+                    # grace), or some were (have they gone?); a new one says so (watched)
+                    count = not self._clients or self._remote_clients > 0
+                    describe = time.monotonic() - self._described_at >= DESCRIBE_SECONDS
+                    self._remote_clients = await self._renew(describe=describe, count=count)
                     renewed_at = clock()
                 self._cancel_if_unread(read=self._remote_clients > 0)
             except RedisUnavailable:  # both retried a tick later

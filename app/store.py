@@ -124,20 +124,28 @@ class RedisStore:
 
         await self._shared.run(queue)
 
-    async def renew(self, generation: str, meta: Meta, meta_ttl: int, *, claimed: bool) -> int:
-        """Renews the leader's lease, the generation's meta and, if ``claimed``, its claim on
-        the content; returns how many clients follow on other workers."""
+    async def renew(
+        self, generation: str, meta: Meta, meta_ttl: int, *, claimed: bool, describe: bool,
+        count: bool,
+    ) -> int:  # fmt: skip
+        """Renews the leader's lease and, if ``claimed``, its claim on the content; with
+        ``describe`` also writes the generation's meta and pushes back its events' expiry (both
+        last far longer than a lease); with ``count``, returns how many clients follow on
+        other workers (else 0)."""
         described = orjson.dumps({"sha": meta.sha, "kind": meta.kind, "model": meta.model})
 
         def queue(pipe: Any) -> None:
-            pipe.set(keys.generation(generation, "meta"), described, ex=meta_ttl)
             pipe.set(keys.generation(generation, "lease"), 1, px=int(LEASE_SECONDS * 1000))
             if claimed:
                 pipe.pexpire(keys.content(meta.sha, "live"), int(LEASE_SECONDS * 1000))
-            pipe.expire(keys.generation(generation, "events"), STREAM_RETENTION_SECONDS)
-            pipe.zcount(keys.generation(generation, "watchers"), time.time(), "+inf")
+            if describe:
+                pipe.set(keys.generation(generation, "meta"), described, ex=meta_ttl)
+                pipe.expire(keys.generation(generation, "events"), STREAM_RETENTION_SECONDS)
+            if count:
+                pipe.zcount(keys.generation(generation, "watchers"), time.time(), "+inf")
 
-        return int((await self._shared.run(queue))[-1])
+        replies = await self._shared.run(queue)
+        return int(replies[-1]) if count else 0
 
     async def finish(
         self,

@@ -27,7 +27,8 @@ class Running:
 async def leader(store: RedisStore) -> str:
     """A generation some other worker leads: announced, its lease alive."""
     generation = new_generation_id()
-    await store.renew(generation, Meta(uuid.uuid4().hex * 2, "generate", "m"), 60, claimed=False)
+    await store.renew(generation, Meta(uuid.uuid4().hex * 2, "generate", "m"), 60, claimed=False,
+                      describe=True, count=False)  # fmt: skip
     return generation
 
 

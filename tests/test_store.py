@@ -42,13 +42,23 @@ async def test_a_renewed_generation_is_found_by_id_with_its_watchers(store: Redi
     generation, content = new_generation_id(), sha()
     meta = Meta(content, "chat", "qwen3")
     assert await store.meta(generation) is None
-    assert await store.renew(generation, meta, 60, claimed=False) == 0
+    assert await store.renew(generation, meta, 60, claimed=False, describe=True, count=True) == 0
     assert await store.meta(generation) == meta
     assert await store.alive(generation)
     await store.watch(generation, "elsewhere")
-    assert await store.renew(generation, meta, 60, claimed=False) == 1
+    assert await store.renew(generation, meta, 60, claimed=False, describe=True, count=True) == 1
     await store.unwatch(generation, "elsewhere")
-    assert await store.renew(generation, meta, 60, claimed=False) == 0
+    assert await store.renew(generation, meta, 60, claimed=False, describe=True, count=True) == 0
+
+
+async def test_a_lease_renewal_leaves_the_meta_and_the_count_alone(store: RedisStore) -> None:
+    """What keepers send every two seconds: the lease (and claim), nothing that lasts longer."""
+    generation, content = new_generation_id(), sha()
+    meta = Meta(content, "chat", "qwen3")
+    await store.watch(generation, "elsewhere")
+    assert await store.renew(generation, meta, 60, claimed=False, describe=False, count=False) == 0
+    assert await store.alive(generation)
+    assert await store.meta(generation) is None
 
 
 async def test_events_are_read_back_in_order_after_an_id(store: RedisStore) -> None:
