@@ -7,19 +7,19 @@ token's JSON payload, then Ollama's statistics or the error that ended it), so c
 worker follow it from any token index and the task talking to Ollama never waits on a client.
 
 A second task, the keeper, has two states. While the generation runs it publishes
-(``_publish_while_running``): it wakes on a new token, lets more gather until the worker's next
-batch time (every ``BATCH_SECONDS``) and writes them to Redis as one stream entry (``XADD``),
-for clients on other workers, for resuming and for the cache, so a joiner elsewhere sees a token
-about 50 ms (plus a round trip) after one here. The keepers woken at one batch time write in one
-round trip between them (``app.pipelines``). Every two seconds (and whenever the last local
-client leaves) it renews the leader's leases and counts the clients on other workers: when none
-has been here or elsewhere for ``RESUME_GRACE``, the upstream request is cancelled. Once the
-generation has ended it writes the end (``_write_end``): the last tokens, then ``done`` and the
-cache entry, or the error. Its clients get the final event only once the end is written, so a
-client that saw ``done`` and asks again gets a cache hit, and one that saw an error asks Ollama
-again; while Redis is down after the end, they get it at once and the keeper goes on writing it
-while the claim lasts. A generation is cached only when Ollama said ``done``; a failed or
-cancelled one never is.
+(``_publish_while_running``): the tokens go to Redis in batches, one stream entry (``XADD``)
+each, for clients on other workers, for resuming and for the cache; a joiner elsewhere sees a
+token about 50 ms (plus a round trip) after one here, and while nobody elsewhere follows a
+batch goes out once a tick. Keepers write at the worker's common batch times, so those woken
+together share one round trip (``app.pipelines``). The leases are renewed by the worker's one
+loop (``app.leases``), which also counts the clients on other workers: when none has been here
+or elsewhere for ``RESUME_GRACE``, the upstream request is cancelled. Once the generation has
+ended the keeper writes the end (``_write_end``): the last tokens, then ``done`` and the cache
+entry, or the error. Its clients get the final event only once the end is written, so a client
+that saw ``done`` and asks again gets a cache hit, and one that saw an error asks Ollama again;
+while Redis is down after the end, they get it at once and the keeper goes on writing it while
+the claim lasts. A generation is cached only when Ollama said ``done``; a failed or cancelled
+one never is.
 """
 
 from __future__ import annotations
@@ -32,20 +32,20 @@ import random
 import secrets
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from app import cache, entries, events, metrics
 from app.errors import Cancelled, ServiceError, ShuttingDown
 from app.events import Chunk
+from app.leases import BATCH_SECONDS, Leases, batch_time
 from app.redisclient import RedisUnavailable
 from app.schema import CompletionRequest
 from app.settings import Settings
-from app.store import LEASE_SECONDS, STREAM_RETENTION_SECONDS, Meta, RedisStore
+from app.store import LEASE_SECONDS, STREAM_RETENTION_SECONDS, Meta, RedisStore, Renewal
 
 logger = logging.getLogger(__name__)
 
-BATCH_SECONDS = 0.05
 TICK_SECONDS = 1.0
 RENEW_SECONDS = 2.0  # well inside the 5 s lease
 DESCRIBE_SECONDS = 60.0  # the meta and the events' expiry, which last ten minutes and more
@@ -111,12 +111,6 @@ class GenerationView(Protocol):
     def follow(self, index: int = 0) -> AsyncGenerator[Chunk]: ...
 
 
-def _batch_time(at: float) -> float:
-    """The first of the worker's batch times (every ``BATCH_SECONDS`` of the loop's clock) not
-    before ``at``: keepers that write at one batch time share a round trip (app.pipelines)."""
-    return math.ceil(at / BATCH_SECONDS) * BATCH_SECONDS
-
-
 def new_generation_id() -> str:
     """``g_`` and 128 random bits, base64url: unguessable, so the id can authorise a stop."""
     return "g_" + secrets.token_urlsafe(16)
@@ -140,6 +134,7 @@ class Generation:
         claimed: bool,
         store: RedisStore | None,
         policy: Policy,
+        leases: Leases | None = None,
     ) -> None:
         self.id = generation_id
         self.request = request
@@ -149,6 +144,7 @@ class Generation:
         self.stats: dict[str, Any] | None = None
         self.error: ServiceError | None = None
         self._store = store
+        self._leases = leases
         self._policy = policy
         self._changed = asyncio.Event()  # a token or the end: for followers here
         self._wake = asyncio.Event()  # for the keeper (see _sleep_until)
@@ -172,6 +168,8 @@ class Generation:
         return Meta(self.sha, self.request.kind, self.request.model)
 
     def start(self, source: TokenSource) -> list[asyncio.Task[None]]:
+        if self._leases is not None:  # the first renewal at a random share, to spread them
+            self._leases.renew_in(self, RENEW_SECONDS * random.uniform(0.5, 1.0))
         self._producer = asyncio.create_task(self._produce(source), name=self.id)
         return [self._producer, asyncio.create_task(self._keep(), name=f"{self.id} keeper")]
 
@@ -229,7 +227,8 @@ class Generation:
                 self._clients -= 1
                 if self._clients == 0:
                     self._last_client_at = time.monotonic()
-                    self._wake.set()  # the keeper decides whether the generation is abandoned
+                    if self._leases is not None and not self.ended:
+                        self._leases.renew_in(self, 0)  # counts those elsewhere, or not
 
         return detach
 
@@ -265,19 +264,39 @@ class Generation:
     async def announce(self) -> None:
         """Writes what says this generation runs (meta, lease, claim), so its id works on any
         worker. Raises ``RedisUnavailable``."""
-        await self._renew(describe=True, count=False)
-
-    async def _renew(self, *, describe: bool, count: bool) -> int:
-        """Renews the lease and claim (``describe``: the meta too); ``count``: returns how many
-        clients follow on other workers, else 0."""
-        if self._store is None:
-            return 0
-        ttl = max(self._policy.cache_ttl_seconds, STREAM_RETENTION_SECONDS)
-        counted = await self._store.renew(self.id, self.meta, ttl, claimed=self.claimed,
-                                          describe=describe, count=count)  # fmt: skip
-        if describe:
+        renewal = self.renewal()
+        if self._store is not None and renewal is not None:
+            await self._store.renew([replace(renewal, describe=True, count=False)])
             self._described_at = time.monotonic()
-        return counted
+
+    def renewal(self) -> Renewal | None:
+        """What its next renewal writes (``app.leases``): the lease and the claim; the meta
+        once a minute; the clients elsewhere are counted when it matters, when none is here
+        (the grace) or some were (have they gone?): a new one says so at once (``watched``).
+        ``None`` without Redis: then only the grace is kept."""
+        if self._store is None:
+            return None
+        return Renewal(
+            self.id,
+            self.meta,
+            max(self._policy.cache_ttl_seconds, STREAM_RETENTION_SECONDS),
+            self.claimed,
+            describe=time.monotonic() - self._described_at >= DESCRIBE_SECONDS,
+            count=not self._clients or self._remote_clients > 0,
+        )
+
+    def renewed(self, renewal: Renewal | None, counted: int | None) -> float:
+        """Takes a renewal's outcome (``None``: Redis failed, retried a tick later); returns
+        the seconds until the next: ``RENEW_SECONDS``, or a tick while nobody follows here."""
+        if counted is None:
+            self._cancel_if_unread(read=True)  # cannot tell
+            return TICK_SECONDS
+        if renewal is not None and renewal.describe:
+            self._described_at = time.monotonic()
+        if renewal is not None and renewal.count:
+            self._remote_clients = counted
+        self._cancel_if_unread(read=self._remote_clients > 0)
+        return RENEW_SECONDS if self._clients else TICK_SECONDS
 
     async def _keep(self) -> None:
         """The keeper: publishes while the generation runs, then writes its end."""
@@ -288,45 +307,29 @@ class Generation:
             self._settled.set()
 
     async def _publish_while_running(self) -> int:
-        """Tokens go to Redis in batches and the leases are renewed, until the generation ends;
-        returns how many tokens are published. Redis refusing a round is retried a tick later.
-
-        A batch goes out at the first batch time ``BATCH_SECONDS`` after the last one while a
-        client on another worker follows, else a tick (``TICK_SECONDS``) after it: nobody reads
-        the stream then but a resume elsewhere, which tells this worker at once that it now
-        follows (``watched``). The renewal comes every ``RENEW_SECONDS`` (the first at a random
-        share of that, so that generations started together renew apart), and every tick while
-        no client here follows, to learn whether one elsewhere still does."""
+        """Tokens go to Redis in batches until the generation ends; returns how many tokens are
+        published. A batch goes out at the first batch time ``BATCH_SECONDS`` after the last one
+        while a client on another worker follows, else a tick (``TICK_SECONDS``) after it:
+        nobody reads the stream then but a resume elsewhere, which tells this worker at once
+        that it now follows (``watched``). Redis refusing a batch is retried a tick later."""
         clock = asyncio.get_running_loop().time
         published, published_at = 0, clock()
-        renewed_at = clock() - RENEW_SECONDS * random.uniform(
-            0, 0.5
-        )  # the first: at a random share
         while not self.ended:
             now = clock()
-            pending = len(self.payloads) > published
+            if len(self.payloads) == published:
+                await self._sleep_until(None, tokens_wake=True)
+                continue
             interval = BATCH_SECONDS if self._remote_clients else TICK_SECONDS
-            renew_at = renewed_at + (RENEW_SECONDS if self._clients else TICK_SECONDS)
-            wake_at = min(renew_at, _batch_time(published_at + interval)) if pending else renew_at
-            if wake_at > now:
-                await self._sleep_until(wake_at, tokens_wake=not pending)
+            due = batch_time(published_at + interval)
+            if due > now:
+                await self._sleep_until(due, tokens_wake=False)
                 continue
             try:
-                if pending and now >= published_at + interval - BATCH_SECONDS / 2:
-                    published = await self._publish(published)
-                    # the batch time it woke for, so the next is a whole interval on
-                    published_at = math.floor(now / BATCH_SECONDS) * BATCH_SECONDS
-                if now >= renew_at:
-                    # clients elsewhere are counted when it matters: when none is here (the
-                    # grace), or some were (have they gone?); a new one says so (watched)
-                    count = not self._clients or self._remote_clients > 0
-                    describe = time.monotonic() - self._described_at >= DESCRIBE_SECONDS
-                    self._remote_clients = await self._renew(describe=describe, count=count)
-                    renewed_at = clock()
-                self._cancel_if_unread(read=self._remote_clients > 0)
-            except RedisUnavailable:  # both retried a tick later
-                published_at, renewed_at = now, now + TICK_SECONDS - (renew_at - renewed_at)
-                self._cancel_if_unread(read=True)  # cannot tell
+                published = await self._publish(published)
+                # the batch time it woke for, so the next is a whole interval on
+                published_at = math.floor(now / BATCH_SECONDS) * BATCH_SECONDS
+            except RedisUnavailable:
+                published_at = now
         return published
 
     def watched(self) -> None:
@@ -334,9 +337,9 @@ class Generation:
         self._remote_clients = max(1, self._remote_clients)
         self._wake.set()
 
-    async def _sleep_until(self, deadline: float, *, tokens_wake: bool) -> None:
-        """Until ``deadline``, the end, the last client here leaving or a client elsewhere
-        arriving; with ``tokens_wake``, a new token too (it starts a batch's clock)."""
+    async def _sleep_until(self, deadline: float | None, *, tokens_wake: bool) -> None:
+        """Until ``deadline`` (``None``: none), the end or a client elsewhere arriving; with
+        ``tokens_wake``, a new token too (it starts a batch's clock)."""
         self._wake.clear()
         self._tokens_wake = tokens_wake
         with contextlib.suppress(TimeoutError):

@@ -22,6 +22,7 @@ from app.cache import LocalCopies
 from app.errors import Cancelled, ServiceError, ShuttingDown
 from app.feeds import CachedFeed, Feed, LocalFeed, RemoteFeed
 from app.generation import Generation, Policy, TokenSource, new_generation_id
+from app.leases import Leases
 from app.redisclient import RedisUnavailable
 from app.schema import CompletionRequest
 from app.store import Meta, RedisStore
@@ -48,6 +49,7 @@ class Registry:
         self._claiming: dict[str, asyncio.Event] = {}  # content claims this worker awaits now
         self._tasks: set[asyncio.Task[None]] = set()
         self._copies: LocalCopies[CachedFeed] = LocalCopies(max_seconds=policy.local_cache_seconds)
+        self._leases = Leases(store)
         self.draining = False  # set by the drain: no new generations, no new followers
         self.halted: ServiceError | None = None  # set at the drain's end: followers stop
 
@@ -195,7 +197,7 @@ class Registry:
         """Runs a new generation here; only a claimed one (joinable, cacheable) is a MISS."""
         generation = Generation(
             request, generation_id=generation_id, sha=sha, claimed=claimed, store=store,
-            policy=self._policy,
+            policy=self._policy, leases=self._leases,
         )  # fmt: skip
         self._by_id[generation_id] = generation
         if claimed:
@@ -221,3 +223,4 @@ class Registry:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._leases.aclose()

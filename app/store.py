@@ -11,9 +11,10 @@ often (its batches, renewals and watches) shares one pipeline per turn of the ev
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -75,6 +76,18 @@ class Meta:
     model: str
 
 
+@dataclass(frozen=True, slots=True)
+class Renewal:
+    """What one generation's renewal writes (``RedisStore.renew``)."""
+
+    generation: str
+    meta: Meta
+    meta_ttl: int
+    claimed: bool
+    describe: bool  # the meta and the events' expiry too
+    count: bool  # the clients on other workers
+
+
 class RedisStore:
     """Args:
     redis: the client for quick commands, with a short socket timeout.
@@ -124,28 +137,32 @@ class RedisStore:
 
         await self._shared.run(queue)
 
-    async def renew(
-        self, generation: str, meta: Meta, meta_ttl: int, *, claimed: bool, describe: bool,
-        count: bool,
-    ) -> int:  # fmt: skip
-        """Renews the leader's lease and, if ``claimed``, its claim on the content; with
+    async def renew(self, renewals: Sequence[Renewal]) -> list[int]:
+        """Renews each leader's lease and, if ``claimed``, its claim on the content; with
         ``describe`` also writes the generation's meta and pushes back its events' expiry (both
-        last far longer than a lease); with ``count``, returns how many clients follow on
-        other workers (else 0)."""
-        described = orjson.dumps({"sha": meta.sha, "kind": meta.kind, "model": meta.model})
+        last far longer than a lease). All in one round trip; returns, for each, how many
+        clients follow on other workers if it asked to ``count``, else 0."""
 
         def queue(pipe: Any) -> None:
-            pipe.set(keys.generation(generation, "lease"), 1, px=int(LEASE_SECONDS * 1000))
-            if claimed:
-                pipe.pexpire(keys.content(meta.sha, "live"), int(LEASE_SECONDS * 1000))
-            if describe:
-                pipe.set(keys.generation(generation, "meta"), described, ex=meta_ttl)
-                pipe.expire(keys.generation(generation, "events"), STREAM_RETENTION_SECONDS)
-            if count:
-                pipe.zcount(keys.generation(generation, "watchers"), time.time(), "+inf")
+            lease_ms = int(LEASE_SECONDS * 1000)
+            for r in renewals:
+                pipe.set(keys.generation(r.generation, "lease"), 1, px=lease_ms)
+                if r.claimed:
+                    pipe.pexpire(keys.content(r.meta.sha, "live"), lease_ms)
+                if r.describe:
+                    described = {"sha": r.meta.sha, "kind": r.meta.kind, "model": r.meta.model}
+                    pipe.set(keys.generation(r.generation, "meta"), orjson.dumps(described),
+                             ex=r.meta_ttl)  # fmt: skip
+                    pipe.expire(keys.generation(r.generation, "events"), STREAM_RETENTION_SECONDS)
+                if r.count:
+                    pipe.zcount(keys.generation(r.generation, "watchers"), time.time(), "+inf")
 
-        replies = await self._shared.run(queue)
-        return int(replies[-1]) if count else 0
+        replies = iter(await self._shared.run(queue))
+        counts = []
+        for r in renewals:
+            *_, last = itertools.islice(replies, 1 + r.claimed + 2 * r.describe + r.count)
+            counts.append(int(last) if r.count else 0)
+        return counts
 
     async def finish(
         self,

@@ -12,7 +12,7 @@ from app.cache import CachedCompletion
 from app.errors import ServiceError, UpstreamTimeout
 from app.feeds import CachedFeed, RemoteFeed, as_json
 from app.generation import new_generation_id
-from app.store import Meta, RedisStore
+from app.store import Meta, RedisStore, Renewal
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -27,8 +27,8 @@ class Running:
 async def leader(store: RedisStore) -> str:
     """A generation some other worker leads: announced, its lease alive."""
     generation = new_generation_id()
-    await store.renew(generation, Meta(uuid.uuid4().hex * 2, "generate", "m"), 60, claimed=False,
-                      describe=True, count=False)  # fmt: skip
+    meta = Meta(uuid.uuid4().hex * 2, "generate", "m")
+    await store.renew([Renewal(generation, meta, 60, claimed=False, describe=True, count=False)])
     return generation
 
 

@@ -10,6 +10,7 @@ import pytest
 from app.errors import Cancelled, UpstreamError
 from app.events import Chunk
 from app.generation import Generation, Policy, new_generation_id
+from app.leases import Leases
 from app.schema import CompletionRequest
 from tests import helpers
 from tests.helpers import ScriptedSource
@@ -32,6 +33,7 @@ def start(source: ScriptedSource, grace_seconds: float = 0.0) -> Generation:
             cache_max_bytes=1 << 20,
             local_cache_seconds=0,
         ),
+        leases=Leases(None),  # keeps the grace
     )
     generation.start(source)
     return generation

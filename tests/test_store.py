@@ -9,7 +9,7 @@ import pytest
 
 from app import entries
 from app.generation import new_generation_id
-from app.store import Claim, Meta, RedisStore
+from app.store import Claim, Meta, RedisStore, Renewal
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -38,17 +38,23 @@ async def test_only_the_holder_gives_up_a_claim(store: RedisStore) -> None:
     assert (await store.claim(content, stranger, read_cache=False)).outcome == "lead"
 
 
+async def renew(store: RedisStore, generation: str, meta: Meta, *, describe: bool, count: bool
+                ) -> int:  # fmt: skip
+    (counted,) = await store.renew([Renewal(generation, meta, 60, False, describe, count)])
+    return counted
+
+
 async def test_a_renewed_generation_is_found_by_id_with_its_watchers(store: RedisStore) -> None:
     generation, content = new_generation_id(), sha()
     meta = Meta(content, "chat", "qwen3")
     assert await store.meta(generation) is None
-    assert await store.renew(generation, meta, 60, claimed=False, describe=True, count=True) == 0
+    assert await renew(store, generation, meta, describe=True, count=True) == 0
     assert await store.meta(generation) == meta
     assert await store.alive(generation)
     await store.watch(generation, "elsewhere")
-    assert await store.renew(generation, meta, 60, claimed=False, describe=True, count=True) == 1
+    assert await renew(store, generation, meta, describe=True, count=True) == 1
     await store.unwatch(generation, "elsewhere")
-    assert await store.renew(generation, meta, 60, claimed=False, describe=True, count=True) == 0
+    assert await renew(store, generation, meta, describe=True, count=True) == 0
 
 
 async def test_a_lease_renewal_leaves_the_meta_and_the_count_alone(store: RedisStore) -> None:
@@ -56,7 +62,7 @@ async def test_a_lease_renewal_leaves_the_meta_and_the_count_alone(store: RedisS
     generation, content = new_generation_id(), sha()
     meta = Meta(content, "chat", "qwen3")
     await store.watch(generation, "elsewhere")
-    assert await store.renew(generation, meta, 60, claimed=False, describe=False, count=False) == 0
+    assert await renew(store, generation, meta, describe=False, count=False) == 0
     assert await store.alive(generation)
     assert await store.meta(generation) is None
 
