@@ -48,10 +48,12 @@ class Leases:
         self._task: asyncio.Task[None] | None = None
 
     def renew_in(self, generation: Leased, seconds: float) -> None:
-        """Renews ``generation`` at the first batch time ``seconds`` from now, and after that
-        as it says, until it has ended."""
+        """Renews ``generation`` at the first batch time ``seconds`` from now (or sooner, if
+        so asked already), and after that as it says, until it has ended."""
         loop = asyncio.get_running_loop()
         slot = round(batch_time(loop.time() + seconds) / BATCH_SECONDS)
+        if self._slot.get(generation, slot + 1) <= slot:
+            return  # due sooner already (a renewal asked for while one was under way)
         self._slot[generation] = slot
         self._due[slot].append(generation)
         if self._task is None:

@@ -74,3 +74,21 @@ async def test_a_failed_round_trip_is_each_ones_to_retry() -> None:
     assert leased.outcomes[:2] == [None, None]
     await leases.aclose()
     await dead.aclose()
+
+
+async def test_a_renewal_asked_for_while_one_is_under_way_is_not_lost(store: RedisStore) -> None:
+    """The last client here leaving asks for one at once (to count those elsewhere): it must
+    not give way to the slower schedule the renewal under way then sets."""
+    leases, leased = Leases(store), Leased(every=10)
+
+    def renewed(renewal: Renewal | None, counted: int | None) -> float:
+        if not leased.outcomes:
+            leases.renew_in(leased, 0)  # as if the last client left during the round trip
+        leased.outcomes.append(counted)
+        return leased.every
+
+    leased.renewed = renewed  # type: ignore[method-assign]
+    leases.renew_in(leased, 0)
+    await asyncio.sleep(0.3)
+    assert len(leased.outcomes) == 2
+    await leases.aclose()
