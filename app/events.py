@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from app import jsonbytes
 from app.errors import ServiceError
 
 RETRY_MILLISECONDS = 2000
@@ -50,8 +51,9 @@ def parse_event_id(value: str) -> EventId | None:
 
 
 def token_payload(fields: Mapping[str, Any]) -> bytes:
-    """The JSON data of one token event: ``text``, ``thinking`` and/or ``tool_calls``."""
-    return orjson.dumps(fields)
+    """The JSON data of one token event: ``text``, ``thinking`` and/or ``tool_calls``; kept
+    as long as the generation, hence ``jsonbytes``."""
+    return jsonbytes.dumps(fields)
 
 
 def token_fields(payload: bytes) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
+from app import jsonbytes
 from app.errors import (
     InvalidRequest,
     ModelNotFound,
@@ -92,7 +93,7 @@ class OllamaClient:
     async def generate(self, request: CompletionRequest, emit: Emit) -> None:
         """Streams ``request`` from Ollama into ``emit``; see the module docstring."""
         path = "/api/chat" if request.kind == "chat" else "/api/generate"
-        body = orjson.dumps(request.upstream_body())
+        body = jsonbytes.dumps(request.upstream_body())  # held while the generation runs
         headers = {"content-type": "application/json"}
         started = False
         clock = asyncio.get_running_loop().time  # anyio's clock on asyncio, minus its lookups
