@@ -3,11 +3,12 @@
 Ollama answers ``/api/generate`` and ``/api/chat`` with NDJSON and sends its status line only
 with the first token, after any model load. So the first-token deadline (``UPSTREAM_TIMEOUT``)
 covers connecting, loading and the first token, and from then on each line must come within
-``UPSTREAM_IDLE_TIMEOUT``. Both are one cancel scope whose deadline moves, which costs far less
-per token than a new timeout per read. Failures are translated here, once: transport errors,
-non-200 statuses (body read first) and in-band ``{"error": ...}`` lines. The HTTP client is
-httpx over aiohttp's transport, which relays a token for about a third of the CPU of httpx's
-own transport; tests pass any httpx transport instead.
+``UPSTREAM_IDLE_TIMEOUT``. Both are one deadline that moves with each line (``_Deadline``), at
+the cost of a comparison: a timeout per read, or a cancel scope whose deadline moves, sets a
+timer again for every token. Failures are translated here, once: transport errors, non-200
+statuses (body read first) and in-band ``{"error": ...}`` lines. The HTTP client is httpx over
+aiohttp's transport, which relays a token for about a third of the CPU of httpx's own transport;
+tests pass any httpx transport instead.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import asyncio
 from typing import Any
 
 import aiohttp
-import anyio
 import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
@@ -96,38 +96,40 @@ class OllamaClient:
         body = jsonbytes.dumps(request.upstream_body())  # held while the generation runs
         headers = {"content-type": "application/json"}
         started = False
-        clock = asyncio.get_running_loop().time  # anyio's clock on asyncio, minus its lookups
-        with anyio.CancelScope(deadline=clock() + self._first_token_timeout_seconds) as deadline:
-            try:
-                async with self._http.stream(
-                    "POST", path, content=body, headers=headers
-                ) as response:
-                    if response.status_code != 200:
-                        raise _status_error(response.status_code, await response.aread())
-                    started = True
-                    pending = b""
-                    async for chunk in response.aiter_raw():
-                        *lines, pending = (pending + chunk).split(b"\n")
-                        for line in lines:
-                            if line.strip() and _relay_line(line, request.kind == "chat", emit):
-                                return
-                        if lines:
-                            deadline.deadline = clock() + self._idle_timeout_seconds
-                    if pending.strip() and _relay_line(pending, request.kind == "chat", emit):
-                        return
-                    raise UpstreamError("Ollama ended the stream before it was done.")
-            except httpx.HTTPError as exc:
-                if started:
-                    raise UpstreamFailed("Ollama dropped the connection mid-stream.") from exc
-                raise UpstreamUnavailable(f"Ollama is not reachable: {exc}") from exc
-        if deadline.cancelled_caught:
+        clock = asyncio.get_running_loop().time
+        deadline = _Deadline(self._first_token_timeout_seconds)
+        try:
+            async with self._http.stream("POST", path, content=body, headers=headers) as response:
+                if response.status_code != 200:
+                    raise _status_error(response.status_code, await response.aread())
+                started = True
+                pending = b""
+                async for chunk in response.aiter_raw():
+                    *lines, pending = (pending + chunk).split(b"\n")
+                    for line in lines:
+                        if line.strip() and _relay_line(line, request.kind == "chat", emit):
+                            return
+                    if lines:
+                        deadline.move(clock() + self._idle_timeout_seconds)
+                if pending.strip() and _relay_line(pending, request.kind == "chat", emit):
+                    return
+                raise UpstreamError("Ollama ended the stream before it was done.")
+        except httpx.HTTPError as exc:
+            if started:
+                raise UpstreamFailed("Ollama dropped the connection mid-stream.") from exc
+            raise UpstreamUnavailable(f"Ollama is not reachable: {exc}") from exc
+        except asyncio.CancelledError:
+            if not deadline.expired or deadline.task.uncancel() > 0:
+                raise  # not the deadline's, or not only: the generation was stopped
             if started:
                 raise UpstreamTimeout(
                     f"Ollama sent nothing for {self._idle_timeout_seconds:g} seconds."
-                )
+                ) from None
             raise UpstreamTimeout(
                 f"Ollama sent no first token within {self._first_token_timeout_seconds:g} seconds."
-            )
+            ) from None
+        finally:
+            deadline.cancel()
 
     async def models(self) -> list[dict[str, Any]]:
         """The models Ollama has, as ``/api/tags`` lists them."""
@@ -154,6 +156,38 @@ class OllamaClient:
         if not isinstance(data, dict):
             raise UpstreamError(f"Ollama's {path} answer is not a JSON object.")
         return data
+
+
+class _Deadline:
+    """Cancels the current task once the time passes ``at`` (``move`` sets it) with one timer,
+    set again only when it fires before a later ``at`` or when ``at`` comes sooner: moving it
+    later, as every line does, costs a comparison."""
+
+    def __init__(self, seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.expired = False
+        self.at = self._loop.time() + seconds
+        self._timer = self._loop.call_at(self.at, self._fire)
+        self._armed = self.at
+
+    def move(self, at: float) -> None:
+        self.at = at
+        if at < self._armed:
+            self._timer.cancel()
+            self._timer, self._armed = self._loop.call_at(at, self._fire), at
+
+    def _fire(self) -> None:
+        if self._loop.time() < self.at:
+            self._timer, self._armed = self._loop.call_at(self.at, self._fire), self.at
+        else:
+            self.expired = True
+            self.task.cancel()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
 
 
 def _relay_line(line: bytes, chat: bool, emit: Emit) -> bool:
