@@ -26,6 +26,7 @@ from app.ratelimit import RateLimitMiddleware
 from app.requestlog import RequestLogMiddleware
 from app.responses import problem
 from app.settings import Settings
+from app.streams import BodyShortcut
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ def create_app(
 ) -> Starlette:
     settings = settings or Settings.from_environ(os.environ)
     middleware = [
+        Middleware(BodyShortcut),  # a layer below that reads body messages must go above it
         Middleware(RequestLogMiddleware),
         Middleware(
             CORSMiddleware,

@@ -27,7 +27,7 @@ from collections.abc import AsyncGenerator, Mapping
 from typing import Literal
 
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app import metrics
 from app.events import PING
@@ -36,6 +36,23 @@ from app.shutdown import Drain
 logger = logging.getLogger(__name__)
 
 Stopped = Literal["left", "unread", "shutdown"]
+_BODY_SEND = "bib.body_send"
+
+
+class BodyShortcut:
+    """Middleware, the outermost of ours (``app.main``): keeps the send it is given in the
+    scope, so that a stream's body messages skip the layers inside it (Starlette's exception
+    middleware and route wrapper, CORS, the request log, the rate-limit headers). None of those
+    reads a body message: they stamp or note the start of the response, or act when the app
+    returns. At 100 relayed streams their wrappers took 9% of the worker's CPU (py-spy)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[_BODY_SEND] = send
+        await self.app(scope, receive, send)
 
 
 class _SendTimedOut(Exception):
@@ -82,6 +99,7 @@ class EventStream(Response):
         listener: asyncio.Task[None] | None = None
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
+            send = scope.get(_BODY_SEND, send)  # the start went through every layer; see above
             listener = asyncio.create_task(self._listen(receive, send))
             async for data in self._body:
                 await self._send(send, data)

@@ -12,7 +12,7 @@ from starlette.background import BackgroundTask
 
 from app.events import PING
 from app.shutdown import Drain
-from app.streams import EventStream
+from app.streams import BodyShortcut, EventStream
 
 pytestmark = pytest.mark.anyio
 
@@ -159,3 +159,16 @@ async def test_a_cancellation_that_is_not_its_own_goes_on() -> None:
         await running
     assert body.closed
     assert worker.open_streams == 0
+
+
+async def test_body_messages_take_the_shortcut_past_the_layers_inside() -> None:
+    """The start goes through every middleware (they stamp headers, note the status); the
+    body goes to the send ``BodyShortcut`` kept, which none of them wraps."""
+    outer, inner, worker = Client(), Client(), drain()
+
+    async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        await stream(Body(b"a\n\n", ends=True), worker)(scope, receive, inner.send)
+
+    await BodyShortcut(app)({"type": "http"}, outer.receive, outer.send)
+    assert [m["type"] for m in inner.sent] == ["http.response.start"]
+    assert outer.bodies() == [b"a\n\n", b""]
