@@ -230,3 +230,12 @@ async def test_bad_model_lists_are_upstream_errors(
     router.get("/api/tags").mock(response)
     with pytest.raises(UpstreamError):
         await client().models()
+
+
+@pytest.mark.parametrize("base", ["http://h:11434", "http://h:11434/", "http://h:1/ollama/"])
+def test_the_parsed_once_urls_are_where_httpx_would_send_the_paths(base: str) -> None:
+    unused = httpx.MockTransport(lambda request: httpx.Response(200))
+    ollama = OllamaClient.connect(base, first_token_timeout_seconds=1, idle_timeout_seconds=1,
+                                  transport=unused)  # fmt: skip
+    assert ollama._urls["chat"] == ollama._http.build_request("POST", "/api/chat").url
+    assert ollama._urls["generate"] == ollama._http.build_request("POST", "/api/generate").url
