@@ -26,13 +26,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any, cast
-
-from redis.exceptions import NoScriptError
 
 from app import keys
 from app.pipelines import SharedPipeline
-from app.redisclient import Guarded, RedisClient, RedisUnavailable
+from app.redisclient import Guarded, RedisClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,24 +94,8 @@ class SlidingWindowLimiter:
             self.window_seconds,
             repr(now - index * self.window_seconds),
         ]
-        allowed, remaining, wait = await self._run(names, args)
+        allowed, remaining, wait = await self._shared.script(self._script, names, args)
         seconds = max(0, math.ceil(float(wait) - 1e-9))  # rounded up: waiting this long is enough
         if not allowed:
             seconds = max(1, seconds)
         return Decision(bool(allowed), int(remaining), seconds)
-
-    async def _run(self, names: list[str], args: list[int | str]) -> list[Any]:
-        """The script's reply; checks of one turn share a round trip, each still atomic (one
-        script call). Redis answers NOSCRIPT when it lost the script (a restart, a flush, a
-        failover): this one call then loads it and runs as before."""
-        script = self._script
-        try:
-            (reply,) = await self._shared.run(  # by name: redis-py refuses evalsha in a
-                # cluster pipeline, though a script whose keys share one slot runs fine in one
-                lambda pipe: pipe.execute_command("EVALSHA", script.sha, len(names), *names, *args)
-            )
-        except RedisUnavailable as exc:
-            if not isinstance(exc.__cause__, NoScriptError):
-                raise
-            reply = await self._call(lambda: script(keys=names, args=args))
-        return cast(list[Any], reply)

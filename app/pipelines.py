@@ -16,8 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from redis.commands.core import AsyncScript
+from redis.exceptions import NoScriptError
 
 from app.redisclient import Guarded, RedisClient, RedisUnavailable
 
@@ -41,6 +44,21 @@ class SharedPipeline:
             asyncio.get_running_loop().call_soon(self._send_turn)
         self._turn.append((queue, future))
         return await future
+
+    async def script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """One call of a registered Lua script, by its SHA in the turn's round trip (each still
+        atomic). Redis answers NOSCRIPT when it lost the script (a restart, a flush, a
+        failover): this call then loads it and runs on its own, as redis-py's scripts do."""
+        try:
+            (reply,) = await self.run(  # by name: redis-py refuses evalsha in a cluster
+                # pipeline, though a script whose keys share one slot runs fine in one
+                lambda pipe: pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+            )
+        except RedisUnavailable as exc:
+            if not isinstance(exc.__cause__, NoScriptError):
+                raise
+            reply = await self._call(lambda: script(keys=keys, args=args))
+        return reply
 
     def _send_turn(self) -> None:
         turn, self._turn = self._turn, []

@@ -4,8 +4,8 @@ The keys are built by ``app.keys`` (its docstring has the layout) and the genera
 entries by ``app.entries``. Every call goes through one ``Guarded``: a failure is
 ``RedisUnavailable``, and for a second after one the store refuses calls without touching the
 network, so an outage costs requests nothing but a bypassed cache. What every stream writes
-often (its batches, renewals and watches) shares one pipeline per turn of the event loop
-(``app.pipelines``).
+often (its batches, renewals and watches) and what every request does (its claim, its host,
+its end) share one pipeline per turn of the event loop (``app.pipelines``).
 """
 
 from __future__ import annotations
@@ -109,7 +109,7 @@ class RedisStore:
     async def claim(self, sha: str, generation: str, *, read_cache: bool) -> Claim:
         names = [keys.content(sha, "cache"), keys.content(sha, "live")]
         args: list[str | int] = [generation, int(LEASE_SECONDS * 1000), int(read_cache)]
-        outcome, value, *ttl = await self._call(lambda: self._claim(keys=names, args=args))
+        outcome, value, *ttl = await self._shared.script(self._claim, names, args)
         return Claim(outcome.decode(), value, ttl[0] / 1000 if ttl else 0.0)
 
     async def cached(self, sha: str) -> bytes | None:
@@ -174,8 +174,9 @@ class RedisStore:
     ) -> None:
         """Ends the events with ``terminal``, caches a finished completion, frees the claim."""
         events = keys.generation(generation, "events")
-        async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.xadd(events, terminal)  # type: ignore[arg-type]
+
+        def queue(pipe: Any) -> None:
+            pipe.xadd(events, terminal)
             pipe.expire(events, STREAM_RETENTION_SECONDS)
             if sha is not None and cache_entry is not None:
                 pipe.set(keys.content(sha, "cache"), cache_entry, ex=cache_ttl_seconds)
@@ -183,8 +184,9 @@ class RedisStore:
                     keys.generation(generation, "meta"),
                     max(cache_ttl_seconds, STREAM_RETENTION_SECONDS),
                 )
-            await self._call(pipe.execute)
-        await self._release_claim(generation, sha)
+
+        await self._shared.run(queue)
+        await self._release_claim(generation, sha)  # after: the cache entry is there first
 
     async def abandon(self, generation: str, sha: str | None) -> None:
         """Gives up a generation that will not finish: no lease, no claim, no final entry."""
@@ -195,7 +197,7 @@ class RedisStore:
         """Frees the content's claim, if this generation holds it (``sha`` None: it never did)."""
         if sha is not None:
             live = keys.content(sha, "live")
-            await self._call(lambda: self._release(keys=[live], args=[generation]))
+            await self._shared.script(self._release, [live], [generation])
 
     async def read(
         self, generation: str, after: bytes, block_milliseconds: int
@@ -253,10 +255,10 @@ class RedisStore:
         """Adds ``ticket`` to the least busy of the hosts' in-flight sets; returns its index."""
         names = [keys.host_in_flight(url) for url in urls]
         args: list[str | float] = [time.time(), ticket, lease_seconds]
-        return int(await self._call(lambda: self._pick_host(keys=names, args=args)))
+        return int(await self._shared.script(self._pick_host, names, args))
 
     async def drop_host_ticket(self, url: str, ticket: str) -> None:
-        await self._call(lambda: self.redis.zrem(keys.host_in_flight(url), ticket))
+        await self._shared.run(lambda pipe: pipe.zrem(keys.host_in_flight(url), ticket))
 
     async def renew_host_tickets(self, tickets: dict[str, list[str]], lease_seconds: float) -> None:
         """Pushes back the expiry of this worker's tickets, per host URL."""

@@ -27,6 +27,7 @@ from app.errors import ServiceError
 from app.generation import Emit, Finished, Token
 from app.lifespan import State
 from app.main import create_app
+from app.redisclient import RedisClient
 from app.schema import CompletionRequest
 from app.settings import Settings
 from harness.servers import Server, redis_client
@@ -270,3 +271,17 @@ def redis_calls(url: str, command: str) -> int:
         else:
             stats = [client.info("commandstats")]
     return sum(int(s.get(f"cmdstat_{command}", {}).get("calls", 0)) for s in stats)
+
+
+def count_pipelines(redis: RedisClient) -> Callable[[], int]:
+    """Counts the pipelines opened on ``redis`` from now on (a spy: they still run)."""
+    opened = 0
+    pipeline = redis.pipeline
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal opened
+        opened += 1
+        return pipeline(*args, **kwargs)
+
+    redis.pipeline = counting  # type: ignore[method-assign]
+    return lambda: opened

@@ -16,7 +16,7 @@ from app.leases import Leases
 from app.redisclient import connect
 from app.store import Meta, RedisStore, Renewal
 from harness.servers import free_port
-from tests.test_limiter import count_pipelines
+from tests.helpers import count_pipelines
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 

@@ -6,8 +6,7 @@ import asyncio
 import gc
 import uuid
 import warnings
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import RedisCluster
@@ -15,6 +14,7 @@ from redis.asyncio import RedisCluster
 from app.limiter import Decision, SlidingWindowLimiter, client_key
 from app.redisclient import RedisClient, RedisUnavailable, connect
 from harness.servers import free_port
+from tests.helpers import count_pipelines
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -133,20 +133,6 @@ async def test_a_script_redis_lost_is_loaded_again(redis: RedisClient) -> None:
     await redis.script_flush()
     decisions = await asyncio.gather(*(limit.check(client) for _ in range(3)))
     assert sorted(d.allowed for d in decisions) == [False, True, True]  # 2 left of 3
-
-
-def count_pipelines(redis: RedisClient) -> Callable[[], int]:
-    """Counts the pipelines opened on ``redis`` from now on (a spy: they still run)."""
-    opened = 0
-    pipeline = redis.pipeline
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        nonlocal opened
-        opened += 1
-        return pipeline(*args, **kwargs)
-
-    redis.pipeline = counting  # type: ignore[method-assign]
-    return lambda: opened
 
 
 async def test_keys_share_a_hash_tag_and_expire_after_two_windows(redis: RedisClient) -> None:

@@ -14,7 +14,7 @@ import pytest
 from app.pipelines import SharedPipeline
 from app.redisclient import Guarded, RedisClient, RedisUnavailable, connect
 from harness.servers import free_port
-from tests.test_limiter import count_pipelines
+from tests.helpers import count_pipelines
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 

@@ -3,6 +3,7 @@ events, watchers and host tickets."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -10,6 +11,7 @@ import pytest
 from app import entries
 from app.generation import new_generation_id
 from app.store import Claim, Meta, RedisStore, Renewal
+from tests.helpers import count_pipelines
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -27,6 +29,19 @@ async def test_the_first_leads_the_next_join_and_after_the_end_all_hit(store: Re
     assert (hit.outcome, hit.value) == ("hit", b"the entry")
     assert 59 < hit.ttl_seconds <= 60
     assert await store.claim(content, other, read_cache=False) == Claim("lead", other.encode())
+
+
+async def test_claims_of_one_turn_share_a_round_trip_and_outlive_a_script_flush(
+    store: RedisStore,
+) -> None:
+    content = sha()
+    pipelines = count_pipelines(store.redis)
+    claims = await asyncio.gather(*(store.claim(content, new_generation_id(), read_cache=True)
+                                    for _ in range(20)))  # fmt: skip
+    assert sorted(claim.outcome for claim in claims) == ["join"] * 19 + ["lead"]
+    assert pipelines() == 1
+    await store.redis.script_flush()  # Redis restarted, flushed or failed over: NOSCRIPT
+    assert (await store.claim(sha(), new_generation_id(), read_cache=True)).outcome == "lead"
 
 
 async def test_only_the_holder_gives_up_a_claim(store: RedisStore) -> None:
