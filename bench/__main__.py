@@ -21,6 +21,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import httpx
 import orjson
@@ -357,6 +358,73 @@ def _full_collections(metrics: str) -> str:
     return f"{total:.0f}; longest <= {longest} s"
 
 
+def soak(setup: Setup, rounds: int, streams: int) -> list[Table]:
+    """Resident memory of one worker with its defaults over ``rounds`` rounds of ``streams``
+    streams at once: a quarter new prompts read to the end, a quarter the previous round's
+    (cache hits), a quarter new ones cut after their first token, and a quarter resuming
+    those with ``Last-Event-ID`` on the next round. It must level off (issue 12)."""
+    app = setup.app(rate_limit_max=10**9, env=DEFAULTS)
+    assert app.process is not None
+    quarter = streams // 4
+    before = rss_bytes(app.process.pid)
+    grown: list[float] = []
+    previous: list[bytes] = []
+    cut: list[tuple[bytes, str]] = []
+    for round_ in range(rounds):
+        new = [orjson.dumps({"prompt": f"soak {round_} {i}"}) for i in range(quarter)]
+        to_cut = [orjson.dumps({"prompt": f"soak cut {round_} {i}"}) for i in range(quarter)]
+        jobs = [read_until_end(app.port, post("/v1/chats/generate", body))
+                for body in new + previous]  # fmt: skip
+        jobs += [_resume(app.port, body, last) for body, last in cut]
+        results = asyncio.run(_soak_round(jobs, [_cut(app.port, body) for body in to_cut]))
+        cut = list(zip(to_cut, results, strict=True))
+        previous = new
+        time.sleep(0.5)
+        grown.append((rss_bytes(app.process.pid) - before) / 2**20)
+    half = rounds // 2
+    per_round = (grown[-1] - grown[half - 1]) / (rounds - half)
+    return [
+        (
+            f"soak: resident memory of one worker (defaults) over {rounds} rounds of {streams} "
+            "streams (new, repeated, cut after a token, resumed)",
+            ["measure", "MiB"],
+            [
+                ["grown after the first round", f"{grown[0]:.1f}"],
+                [f"grown after round {half}", f"{grown[half - 1]:.1f}"],
+                [f"grown after round {rounds}", f"{grown[-1]:.1f}"],
+                [f"growth per round over the last {rounds - half}", f"{per_round:.2f}"],
+            ],
+        )
+    ]
+
+
+async def _soak_round(jobs: list[Any], cuts: list[Any]) -> list[str]:
+    """Runs a round's streams at once; returns the cut streams' last event ids."""
+    results = await asyncio.gather(*jobs, *cuts)
+    return list(results[len(jobs) :])
+
+
+async def _cut(port: int, body: bytes) -> str:
+    """Reads a stream until its first token, hangs up, and returns that token's event id."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(post("/v1/chats/generate", body))
+    seen = b""
+    while (found := re.search(rb"\nid: (\S+)\nevent: token\n", seen)) is None:
+        chunk = await reader.read(65536)
+        if not chunk:
+            raise RuntimeError(f"closed before a token: {seen[-300:]!r}")
+        seen += chunk
+    writer.close()
+    return found[1].decode()
+
+
+async def _resume(port: int, body: bytes, last_event_id: str) -> str:
+    request = post("/v1/chats/generate", body).replace(
+        b"\r\n\r\n", f"\r\nLast-Event-ID: {last_event_id}\r\n\r\n".encode(), 1
+    )
+    return await read_until_end(port, request)
+
+
 def hosts(setup: Setup, generations: int, rounds: int, seconds: float) -> list[Table]:
     """Least-busy routing over three simulator hosts from two replicas of four workers each:
     ``generations`` distinct generations started at once, their in-flight counts read from the
@@ -552,7 +620,7 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
             print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
 
 
-SECTIONS = ("relay", "replay", "capacity", "live", "routing")
+SECTIONS = ("relay", "replay", "capacity", "live", "soak", "routing")
 
 
 def main() -> None:
@@ -564,6 +632,8 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=5000, help="streams held open at once")
     parser.add_argument("--live", type=int, default=5000, help="generations relaying at once")
     parser.add_argument("--live-seconds", type=float, default=10.0, help="probing /livez")
+    parser.add_argument("--soak-rounds", type=int, default=16)
+    parser.add_argument("--soak-streams", type=int, default=300, help="per soak round")
     parser.add_argument("--route-generations", type=int, default=60, help="started at once")
     parser.add_argument("--route-seconds", type=float, default=12.0)
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=SECTIONS)
@@ -579,6 +649,7 @@ def main() -> None:
         "replay": lambda setup: replay(setup, args.rounds, args.seconds, args.connections),
         "capacity": lambda setup: capacity(setup, args.capacity),
         "live": lambda setup: live(setup, args.live, args.live_seconds),
+        "soak": lambda setup: soak(setup, args.soak_rounds, args.soak_streams),
         "routing": lambda setup: hosts(setup, args.route_generations, args.rounds,
                                        args.route_seconds),
     }  # fmt: skip
