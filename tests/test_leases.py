@@ -92,3 +92,25 @@ async def test_a_renewal_asked_for_while_one_is_under_way_is_not_lost(store: Red
     await asyncio.sleep(0.3)
     assert len(leased.outcomes) == 2
     await leases.aclose()
+
+
+async def test_a_bucket_holding_one_twice_renews_it_once_and_goes_on(store: RedisStore) -> None:
+    """Asked for at 0.3 s, then sooner, then (by its renewal) at 0.3 s again: its first entry
+    is stale but in the same bucket as its new one. The loop once died of it (KeyError), and
+    with it every lease of the worker."""
+    loop = asyncio.get_running_loop()
+    leases, leased, other = Leases(store), Leased(), Leased(every=0.1)
+    again = loop.time() + 0.3
+
+    def renewed(renewal: Renewal | None, counted: int | None) -> float:
+        leased.outcomes.append(counted)
+        return again - loop.time() if len(leased.outcomes) == 1 else 10
+
+    leased.renewed = renewed  # type: ignore[method-assign]
+    leases.renew_in(leased, 0.3)
+    leases.renew_in(leased, 0)
+    leases.renew_in(other, 0)
+    await asyncio.sleep(0.6)
+    assert len(leased.outcomes) == 2
+    assert len(other.outcomes) >= 4  # the loop went on
+    await leases.aclose()
