@@ -16,7 +16,7 @@ from typing import Any, TypedDict
 import httpx
 from starlette.applications import Starlette
 
-from app import metrics
+from app import collection, metrics
 from app.checks import CachedCheck
 from app.feeds import READ_BLOCK_MILLISECONDS
 from app.generation import Policy
@@ -87,6 +87,7 @@ def lifespan(
         )
         drain.install()
         untime_collections = metrics.time_full_collections(asyncio.get_running_loop())
+        untune_collector = collection.tune()  # last: what startup built is frozen
         try:
             yield State(
                 settings=settings,
@@ -107,6 +108,7 @@ def lifespan(
                 drain=drain,
             )
         finally:
+            untune_collector()
             untime_collections()
             stop_listener.cancel()
             host_keeper.cancel()
