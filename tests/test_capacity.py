@@ -47,7 +47,6 @@ async def test_a_thousand_open_streams(start_service: Callable[..., Server]) -> 
                 assert time.monotonic() < deadline, "the thousand streams did not all open"
                 await asyncio.sleep(0.25)
             collections_before = await metric(http, "bib_gc_full_collection_seconds_count")
-            assert collections_before > 0  # the opening's, timed by the worker
             probe_seconds = []
             for _ in range(10):  # timed by curl: this process is busy holding the streams
                 probe_seconds.append(await asyncio.to_thread(_timed_probe, f"{service.url}/livez"))
@@ -59,8 +58,8 @@ async def test_a_thousand_open_streams(start_service: Callable[..., Server]) -> 
         holding.cancel()  # on a failure, its sockets close now, not in a later test
         with contextlib.suppress(asyncio.CancelledError):
             await holding
-    # a full garbage collection of the worker's ~500k objects pauses it (docs/reliability.md):
-    # only a probe that met one may be slow
+    # a full garbage collection of the worker's ~500k objects pauses it (docs/reliability.md;
+    # app/collection.py makes them rare): only a probe that met one may be slow
     slow = [seconds for seconds in probe_seconds if seconds >= 0.1]
     assert len(slow) <= collections, (probe_seconds, f"{collections} full collections")
     for times in pings:
