@@ -52,14 +52,18 @@ LIVE_TOKEN_SECONDS = 4.0
 DEFAULTS = {"RATE_LIMIT_MAX": str(10**9), "LOG_LEVEL": "info", "LOG_FORMAT": "json"}
 
 
+def _simulator() -> servers.Server:
+    """The simulator as every section uses it: ``TOKENS`` tokens ``TOKEN_DELAY_SECONDS`` apart."""
+    return servers.simulator("--tokens", str(TOKENS), "--token-delay", str(TOKEN_DELAY_SECONDS)
+                             ).start()  # fmt: skip
+
+
 class Setup:
     """Valkey, the simulator, and bench apps (one uvicorn worker each) for one run."""
 
     def __init__(self) -> None:
         self.valkey = servers.valkey().start(ready_path=None)
-        self.ollama = servers.simulator(
-            "--tokens", str(TOKENS), "--token-delay", str(TOKEN_DELAY_SECONDS)
-        ).start()
+        self.ollama = _simulator()
         self.apps: list[servers.Server] = []
 
     def app(
@@ -362,8 +366,10 @@ def soak(setup: Setup, rounds: int, streams: int) -> list[Table]:
     """Resident memory of one worker with its defaults over ``rounds`` rounds of ``streams``
     streams at once: a quarter new prompts read to the end, a quarter the previous round's
     (cache hits), a quarter new ones cut after their first token, and a quarter resuming
-    those with ``Last-Event-ID`` on the next round. It must level off (issue 12)."""
-    app = setup.app(rate_limit_max=10**9, env=DEFAULTS)
+    those with ``Last-Event-ID`` on the next round. It must level off (issue 12). On a simulator
+    of its own: the shared one may still be winding down thousands of streams of the last."""
+    ollama = _simulator()
+    app = setup.app(rate_limit_max=10**9, env={**DEFAULTS, "OLLAMA_HOST": ollama.url})
     assert app.process is not None
     quarter = streams // 4
     before = rss_bytes(app.process.pid)
@@ -381,6 +387,8 @@ def soak(setup: Setup, rounds: int, streams: int) -> list[Table]:
         previous = new
         time.sleep(0.5)
         grown.append((rss_bytes(app.process.pid) - before) / 2**20)
+    app.stop()
+    ollama.stop()
     half = rounds // 2
     per_round = (grown[-1] - grown[half - 1]) / (rounds - half)
     return [
@@ -632,7 +640,7 @@ def main() -> None:
     parser.add_argument("--capacity", type=int, default=5000, help="streams held open at once")
     parser.add_argument("--live", type=int, default=5000, help="generations relaying at once")
     parser.add_argument("--live-seconds", type=float, default=10.0, help="probing /livez")
-    parser.add_argument("--soak-rounds", type=int, default=16)
+    parser.add_argument("--soak-rounds", type=int, default=32)
     parser.add_argument("--soak-streams", type=int, default=300, help="per soak round")
     parser.add_argument("--route-generations", type=int, default=60, help="started at once")
     parser.add_argument("--route-seconds", type=float, default=12.0)
