@@ -111,6 +111,24 @@ class GenerationView(Protocol):
     def follow(self, index: int = 0) -> AsyncGenerator[Chunk]: ...
 
 
+class _Flag:
+    """A one-shot ``asyncio.Event`` in a quarter of its memory (a future instead of an object
+    with a deque: a generation keeps three, issue 12): set once, awaited by any number of
+    tasks, each of which may be cancelled alone."""
+
+    __slots__ = ("_future",)
+
+    def __init__(self) -> None:
+        self._future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def set(self) -> None:
+        if not self._future.done():
+            self._future.set_result(None)
+
+    async def wait(self) -> None:
+        await asyncio.shield(self._future)  # a waiter cancelled leaves the others waiting
+
+
 def new_generation_id() -> str:
     """``g_`` and 128 random bits, base64url: unguessable, so the id can authorise a stop."""
     return "g_" + secrets.token_urlsafe(16)
@@ -146,12 +164,12 @@ class Generation:
         self._store = store
         self._leases = leases
         self._policy = policy
-        self._changed = asyncio.Event()  # a token or the end: for followers here
-        self._wake = asyncio.Event()  # for the keeper (see _sleep_until)
+        self._changed = _Flag()  # a token or the end: for followers here; a new one after each
+        self._wake = _Flag()  # for the keeper (see _sleep_until)
         self._tokens_wake = False
         self._remote_clients = 0  # following on other workers, as last counted
         self._described_at = float("-inf")  # when the meta was last written
-        self._settled = asyncio.Event()  # the end is written to Redis (or cannot be)
+        self._settled = _Flag()  # the end is written to Redis (or cannot be)
         self._clients = 0
         self._last_client_at = time.monotonic()
         self._ended_at = float("inf")
@@ -212,7 +230,7 @@ class Generation:
 
     def _notify(self) -> None:
         self._changed.set()
-        self._changed = asyncio.Event()
+        self._changed = _Flag()
 
     def attach(self) -> Callable[[], None]:
         """A client follows (or is about to), so the generation will not be abandoned; returns
@@ -340,7 +358,7 @@ class Generation:
     async def _sleep_until(self, deadline: float | None, *, tokens_wake: bool) -> None:
         """Until ``deadline`` (``None``: none), the end or a client elsewhere arriving; with
         ``tokens_wake``, a new token too (it starts a batch's clock)."""
-        self._wake.clear()
+        self._wake = _Flag()
         self._tokens_wake = tokens_wake
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout_at(deadline):

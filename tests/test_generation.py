@@ -98,3 +98,18 @@ async def test_a_returning_client_keeps_the_generation() -> None:
     await asyncio.wait_for(generation.wait_beyond(3), 1)
     assert generation.error is not None
     assert generation.error.detail == "stop"
+
+
+async def test_a_flag_wakes_every_waiter_though_one_was_cancelled() -> None:
+    from app.generation import _Flag
+
+    flag = _Flag()
+    waiters = [asyncio.create_task(flag.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    waiters[0].cancel()
+    flag.set()
+    flag.set()  # once is enough; again does nothing
+    results = await asyncio.gather(*waiters, return_exceptions=True)
+    assert isinstance(results[0], asyncio.CancelledError)
+    assert results[1:] == [None, None]
+    await asyncio.wait_for(flag.wait(), 0.1)  # set: no waiting
