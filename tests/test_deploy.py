@@ -76,4 +76,4 @@ def test_the_runtime_lock_pins_what_the_development_lock_pins() -> None:
 
     runtime, development = pins("requirements.prod.lock"), pins("requirements.lock")
     assert runtime.items() <= development.items()
-    assert {"starlette", "uvicorn", "redis", "sse-starlette"} <= runtime.keys()
+    assert {"starlette", "uvicorn", "redis", "httpx", "orjson"} <= runtime.keys()
