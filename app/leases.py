@@ -24,6 +24,7 @@ from app.store import RedisStore, Renewal
 logger = logging.getLogger(__name__)
 
 BATCH_SECONDS = 0.05  # the worker's batch times (the generations' keepers write at them too)
+RETRY_SECONDS = 1.0
 
 
 class Leased(Protocol):
@@ -78,8 +79,11 @@ class Leases:
             if due:
                 try:
                     await self._renew(due)
-                except Exception:  # a bug: logged, and every other lease still renewed
+                except Exception:  # a bug: logged, and these tried again, the others untouched
                     logger.exception("renewing %d leases failed", len(due))
+                    for generation in due:
+                        if not generation.ended and generation not in self._slot:
+                            self.renew_in(generation, RETRY_SECONDS)
         self._task = None
 
     async def _renew(self, due: list[Leased]) -> None:

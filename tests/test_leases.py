@@ -114,3 +114,24 @@ async def test_a_bucket_holding_one_twice_renews_it_once_and_goes_on(store: Redi
     assert len(leased.outcomes) == 2
     assert len(other.outcomes) >= 4  # the loop went on
     await leases.aclose()
+
+
+async def test_a_renewal_that_fails_with_a_bug_is_logged_and_tried_again(
+    store: RedisStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    leases, broken, fine = Leases(store), Leased(every=0.1), Leased(every=0.1)
+
+    def renewed(renewal: Renewal | None, counted: int | None) -> float:
+        broken.outcomes.append(counted)
+        if len(broken.outcomes) == 1:
+            raise ValueError("a bug")
+        return broken.every
+
+    broken.renewed = renewed  # type: ignore[method-assign]
+    leases.renew_in(broken, 0)
+    leases.renew_in(fine, 0)
+    await asyncio.sleep(1.5)
+    assert "ValueError: a bug" in caplog.text
+    assert len(broken.outcomes) >= 2  # tried again a second later, and on from there
+    assert len(fine.outcomes) >= 2
+    await leases.aclose()
