@@ -39,9 +39,10 @@ class SharedPipeline:
     async def run(self, queue: Queue) -> list[Any]:
         """The replies to the commands ``queue`` adds, in order. Raises ``RedisUnavailable``
         when the round trip failed or one of these commands did (its error is the cause)."""
-        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Any]] = loop.create_future()
         if not self._turn:
-            asyncio.get_running_loop().call_soon(self._send_turn)
+            loop.call_soon(self._send_turn)
         self._turn.append((queue, future))
         return await future
 

@@ -11,7 +11,6 @@ its end) share one pipeline per turn of the event loop (``app.pipelines``).
 from __future__ import annotations
 
 import asyncio
-import itertools
 import math
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -143,8 +142,10 @@ class RedisStore:
         last far longer than a lease). All in one round trip; returns, for each, how many
         clients follow on other workers if it asked to ``count``, else 0."""
 
+        counted: list[int | None] = []  # where each one's count is among the replies
+
         def queue(pipe: Any) -> None:
-            lease_ms = int(LEASE_SECONDS * 1000)
+            start, lease_ms = len(pipe), int(LEASE_SECONDS * 1000)
             for r in renewals:
                 pipe.set(keys.generation(r.generation, "lease"), 1, px=lease_ms)
                 if r.claimed:
@@ -156,13 +157,10 @@ class RedisStore:
                     pipe.expire(keys.generation(r.generation, "events"), STREAM_RETENTION_SECONDS)
                 if r.count:
                     pipe.zcount(keys.generation(r.generation, "watchers"), time.time(), "+inf")
+                counted.append(len(pipe) - 1 - start if r.count else None)
 
-        replies = iter(await self._shared.run(queue))
-        counts = []
-        for r in renewals:
-            *_, last = itertools.islice(replies, 1 + r.claimed + 2 * r.describe + r.count)
-            counts.append(int(last) if r.count else 0)
-        return counts
+        replies = await self._shared.run(queue)
+        return [0 if at is None else int(replies[at]) for at in counted]
 
     async def finish(
         self,

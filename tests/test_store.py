@@ -82,6 +82,22 @@ async def test_a_lease_renewal_leaves_the_meta_and_the_count_alone(store: RedisS
     assert await store.meta(generation) is None
 
 
+async def test_renewals_of_every_kind_in_one_round_trip_each_get_their_own_count(
+    store: RedisStore,
+) -> None:
+    ids = [new_generation_id() for _ in range(4)]
+    meta = Meta(sha(), "generate", "m")
+    for watched in (ids[0], ids[1], ids[3]):
+        await store.watch(watched, "elsewhere")
+    renewals = [
+        Renewal(ids[0], meta, 60, claimed=True, describe=True, count=True),
+        Renewal(ids[1], meta, 60, claimed=False, describe=False, count=False),
+        Renewal(ids[2], meta, 60, claimed=True, describe=False, count=True),
+        Renewal(ids[3], meta, 60, claimed=False, describe=True, count=True),
+    ]
+    assert await store.renew(renewals) == [1, 0, 0, 1]
+
+
 async def test_events_are_read_back_in_order_after_an_id(store: RedisStore) -> None:
     generation = new_generation_id()
     await store.append(generation, entries.batch(0, [b'{"text":"a"}']), first=True)
