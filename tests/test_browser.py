@@ -151,7 +151,9 @@ async def test_a_cut_connection_resumes_with_the_exact_text(
 async def test_the_rate_limit_is_explained(
     browser: Browser, start_service: Callable[..., Server]
 ) -> None:
-    service = start_service(RATE_LIMIT_MAX="1", LOG_LEVEL="info")
+    # the playground creates a generation, then opens its events: with the tests' RESUME_GRACE
+    # of 0 a generation nobody has opened yet may be cancelled in that gap, as documented
+    service = start_service(RATE_LIMIT_MAX="1", RESUME_GRACE="5", LOG_LEVEL="info")
     page, _ = await open_playground(browser, service.url)
     await ask(page, "first", {})
     await finished(page, service)
