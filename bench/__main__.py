@@ -137,17 +137,24 @@ def relay(setup: Setup, rounds: int, stream_counts: Sequence[int]) -> list[Table
 
 def replay(setup: Setup, rounds: int, seconds: float, connections: int) -> list[Table]:
     """Streamed cache hits (a 50-token completion) per second, from ``wrk``, beside a bare
-    Starlette hello world in its own process; with the limiter on (admitting) and off; and
-    the Redis round trips per request."""
+    Starlette hello world in its own process; with the limiter on (admitting) and off; the
+    Redis round trips per request; and the hello world with the limiter's check and the
+    request log line, the two parts of every limited request, to show what they alone cost."""
     floor = setup.floor("hello")
+    redis_url = f"redis://127.0.0.1:{setup.valkey.port}/0"
+    parts = {"limiter": setup.floor("hello", "--limiter", redis_url),
+             "log": setup.floor("hello", "--log"),
+             "both": setup.floor("hello", "--limiter", redis_url, "--log")}  # fmt: skip
     apps = {"on": setup.app(rate_limit_max=10**9, env=DEFAULTS),
             "off": setup.app(env={**DEFAULTS, "RATE_LIMIT_MAX": "0"})}  # fmt: skip
     body = orjson.dumps({"prompt": "replay bench", "options": {"sim_token_delay": 0}})
     asyncio.run(concurrent(1, apps["on"].port, [post("/v1/chats/generate", body)], b"", DONE))
-    rps: dict[str, list[float]] = {"floor": [], "on": [], "off": []}
+    rps: dict[str, list[float]] = {name: [] for name in ("floor", *apps, *parts)}
     commands: dict[str, list[float]] = {name: [] for name in apps}
     for _ in range(rounds):
         rps["floor"].append(_wrk(floor.port, "/", None, connections, seconds))
+        for name, part in parts.items():
+            rps[name].append(_wrk(part.port, "/", None, connections, seconds))
         for name, app in apps.items():
             before = _redis_commands(setup.valkey)
             rate = _wrk(app.port, "/v1/chats/generate", body, connections, seconds)
@@ -168,6 +175,15 @@ def replay(setup: Setup, rounds: int, seconds: float, connections: int) -> list[
             [
                 _row(label, rps["off"], rps["on"], "{:.0f}"),
                 _row(per_request, commands["off"], commands["on"], "{:.2f}"),
+            ],
+        ),
+        (
+            "replay: the hello world with one part of a limited request (the service's limiter "
+            "check, its JSON request log line, both), in its own process",
+            ["measure", "floor: hello world", "hello world with it", "with/floor"],
+            [
+                _row(f"{name}: {label}", rps["floor"], rps[name], "{:.0f}")
+                for name in ("limiter", "log", "both")
             ],
         ),
     ]
