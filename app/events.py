@@ -6,14 +6,26 @@ multi-line ``data:`` splitting of the SSE spec: a frame is a plain concatenation
 to what ``sse_starlette.ServerSentEvent(...).encode()`` produces with ``sep="\\n"`` (a test holds
 us to that), and cheap enough to build once per token for every client. Token payloads are kept
 as their JSON bytes, so a replay or a joined client gets the very bytes the first one got.
+
+Every blank line ends a block that has data. Readers of ``POST`` streams built on ``fetch``
+(``@microsoft/fetch-event-source``, measured) hand *every* block to the page as a message,
+even one of only ``retry:`` or a comment, and a page that parses each message's data as JSON
+crashes on those. So ``retry:`` rides in the first block with data (the ``start`` event, or the
+first event of a resumed stream), and a heartbeat is a comment line with no blank line after
+it: it becomes part of the next block, which every reader ignores (``EventSource``, the
+``openai`` SDK, fetch readers), and still keeps proxies from timing the connection out.
+
+``Wire`` is what a feed needs of a wire format to encode a generation's events; ``NATIVE`` is
+this module's, and the other surfaces bring their own (``app.openai_wire``,
+``app.ollama_wire``).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import orjson
 
@@ -21,9 +33,23 @@ from app import jsonbytes
 from app.errors import ServiceError
 
 RETRY_MILLISECONDS = 2000
-RETRY = b"retry: %d\n\n" % RETRY_MILLISECONDS
-PING = b": ping\n\n"
+RETRY = b"retry: %d\n" % RETRY_MILLISECONDS  # a field of the block it precedes
+PING = b": ping\n"  # no blank line: see above
 _EVENT_ID = re.compile(r"(g_[A-Za-z0-9_-]{22})\.(\d{1,9}|done|error)")
+
+
+class Wire(Protocol):
+    """Encodes a generation's events for one surface (one instance per response when the
+    format needs state of its own, like the OpenAI chunk's id)."""
+
+    def tokens(self, generation: str, first_index: int, payloads: Sequence[bytes]) -> bytes:
+        """Consecutive token events, numbered from ``first_index``."""
+
+    def done(self, generation: str, stats: Mapping[str, Any], *, cached: bool) -> bytes:
+        """The end of a completed generation, with Ollama's statistics."""
+
+    def error(self, generation: str, exc: ServiceError) -> bytes:
+        """The end of a generation that failed after its response began."""
 
 
 class Chunk(NamedTuple):
@@ -63,7 +89,7 @@ def token_fields(payload: bytes) -> dict[str, Any]:
 
 
 def opening(generation: str, model: str, *, cached: bool, reset: bool = False) -> bytes:
-    """The reconnect delay and the ``start`` event that names the generation."""
+    """The ``start`` event that names the generation, carrying the reconnect delay."""
     data: dict[str, Any] = {"generation": generation, "model": model, "cached": cached}
     if reset:
         data["reset"] = True
@@ -95,6 +121,17 @@ def error(generation: str, exc: ServiceError) -> bytes:
 def _error_data(exc: ServiceError) -> bytes:
     """The JSON data of an ``error`` event."""
     return orjson.dumps({"error": exc.code, "detail": exc.detail})
+
+
+class _Native:
+    """The native surface's ``Wire``: this module's frames."""
+
+    tokens = staticmethod(tokens)
+    done = staticmethod(done)
+    error = staticmethod(error)
+
+
+NATIVE: Wire = _Native()
 
 
 def _frame(event_id: str | None, name: bytes, data: bytes) -> bytes:

@@ -23,7 +23,7 @@ import anyio
 from app import entries, events
 from app.cache import CachedCompletion
 from app.errors import ServiceError, UpstreamError
-from app.events import Chunk
+from app.events import Chunk, Wire
 from app.generation import Generation, GenerationView
 from app.redisclient import RedisUnavailable
 from app.schema import Kind
@@ -45,8 +45,8 @@ class Feed(Protocol):
     def early_error(self) -> ServiceError | None:
         """The error that ended the generation before its first token, if any."""
 
-    def events(self, index: int) -> AsyncGenerator[Chunk]:
-        """Token events from ``index`` on, then ``done`` or ``error``."""
+    def events(self, index: int, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]:
+        """Token events from ``index`` on, then ``done`` or ``error``, in ``wire``."""
 
     async def result(self) -> dict[str, Any]:
         """The whole completion as JSON; raises the error that ended it."""
@@ -96,8 +96,8 @@ class LocalFeed:
     def early_error(self) -> ServiceError | None:
         return None if self._generation.payloads else self._generation.error
 
-    def events(self, index: int) -> AsyncGenerator[Chunk]:
-        return self._generation.follow(index)
+    def events(self, index: int, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]:
+        return self._generation.follow(index, wire)
 
     async def result(self) -> dict[str, Any]:
         generation = self._generation
@@ -139,22 +139,24 @@ class CachedFeed:
     def early_error(self) -> ServiceError | None:
         return None
 
-    def replay(self, index: int) -> Chunk:
-        """Everything from token ``index`` on, at once: a replay is as fast as the client reads."""
-        if index == 0 and self._whole is not None:
+    def replay(self, index: int, wire: Wire = events.NATIVE) -> Chunk:
+        """Everything from token ``index`` on, at once: a replay is as fast as the client reads.
+        The native replay from the start is kept; other wires' hold per-response ids."""
+        whole = index == 0 and wire is events.NATIVE
+        if whole and self._whole is not None:
             return self._whole
         completion = self._completion
         replayed = Chunk(
-            events.tokens(completion.generation, index, completion.payloads[index:])
-            + events.done(completion.generation, completion.stats, cached=True),
+            wire.tokens(completion.generation, index, completion.payloads[index:])
+            + wire.done(completion.generation, completion.stats, cached=True),
             max(0, len(completion.payloads) - index),
         )
-        if index == 0:
+        if whole:
             self._whole = replayed
         return replayed
 
-    async def events(self, index: int) -> AsyncGenerator[Chunk]:
-        yield self.replay(index)
+    async def events(self, index: int, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]:
+        yield self.replay(index, wire)
 
     async def result(self) -> dict[str, Any]:
         c = self._completion
@@ -241,21 +243,21 @@ class RemoteFeed:
     def early_error(self) -> ServiceError | None:
         return None if self.payloads else self._error
 
-    async def events(self, index: int) -> AsyncGenerator[Chunk]:
+    async def events(self, index: int, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]:
         while True:
             if len(self.payloads) > index:
                 available = len(self.payloads)
-                data = events.tokens(self.generation_id, index, self.payloads[index:available])
+                data = wire.tokens(self.generation_id, index, self.payloads[index:available])
                 yield Chunk(data, available - index)
                 index = available
             elif self._stats is not None:
-                yield Chunk(events.done(self.generation_id, self._stats, cached=False), 0)
+                yield Chunk(wire.done(self.generation_id, self._stats, cached=False), 0)
                 return
             elif self._error is not None:
-                yield Chunk(events.error(self.generation_id, self._error), 0)
+                yield Chunk(wire.error(self.generation_id, self._error), 0)
                 return
             elif self._worker.halted is not None:
-                yield Chunk(events.error(self.generation_id, self._worker.halted), 0)
+                yield Chunk(wire.error(self.generation_id, self._worker.halted), 0)
                 return
             else:
                 await self.pull(READ_BLOCK_MILLISECONDS)

@@ -37,7 +37,7 @@ from typing import Any, Protocol
 
 from app import cache, entries, events, metrics
 from app.errors import Cancelled, ServiceError, ShuttingDown
-from app.events import Chunk
+from app.events import Chunk, Wire
 from app.leases import BATCH_SECONDS, Leases, batch_time
 from app.redisclient import RedisUnavailable
 from app.schema import CompletionRequest
@@ -108,7 +108,7 @@ class GenerationView(Protocol):
     @property
     def ended(self) -> bool: ...
     async def wait_beyond(self, index: int) -> None: ...
-    def follow(self, index: int = 0) -> AsyncGenerator[Chunk]: ...
+    def follow(self, index: int = 0, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]: ...
 
 
 class _Flag:
@@ -261,22 +261,22 @@ class Generation:
         while len(self.payloads) <= index and not self.ended:
             await self._changed.wait()
 
-    async def follow(self, index: int = 0) -> AsyncGenerator[Chunk]:
-        """The encoded events from token ``index`` on, ending with ``done`` or ``error``."""
+    async def follow(self, index: int = 0, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]:
+        """The events from token ``index`` on, ending with ``done`` or ``error``, in ``wire``."""
         while True:
             await self.wait_beyond(index)
             available = len(self.payloads)
             if available > index:
-                yield Chunk(events.tokens(self.id, index, self.payloads[index:available]),
+                yield Chunk(wire.tokens(self.id, index, self.payloads[index:available]),
                             available - index)  # fmt: skip
                 index = available
                 continue
             await self._settled.wait()  # so that after `done` the cache already has it
             if self.stats is not None:
-                yield Chunk(events.done(self.id, self.stats, cached=False), 0)
+                yield Chunk(wire.done(self.id, self.stats, cached=False), 0)
                 return
             elif self.error is not None:
-                yield Chunk(events.error(self.id, self.error), 0)
+                yield Chunk(wire.error(self.id, self.error), 0)
                 return
 
     async def announce(self) -> None:

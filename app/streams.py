@@ -60,11 +60,10 @@ class _SendTimedOut(Exception):
 
 
 class EventStream(Response):
-    """Sends each chunk of ``body`` as it comes, a ping every ``ping_seconds`` (the first at a
-    random point of the first interval, so streams opened together do not ping together), and
-    ends when ``body`` does, when the client leaves or when the worker stops it."""
-
-    media_type = "text/event-stream"
+    """Sends each chunk of ``body`` as it comes, ``ping`` every ``ping_seconds`` (the first at a
+    random point of the first interval, so streams opened together do not ping together; no
+    pings when ``ping`` is empty, as NDJSON has no form for them), and ends when ``body`` does,
+    when the client leaves or when the worker stops it."""
 
     def __init__(
         self,
@@ -74,10 +73,14 @@ class EventStream(Response):
         ping_seconds: float,
         send_timeout_seconds: float,
         drain: Drain,
+        media_type: str = "text/event-stream",
+        ping: bytes = PING,
     ) -> None:
         self.status_code = 200
         self.background = None
+        self.media_type = media_type
         self.init_headers({**headers, "Connection": "keep-alive"})
+        self._ping = ping
         self._body = body
         self._ping_seconds = ping_seconds
         self._send_timeout_seconds = send_timeout_seconds
@@ -125,14 +128,14 @@ class EventStream(Response):
             await self.background()
 
     async def _listen(self, receive: Receive, send: Send) -> None:
-        delay = random.uniform(0, self._ping_seconds)
+        delay = random.uniform(0, self._ping_seconds) if self._ping else None
         try:
             while True:
                 try:
                     async with asyncio.timeout(delay):
                         message = await receive()
                 except TimeoutError:
-                    await self._send(send, PING)
+                    await self._send(send, self._ping)
                     delay = self._ping_seconds
                     continue
                 if message["type"] == "http.disconnect":

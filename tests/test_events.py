@@ -31,7 +31,7 @@ def test_any_token_text_round_trips_through_a_conforming_parser(text: str) -> No
 
 def test_opening_done_and_error_frames() -> None:
     assert events.opening("g_x", "llama3.2", cached=False) == (
-        b"retry: 2000\n\n"
+        b"retry: 2000\n"
         b'event: start\ndata: {"generation":"g_x","model":"llama3.2","cached":false}\n\n'
     )
     assert b'"reset":true' in events.opening("g_x", "m", cached=False, reset=True)
