@@ -58,7 +58,7 @@ async def admit(request: Request[State], *, resumable: bool) -> Admitted:
         located = await registry.locate(last.generation)
     counted = located is None and (last is None or last.index is not None)
     if counted:
-        await _count(request)
+        await count(request)
     completion = await read_completion(request)
     if last is not None and completion.stream:
         if last.index is None:
@@ -68,11 +68,11 @@ async def admit(request: Request[State], *, resumable: bool) -> Admitted:
             if feed is not None:
                 return Admitted(completion, resumed=feed, index=last.index + 1)
     if not counted:
-        await _count(request)
+        await count(request)
     return Admitted(completion, reset=last is not None)
 
 
-async def _count(request: Request[State]) -> None:
+async def count(request: Request[State]) -> None:
     """Counts the request against its client's limit; raises ``RateLimited`` when over it."""
     limiter = request.state["limiter"]
     if limiter is None:
@@ -103,13 +103,11 @@ async def read_completion(request: Request[State]) -> CompletionRequest:
     """The request's JSON body (``POST``) or query string, validated."""
     settings = request.state["settings"]
     if request.method == "POST":
-        return parse_body(
-            await _read_json(request, settings.max_body_bytes), settings.default_model
-        )
+        return parse_body(await read_json(request, settings.max_body_bytes), settings.default_model)
     return parse_query(request.query_params, settings.default_model)
 
 
-async def _read_json(request: Request[State], limit_bytes: int) -> object:
+async def read_json(request: Request[State], limit_bytes: int) -> object:
     """The body as JSON, refusing more than ``limit_bytes`` before reading it all."""
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > limit_bytes:

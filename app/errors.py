@@ -2,6 +2,7 @@
 
     ServiceError
     ├── InvalidJSON 400            ├── UpstreamUnavailable 503 (Ollama down, refusing, busy)
+    ├── Unsupported 400 (a field of another API that the service cannot honour)
     ├── TooLarge 413               ├── UpstreamError 502 (Ollama 5xx or garbage)
     ├── InvalidRequest 422         ├── UpstreamTimeout 504 (first token or idle timeout)
     ├── RateLimited 429            ├── RateLimitUnavailable 503 (limiter down, failing closed)
@@ -44,6 +45,18 @@ class ServiceError(Exception):
 class InvalidJSON(ServiceError):
     status_code = 400
     code = "invalid_json"
+
+
+class Unsupported(ServiceError):
+    """A field of the OpenAI or Ollama API that the service cannot honour; ``field`` names it.
+    Refused rather than ignored, so that nobody relies on what does not happen."""
+
+    status_code = 400
+    code = "unsupported"
+
+    def __init__(self, detail: str, field: str | None = None) -> None:
+        super().__init__(detail)
+        self.field = field
 
 
 class NotFound(ServiceError):

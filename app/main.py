@@ -19,12 +19,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from app import metrics, openapi, probes, routes
+from app import metrics, openai_routes, openapi, probes, routes
 from app.errors import MethodNotAllowed, NotFound, ServiceError
 from app.lifespan import lifespan
 from app.ratelimit import RateLimitMiddleware
 from app.requestlog import RequestLogMiddleware
-from app.responses import problem
+from app.responses import error_response
 from app.settings import Settings
 from app.streams import BodyShortcut
 
@@ -42,9 +42,10 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.allowed_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Content-Type", "Last-Event-ID", "X-Request-ID"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
             expose_headers=[
                 "X-Cache",
+                "X-Generation-ID",
                 "X-Request-ID",
                 "RateLimit",
                 "RateLimit-Policy",
@@ -69,7 +70,16 @@ def create_app(
             ),
             Route("/v1/chats/generations/{generation}/events", routes.generation_events),
             Route("/v1/chats/generations/{generation}", routes.stop_generation, methods=["DELETE"]),
-            Route("/v1/models", routes.models),
+            Route("/v1/models", openai_routes.models),
+            Route(
+                "/v1/chat/completions",
+                openai_routes.chat_completions,
+                methods=["POST"],
+                middleware=limited,
+            ),
+            Route(
+                "/v1/completions", openai_routes.completions, methods=["POST"], middleware=limited
+            ),
             Route("/livez", probes.livez),
             Route("/readyz", probes.readyz),
             Route("/v1/health", probes.health),
@@ -91,17 +101,18 @@ def create_app(
 
 async def _service_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ServiceError)  # Starlette dispatches by the registered class
-    return problem(exc, headers=exc.headers)
+    return error_response(request.url.path, exc, headers=exc.headers)
 
 
 async def _http_exception(request: Request, exc: Exception) -> Response:
     """Starlette's own 404 and 405, in our problem shape."""
     assert isinstance(exc, HTTPException)
     error: ServiceError = MethodNotAllowed() if exc.status_code == 405 else NotFound()
-    return problem(error, headers=exc.headers)
+    return error_response(request.url.path, error, headers=exc.headers)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     """A bug: logged with its trace, answered without one."""
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return problem(ServiceError("The service failed to handle this request."))
+    return error_response(request.url.path,
+                          ServiceError("The service failed to handle this request."))  # fmt: skip

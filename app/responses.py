@@ -1,4 +1,9 @@
-"""Response helpers: JSON bodies through orjson, and errors as RFC 9457 problem documents."""
+"""Response helpers: JSON bodies through orjson, and errors in the shape of the API asked.
+
+Which API a path belongs to is decided here and nowhere else: the OpenAI-compatible paths
+answer errors as OpenAI's ``{"error": {...}}`` (``app.openai_wire``), everything else as an RFC
+9457 problem document, with the same status either way.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,11 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
+from app import openai_wire
 from app.errors import ServiceError
 
 NO_STORE = {"Cache-Control": "no-store"}
+OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
 
 
 class JSONBody(Response):
@@ -28,3 +35,12 @@ def problem(exc: ServiceError, headers: Mapping[str, str] | None = None) -> Resp
         headers=headers,
         media_type="application/problem+json",
     )
+
+
+def error_response(path: str, exc: ServiceError, headers: Mapping[str, str] | None = None
+                   ) -> Response:  # fmt: skip
+    """The error answered on ``path``, in that path's API's shape."""
+    if path in OPENAI_PATHS:
+        return Response(orjson.dumps(openai_wire.error_body(exc)), status_code=exc.status_code,
+                        headers=headers, media_type="application/json")  # fmt: skip
+    return problem(exc, headers)

@@ -1,4 +1,4 @@
-"""The generation endpoints and the model list.
+"""The native generation endpoints, and the responses every surface's endpoints answer with.
 
 A stream holds its response until the generation's first token, error or the first heartbeat,
 whichever comes first (DESIGN.md, "When the response starts"): an error Ollama reports in that
@@ -13,6 +13,7 @@ closed by ``_answer``, once its response is over (or never started): nowhere els
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import Any
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
@@ -21,14 +22,16 @@ from starlette.responses import Response
 from app import events, metrics
 from app.admission import admit
 from app.errors import NotFound
+from app.events import Wire
 from app.feeds import CachedFeed, Feed
 from app.lifespan import State
 from app.requestlog import RequestFacts, facts
-from app.responses import NO_STORE, JSONBody
+from app.responses import JSONBody
 from app.streams import EventStream
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_MEDIA_TYPE = "text/event-stream"
+GENERATION_HEADER = "X-Generation-ID"
 
 
 async def generate(request: Request[State]) -> Response:
@@ -42,7 +45,7 @@ async def generate(request: Request[State]) -> Response:
         return await _stream(request, admitted.resumed, admitted.index)
     feed = await request.state["registry"].open(admitted.completion)
     if not admitted.completion.stream:
-        return await _answer(feed, lambda: _json(request, feed))
+        return await respond_json(request, feed, lambda answer: answer)
     return await _stream(request, feed, 0, reset=admitted.reset)
 
 
@@ -53,7 +56,7 @@ async def create_generation(request: Request[State]) -> Response:
     _record(request, feed)
     url = f"/v1/chats/generations/{feed.generation_id}/events"
     body = {"generation": feed.generation_id, "events": url, "cached": feed.x_cache == "HIT"}
-    headers = {"Location": url, "X-Cache": feed.x_cache}
+    headers = {"Location": url, **_about(feed)}
     await feed.aclose()  # its one owner: nobody follows yet, so RESUME_GRACE counts from now
     return JSONBody(body, status_code=202, headers=headers)
 
@@ -83,11 +86,6 @@ async def stop_generation(request: Request[State]) -> Response:
     return Response(status_code=204)
 
 
-async def models(request: Request[State]) -> Response:
-    """``GET /v1/models``: the models Ollama has."""
-    return JSONBody({"models": await request.state["ollama"].check()}, headers=NO_STORE)
-
-
 async def _answer(feed: Feed, respond: Callable[[], Awaitable[Response]]) -> Response:
     """The response ``respond`` builds from ``feed``; the feed is closed once that response is
     over, or at once if there is none (an error before it began)."""
@@ -102,43 +100,82 @@ async def _answer(feed: Feed, respond: Callable[[], Awaitable[Response]]) -> Res
 
 async def _stream(request: Request[State], feed: Feed, index: int, *, reset: bool = False
                   ) -> Response:  # fmt: skip
-    """The feed as SSE from token ``index`` (a resume when above 0: no ``start`` again)."""
-    return await _answer(feed, lambda: _event_stream(request, feed, index, reset=reset))
+    """The feed as native SSE from token ``index`` (a resume when above 0: no ``start`` again,
+    and the reconnect delay rides in the first event)."""
+    head = events.RETRY
+    if index == 0:
+        head = events.opening(feed.generation_id, feed.model, cached=feed.x_cache == "HIT",
+                              reset=reset)  # fmt: skip
+    return await respond_stream(request, feed, index, head=head)
 
 
-async def _event_stream(request: Request[State], feed: Feed, index: int, *, reset: bool
-                        ) -> Response:  # fmt: skip
+async def respond_stream(
+    request: Request[State],
+    feed: Feed,
+    index: int = 0,
+    *,
+    head: bytes = b"",
+    wire: Wire = events.NATIVE,
+    media_type: str = SSE_MEDIA_TYPE,
+    ping: bytes = events.PING,
+) -> Response:
+    """The feed from token ``index`` in ``wire`` after ``head``, for any surface: held until
+    the first token, error or heartbeat (the module docstring); closed by ``_answer``."""
+    return await _answer(feed, lambda: _event_stream(request, feed, index, head, wire,
+                                                     media_type, ping))  # fmt: skip
+
+
+async def respond_json(request: Request[State], feed: Feed,
+                       body: Callable[[dict[str, Any]], dict[str, Any]]) -> Response:  # fmt: skip
+    """The whole completion as JSON, shaped by ``body``; closed by ``_answer``."""
+    return await _answer(feed, lambda: _json(request, feed, body))
+
+
+async def _event_stream(
+    request: Request[State],
+    feed: Feed,
+    index: int,
+    head: bytes,
+    wire: Wire,
+    media_type: str,
+    ping: bytes,
+) -> Response:
     settings = request.state["settings"]
     record = _record(request, feed)
-    headers = {**SSE_HEADERS, "X-Cache": feed.x_cache}
+    headers = {**SSE_HEADERS, **_about(feed)}
     ready = await feed.ready(settings.heartbeat_interval_seconds)
     error = feed.early_error()
     if error is not None:
         raise error
-    opening = events.RETRY
-    if index == 0:
-        opening = events.opening(feed.generation_id, feed.model, cached=feed.x_cache == "HIT",
-                                 reset=reset)  # fmt: skip
     if isinstance(feed, CachedFeed):
-        replay = feed.replay(index)
+        replay = feed.replay(index, wire)
         record.saw_tokens(replay.tokens)
-        return Response(opening + replay.data, headers=headers, media_type=SSE_MEDIA_TYPE)
-    first = opening if ready else opening + events.PING
+        return Response(head + replay.data, headers=headers, media_type=media_type)
+    first = head if ready else head + ping
     return EventStream(
-        _relay(record, feed, index, first),
+        _relay(record, feed, index, first, wire),
         headers=headers,
         ping_seconds=settings.heartbeat_interval_seconds,
         send_timeout_seconds=settings.send_timeout_seconds,
         drain=request.state["drain"],
+        media_type=media_type,
+        ping=ping,
     )
 
 
-async def _relay(record: RequestFacts, feed: Feed, index: int, opening: bytes
+async def _relay(record: RequestFacts, feed: Feed, index: int, first: bytes, wire: Wire
                  ) -> AsyncGenerator[bytes]:  # fmt: skip
-    yield opening
-    async for chunk in feed.events(index):
+    if first:
+        yield first
+    async for chunk in feed.events(index, wire):
         yield chunk.data
         record.saw_tokens(chunk.tokens)
+
+
+def _about(feed: Feed) -> dict[str, str]:
+    """The headers every surface's answer carries: where it came from, and the generation's
+    id, to follow or resume it at ``/v1/chats/generations/<id>/events``."""
+    return {"X-Cache": feed.x_cache, GENERATION_HEADER: feed.generation_id}
 
 
 def _record(request: Request[State], feed: Feed) -> RequestFacts:
@@ -149,6 +186,7 @@ def _record(request: Request[State], feed: Feed) -> RequestFacts:
     return record
 
 
-async def _json(request: Request[State], feed: Feed) -> Response:
+async def _json(request: Request[State], feed: Feed,
+                body: Callable[[dict[str, Any]], dict[str, Any]]) -> Response:  # fmt: skip
     _record(request, feed)
-    return JSONBody(await feed.result(), headers={"X-Cache": feed.x_cache})
+    return JSONBody(body(await feed.result()), headers=_about(feed))

@@ -19,6 +19,7 @@ from app.settings import MODEL_NAME
 Kind = Literal["generate", "chat"]
 ROLES = ("system", "user", "assistant", "tool")
 QUERY_FIELDS = ("model", "prompt", "system", "stream", "cache")
+THINK_LEVELS = ("low", "medium", "high")  # Ollama's, for the models that take one (gpt-oss)
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +32,7 @@ class CompletionRequest:
     system: str | None = None
     options: dict[str, Any] | None = None
     format: str | dict[str, Any] | None = None
-    think: bool | None = None
+    think: bool | str | None = None  # or a level: THINK_LEVELS
     tools: tuple[dict[str, Any], ...] | None = None
     keep_alive: str | float | None = None
     stream: bool = True
@@ -74,6 +75,12 @@ def _string(value: object) -> str | None:
 
 def _boolean(value: object) -> str | None:
     return None if isinstance(value, bool) else "must be true or false"
+
+
+def _think(value: object) -> str | None:
+    if isinstance(value, bool) or value in THINK_LEVELS:
+        return None
+    return "must be true, false or one of " + ", ".join(THINK_LEVELS)
 
 
 def _object(value: object) -> str | None:
@@ -150,7 +157,11 @@ _FIELDS: dict[str, tuple[Check, dict[str, Any], str]] = {
         {"oneOf": [{"type": "string", "enum": ["json"]}, _OBJECT]},
         'structured output: "json" or a JSON schema',
     ),
-    "think": (_boolean, _BOOLEAN, "let a thinking model think"),
+    "think": (
+        _think,
+        {"oneOf": [_BOOLEAN, {"type": "string", "enum": list(THINK_LEVELS)}]},
+        "let a thinking model think (a level for the models that take one)",
+    ),
     "tools": (_objects, _OBJECTS, "tools a chat model may call (chat only)"),
     "keep_alive": (
         _keep_alive,

@@ -126,6 +126,14 @@ def parse(stream: bytes) -> list[Item]:
     return items
 
 
+def blocks_without_data(stream: bytes) -> list[str]:
+    """The blocks (up to a blank line) that hold no ``data:`` line: each one a message with
+    empty data to a fetch-based reader, and a crash for one that parses data as JSON."""
+    text = stream.decode("utf-8")
+    *blocks, _unfinished = re.split(r"(?:\r\n|\r|\n){2}", text)
+    return [b for b in blocks if not any(line.startswith("data:") for line in b.splitlines())]
+
+
 def events(stream: bytes) -> list[Event]:
     return [item for item in parse(stream) if isinstance(item, Event)]
 

@@ -1,0 +1,247 @@
+"""OpenAI request bodies, mapped onto the native ``CompletionRequest`` field by field.
+
+``/v1/chat/completions``:
+
+==========================================  =================================================
+OpenAI                                       native (``app.schema``), hence Ollama
+==========================================  =================================================
+``model``                                    ``model`` (``DEFAULT_MODEL`` when absent)
+``messages``                                 ``messages``: ``developer`` is ``system``; text
+                                             parts are joined; ``data:`` image URLs become
+                                             ``images``; assistant ``tool_calls`` get their
+                                             arguments as objects; a tool message's
+                                             ``tool_call_id`` becomes the called ``tool_name``
+``temperature``, ``top_p``, ``seed``,        ``options`` of the same names
+``frequency_penalty``, ``presence_penalty``
+``max_tokens``, ``max_completion_tokens``    ``options.num_predict``
+``stop`` (a string or a list)                ``options.stop`` (a list)
+``response_format``                          ``text``: nothing; ``json_object``: ``format:
+                                             "json"``; ``json_schema``: ``format`` = its schema
+``tools``, ``tool_choice``                   ``tools``; ``tool_choice`` ``auto`` keeps them,
+                                             ``none`` sends none
+``reasoning_effort``, ``reasoning.effort``   ``think``: ``none`` is false, a level is the level
+``stream``, ``stream_options.include_usage`` delivery only: the stream, and its usage chunk
+``user``                                     nothing (accepted: it names the end user)
+``cache``, ``keep_alive``, ``options``       the same (our extensions; the mapped options
+                                             above go over those in ``options``)
+==========================================  =================================================
+
+``/v1/completions`` takes ``prompt`` (one string) and the same options. The content key comes
+from the native request, so the same question asked here and natively is one cache entry.
+What cannot be honoured (``n`` > 1, ``logprobs``, ``logit_bias``, ``echo``, ``suffix``, image
+URLs that are not ``data:``, ``tool_choice`` ``required`` or a named function, any other
+field) is ``Unsupported`` (400), naming the field; a value of the wrong type is the native
+``InvalidRequest`` (422), as on the native API.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from app.errors import InvalidRequest, Unsupported
+from app.schema import THINK_LEVELS, CompletionRequest, parse_body
+
+_OPTIONS = {"temperature": "temperature", "top_p": "top_p", "seed": "seed",
+            "frequency_penalty": "frequency_penalty", "presence_penalty": "presence_penalty",
+            "max_tokens": "num_predict", "max_completion_tokens": "num_predict",
+            "stop": "stop"}  # fmt: skip
+_DELIVERY = ("model", "stream", "stream_options", "user", "cache", "keep_alive", "options")
+# each: the value that changes nothing (None: only absent or null)
+_HONOURED_ONLY_AS = {"n": 1, "logprobs": False, "top_logprobs": None, "logit_bias": None,
+                     "echo": False, "best_of": 1, "suffix": None, "parallel_tool_calls": True,
+                     "store": False}  # fmt: skip
+_CHAT = frozenset({*_OPTIONS, *_DELIVERY, "messages", "response_format", "tools", "tool_choice",
+                   "reasoning_effort", "reasoning", "n", "logprobs", "top_logprobs",
+                   "logit_bias", "parallel_tool_calls", "store"})  # fmt: skip
+_TEXT = frozenset({*_OPTIONS, *_DELIVERY, "prompt", "n", "logprobs", "logit_bias", "echo",
+                   "best_of", "suffix"})  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAIRequest:
+    completion: CompletionRequest
+    include_usage: bool = False
+
+
+def parse_chat(data: object, default_model: str) -> OpenAIRequest:
+    """A ``/v1/chat/completions`` body."""
+    body = _checked(data, _CHAT)
+    native = _common(body)
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages must be a non-empty list.", {"messages": "is required"})
+    native["messages"] = _messages(messages)
+    if "response_format" in body:
+        native.update(_response_format(body["response_format"]))
+    choice = body.get("tool_choice", "auto")
+    if choice not in ("auto", "none"):
+        raise Unsupported('Only tool_choice "auto" and "none" can be honoured.', "tool_choice")
+    if body.get("tools") and choice == "auto":
+        native["tools"] = body["tools"]
+    effort = body.get("reasoning_effort", (body.get("reasoning") or {}).get("effort"))
+    if effort is not None:
+        if effort != "none" and effort not in THINK_LEVELS:
+            levels = ", ".join(("none", *THINK_LEVELS))
+            raise InvalidRequest(f"reasoning_effort must be one of {levels}.",
+                                 {"reasoning_effort": "is not a known level"})  # fmt: skip
+        native["think"] = False if effort == "none" else effort
+    return _request(body, native, default_model)
+
+
+def parse_text(data: object, default_model: str) -> OpenAIRequest:
+    """A ``/v1/completions`` body."""
+    body = _checked(data, _TEXT)
+    native = _common(body)
+    if not isinstance(body.get("prompt"), str):
+        if isinstance(body.get("prompt"), list):
+            raise Unsupported("Only one prompt, as a string, can be answered.", "prompt")
+        raise InvalidRequest("prompt must be a string.", {"prompt": "must be a string"})
+    native["prompt"] = body["prompt"]
+    return _request(body, native, default_model)
+
+
+def _checked(data: object, known: frozenset[str]) -> dict[str, Any]:
+    """The body as an object whose every field can be honoured."""
+    if not isinstance(data, dict):
+        raise InvalidRequest("The request body must be a JSON object.")
+    for name, value in data.items():
+        if name not in known:
+            raise Unsupported(f"{name} is not supported by this service.", name)
+        if name in _HONOURED_ONLY_AS and value is not None and value != _HONOURED_ONLY_AS[name]:
+            raise Unsupported(f"{name} = {orjson.dumps(value).decode()} cannot be honoured.", name)
+    return data
+
+
+def _common(body: dict[str, Any]) -> dict[str, Any]:
+    """The native fields every OpenAI endpoint shares: options and our extensions."""
+    options = body.get("options") or {}
+    if not isinstance(options, dict):
+        raise InvalidRequest("options must be an object.", {"options": "must be an object"})
+    options = dict(options)
+    for name, option in _OPTIONS.items():
+        value = body.get(name)
+        if value is None:
+            continue
+        if name == "stop":
+            value = [value] if isinstance(value, str) else value
+        elif isinstance(value, bool) or not isinstance(value, int | float):
+            raise InvalidRequest(f"{name} must be a number.", {name: "must be a number"})
+        options[option] = value
+    native: dict[str, Any] = {name: body[name] for name in ("cache", "keep_alive") if name in body}
+    if options:
+        native["options"] = options
+    return native
+
+
+def _request(body: dict[str, Any], native: dict[str, Any], default_model: str) -> OpenAIRequest:
+    native["stream"] = body.get("stream") is True
+    if body.get("model") is not None:
+        native["model"] = body["model"]
+    stream_options = body.get("stream_options") or {}
+    if not isinstance(stream_options, dict) or set(stream_options) - {"include_usage"}:
+        raise Unsupported("Only stream_options.include_usage is supported.", "stream_options")
+    return OpenAIRequest(parse_body(native, default_model),
+                         include_usage=stream_options.get("include_usage") is True)  # fmt: skip
+
+
+def _response_format(value: object) -> dict[str, Any]:
+    kind = value.get("type") if isinstance(value, dict) else None
+    if kind == "text":
+        return {}
+    if kind == "json_object":
+        return {"format": "json"}
+    if kind == "json_schema":
+        assert isinstance(value, dict)
+        schema = (value.get("json_schema") or {}).get("schema")
+        if isinstance(schema, dict):
+            return {"format": schema}
+        raise InvalidRequest("response_format.json_schema.schema must be an object.",
+                             {"response_format": "has no schema"})  # fmt: skip
+    raise Unsupported("response_format must be text, json_object or json_schema.",
+                      "response_format")  # fmt: skip
+
+
+def _messages(messages: list[Any]) -> list[Any]:
+    """OpenAI's messages as Ollama's; what is not a message is left for the native checks."""
+    names: dict[str, str] = {}  # tool call id -> the function it called
+    mapped = []
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict):
+            mapped.append(message)
+            continue
+        native: dict[str, Any] = {}
+        for name, value in message.items():
+            convert = _MESSAGE_FIELDS.get(name)
+            if convert is None:
+                raise Unsupported(f"messages[{index}].{name} is not supported.",
+                                  f"messages[{index}].{name}")  # fmt: skip
+            native.update(convert(value, names, f"messages[{index}]"))
+        native.setdefault("content", "")  # an assistant's tool calls may come with none
+        mapped.append(native)
+    return mapped
+
+
+def _role(value: object, names: dict[str, str], where: str) -> dict[str, Any]:
+    return {"role": "system" if value == "developer" else value}
+
+
+def _content(value: object, names: dict[str, str], where: str) -> dict[str, Any]:
+    if value is None or isinstance(value, str):
+        return {"content": value or ""}
+    if not isinstance(value, list):
+        return {"content": value}  # the native checks say what is wrong
+    texts, images = [], []
+    for part in value:
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            texts.append(part["text"])
+        elif kind == "image_url":
+            url = str((part.get("image_url") or {}).get("url", ""))
+            if not url.startswith("data:") or "," not in url:
+                raise Unsupported("Images must be data: URLs (base64).", f"{where}.content")
+            images.append(url.partition(",")[2])
+        else:
+            raise Unsupported("Only text and image_url parts are supported.", f"{where}.content")
+    found: dict[str, Any] = {"content": "\n".join(texts)}
+    if images:
+        found["images"] = images
+    return found
+
+
+def _tool_calls(value: object, names: dict[str, str], where: str) -> dict[str, Any]:
+    if not isinstance(value, list):
+        return {"tool_calls": value}
+    calls = []
+    for call in value:
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict):
+            raise InvalidRequest(f"{where}.tool_calls must hold functions.",
+                                 {f"{where}.tool_calls": "must hold functions"})  # fmt: skip
+        arguments = function.get("arguments", "{}")
+        try:
+            arguments = orjson.loads(arguments) if isinstance(arguments, str) else arguments
+        except orjson.JSONDecodeError:
+            raise InvalidRequest(
+                f"{where}.tool_calls arguments must be JSON.",
+                {f"{where}.tool_calls": "arguments are not JSON"},
+            ) from None
+        names[str(call.get("id"))] = str(function.get("name", ""))
+        calls.append({"function": {"name": function.get("name", ""), "arguments": arguments}})
+    return {"tool_calls": calls}
+
+
+def _tool_call_id(value: object, names: dict[str, str], where: str) -> dict[str, Any]:
+    name = names.get(str(value))
+    return {"tool_name": name} if name else {}
+
+
+_MESSAGE_FIELDS: dict[str, Callable[[object, dict[str, str], str], dict[str, Any]]] = {
+    "role": _role,
+    "content": _content,
+    "tool_calls": _tool_calls,
+    "tool_call_id": _tool_call_id,
+}
