@@ -3,6 +3,7 @@
     ServiceError
     ├── InvalidJSON 400            ├── UpstreamUnavailable 503 (Ollama down, refusing, busy)
     ├── Unsupported 400 (a field of another API that the service cannot honour)
+    ├── Forbidden 403 (model management, which is done on the Ollama host)
     ├── TooLarge 413               ├── UpstreamError 502 (Ollama 5xx or garbage)
     ├── InvalidRequest 422         ├── UpstreamTimeout 504 (first token or idle timeout)
     ├── RateLimited 429            ├── RateLimitUnavailable 503 (limiter down, failing closed)
@@ -57,6 +58,11 @@ class Unsupported(ServiceError):
     def __init__(self, detail: str, field: str | None = None) -> None:
         super().__init__(detail)
         self.field = field
+
+
+class Forbidden(ServiceError):
+    status_code = 403
+    code = "forbidden"
 
 
 class NotFound(ServiceError):

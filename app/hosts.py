@@ -40,7 +40,13 @@ import anyio
 import httpx
 
 from app import metrics
-from app.errors import ServiceError, UpstreamFailed, UpstreamTimeout, UpstreamUnavailable
+from app.errors import (
+    ModelNotFound,
+    ServiceError,
+    UpstreamFailed,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from app.generation import Emit, Finished, Token
 from app.ollama import OllamaClient
 from app.redisclient import RedisUnavailable
@@ -285,6 +291,42 @@ class OllamaHosts:
                 for model in host.models or ():
                     merged.setdefault(str(model.get("name")), model)
         return list(merged.values())
+
+    async def version(self) -> str:
+        """The Ollama version of the first serving host that answers."""
+        *others, last = self._serving()
+        for host in others:
+            with contextlib.suppress(ServiceError):
+                return await host.client.version()
+        return await last.client.version()
+
+    async def running(self) -> list[dict[str, Any]]:
+        """The models the serving hosts hold in memory (``/api/ps``), each once; a host that
+        does not answer is left out."""
+        found = await asyncio.gather(*(h.client.running() for h in self._serving()),
+                                     return_exceptions=True)  # fmt: skip
+        merged: dict[str, dict[str, Any]] = {}
+        for models in found:
+            if isinstance(models, BaseException):
+                if not isinstance(models, ServiceError):
+                    raise models
+                continue
+            for model in models:
+                merged.setdefault(str(model.get("name")), model)
+        return list(merged.values())
+
+    async def show(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``/api/show`` from a serving host that has ``model``."""
+        for host in self._serving():
+            if host.has(model):
+                return await host.client.show(body)
+        raise ModelNotFound(f"No Ollama host has the model {model}.")
+
+    def _serving(self) -> list[Host]:
+        hosts = [h for h in self.hosts if not h.ejected]
+        if not hosts:
+            raise UpstreamUnavailable("no Ollama host is serving")
+        return hosts
 
     async def report(self) -> list[dict[str, Any]]:
         """Each host's state for ``/v1/health``: in-flight counts are the shared ones."""

@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from app import metrics, openai_routes, openapi, probes, routes
+from app import metrics, ollama_routes, openai_routes, openapi, probes, routes
 from app.errors import MethodNotAllowed, NotFound, ServiceError
 from app.lifespan import lifespan
 from app.ratelimit import RateLimitMiddleware
@@ -79,6 +79,17 @@ def create_app(
             ),
             Route(
                 "/v1/completions", openai_routes.completions, methods=["POST"], middleware=limited
+            ),
+            Route("/api/generate", ollama_routes.generate, methods=["POST"], middleware=limited),
+            Route("/api/chat", ollama_routes.chat, methods=["POST"], middleware=limited),
+            Route("/api/tags", ollama_routes.tags),
+            Route("/api/ps", ollama_routes.ps),
+            Route("/api/show", ollama_routes.show, methods=["POST"]),
+            Route("/api/version", ollama_routes.version),
+            Route("/", ollama_routes.root, methods=["GET", "HEAD"]),
+            *(
+                Route(path, ollama_routes.manage, methods=methods)
+                for path, methods in ollama_routes.MANAGEMENT
             ),
             Route("/livez", probes.livez),
             Route("/readyz", probes.readyz),

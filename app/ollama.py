@@ -38,6 +38,7 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 _PATHS: dict[Kind, bytes] = {"chat": b"api/chat", "generate": b"api/generate"}
 # Final-line fields that are not statistics: the text is already streamed, and `context` is a
 # long token array that Ollama deprecates.
+_JSON = {"content-type": "application/json"}
 _NOT_STATS = frozenset({"response", "message", "thinking", "context", "done"})
 
 
@@ -100,13 +101,12 @@ class OllamaClient:
     async def generate(self, request: CompletionRequest, emit: Emit) -> None:
         """Streams ``request`` from Ollama into ``emit``; see the module docstring."""
         body = jsonbytes.dumps(request.upstream_body())  # held while the generation runs
-        headers = {"content-type": "application/json"}
         started = False
         clock = asyncio.get_running_loop().time
         deadline = _Deadline(self._first_token_timeout_seconds)
         try:
             async with self._http.stream(
-                "POST", self._urls[request.kind], content=body, headers=headers
+                "POST", self._urls[request.kind], content=body, headers=_JSON
             ) as response:
                 if response.status_code != 200:
                     raise _status_error(response.status_code, await response.aread())
@@ -150,9 +150,24 @@ class OllamaClient:
     async def version(self) -> str:
         return str((await self._get_json("/api/version")).get("version", "unknown"))
 
-    async def _get_json(self, path: str) -> dict[str, Any]:
+    async def running(self) -> list[dict[str, Any]]:
+        """The models Ollama holds in memory now, as ``/api/ps`` lists them."""
+        models = (await self._get_json("/api/ps")).get("models")
+        if not isinstance(models, list):
+            raise UpstreamError("Ollama's running models have no models array.")
+        return models
+
+    async def show(self, body: dict[str, Any]) -> dict[str, Any]:
+        """``/api/show``: a model's details, as Ollama answers them."""
+        return await self._get_json("/api/show", body)
+
+    async def _get_json(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        """A JSON object from ``path`` (``POST`` with ``body`` when given, else ``GET``)."""
         try:
-            response = await self._http.get(path)
+            if body is None:
+                response = await self._http.get(path)
+            else:
+                response = await self._http.post(path, content=orjson.dumps(body), headers=_JSON)
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"Ollama is not reachable: {exc}") from exc
         if response.status_code != 200:

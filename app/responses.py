@@ -1,8 +1,9 @@
 """Response helpers: JSON bodies through orjson, and errors in the shape of the API asked.
 
 Which API a path belongs to is decided here and nowhere else: the OpenAI-compatible paths
-answer errors as OpenAI's ``{"error": {...}}`` (``app.openai_wire``), everything else as an RFC
-9457 problem document, with the same status either way.
+answer errors as OpenAI's ``{"error": {...}}`` (``app.openai_wire``), the Ollama-compatible ones
+(``/`` and ``/api/...``) as Ollama's ``{"error": "..."}``, with Ollama's 400 for a request that
+does not fit (422 elsewhere), and everything else as an RFC 9457 problem document.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from app import openai_wire
-from app.errors import ServiceError
+from app import ollama_wire, openai_wire
+from app.errors import InvalidRequest, ServiceError
 
 NO_STORE = {"Cache-Control": "no-store"}
 OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
@@ -42,5 +43,9 @@ def error_response(path: str, exc: ServiceError, headers: Mapping[str, str] | No
     """The error answered on ``path``, in that path's API's shape."""
     if path in OPENAI_PATHS:
         return Response(orjson.dumps(openai_wire.error_body(exc)), status_code=exc.status_code,
+                        headers=headers, media_type="application/json")  # fmt: skip
+    if path == "/" or path.startswith("/api/"):
+        status = 400 if isinstance(exc, InvalidRequest) else exc.status_code
+        return Response(orjson.dumps(ollama_wire.error_body(exc)), status_code=status,
                         headers=headers, media_type="application/json")  # fmt: skip
     return problem(exc, headers)

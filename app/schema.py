@@ -254,10 +254,10 @@ def _build(data: dict[str, Any], default_model: str) -> CompletionRequest:
         prompt=data.get("prompt"),
         messages=tuple(messages) if messages is not None else None,
         system=data.get("system"),
-        options=data.get("options"),
+        options=data.get("options") or None,  # empty says nothing: the same content
         format=data.get("format"),
         think=data.get("think"),
-        tools=tuple(tools) if tools is not None else None,
+        tools=tuple(tools) if tools else None,  # as the official clients send no tools: []
         keep_alive=data.get("keep_alive"),
         stream=data.get("stream", True),
         cache=data.get("cache", True),

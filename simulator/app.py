@@ -17,7 +17,7 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -56,6 +56,7 @@ class Counters:
     completed: int = 0
     cancelled: int = 0
     failed: int = 0
+    loaded: set[str] = field(default_factory=set)  # models that generated: /api/ps lists them
 
 
 class _Abort(Exception):
@@ -67,7 +68,7 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
     counters = Counters()
 
     async def counters_endpoint(request: Request) -> Response:
-        return JSONResponse(asdict(counters))
+        return JSONResponse({k: v for k, v in asdict(counters).items() if k != "loaded"})
 
     async def tags(request: Request) -> Response:
         await anyio.sleep(defaults.tags_delay)
@@ -79,11 +80,41 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
     async def root(request: Request) -> Response:
         return PlainTextResponse("Ollama is running")
 
+    async def ps(request: Request) -> Response:
+        """The models that generated since start, as loaded: name, size, expiry, as Ollama."""
+        return _json({"models": [
+            {**_model_entry(name), "expires_at": "2026-12-31T23:59:59.000000000Z",
+             "size_vram": 2019393189}
+            for name in defaults.models if name in counters.loaded
+        ]})  # fmt: skip
+
+    async def show(request: Request) -> Response:
+        try:
+            asked = json.loads(await request.body())
+            model = str(asked.get("model") or asked.get("name") or "")
+        except (ValueError, AttributeError):
+            return _json({"error": "invalid request body"}, 400)
+        if model.split(":")[0] not in defaults.models:
+            return _json({"error": f"model '{model}' not found"}, 404)
+        entry = _model_entry(model.split(":")[0])
+        return _json({
+            "modelfile": f"FROM {entry['name']}\n",
+            "parameters": "stop \"<|eot_id|>\"",
+            "template": "{{ .Prompt }}",
+            "details": entry["details"],
+            "model_info": {"general.architecture": entry["details"]["family"]},
+            "capabilities": ["completion", "tools"]
+            + (["thinking"] if model.split(":")[0] in THINKING_MODELS else []),
+            "modified_at": entry["modified_at"],
+        })  # fmt: skip
+
     return Starlette(
         routes=[
             Route("/", root, methods=["GET", "HEAD"]),
             Route("/api/version", version),
             Route("/api/tags", tags),
+            Route("/api/ps", ps),
+            Route("/api/show", show, methods=["POST"]),
             Route("/api/generate", _Generation(defaults, counters, chat=False), methods=["POST"]),
             Route("/api/chat", _Generation(defaults, counters, chat=True), methods=["POST"]),
             Route("/_sim/counters", counters_endpoint),
@@ -117,6 +148,7 @@ class _Generation:
             return
         behaviour = _behaviour(self.defaults, request.get("options") or {})
         self.counters.started += 1
+        self.counters.loaded.add(str(request["model"]).split(":")[0])
         if behaviour.fault in ("500", "busy"):
             self.counters.failed += 1
             status = 500 if behaviour.fault == "500" else 503

@@ -1,37 +1,44 @@
-"""The real ``openai`` SDK (from PyPI) against the real app over sockets: what its users do."""
+"""The real ``openai`` SDK (from PyPI) against the real app over sockets: what its users do.
+
+The SDK (3.x) speaks HTTP through ``httpx2``, its own fork of httpx; a test that needs the raw
+bytes wraps the SDK's transport, so the SDK still does all the parsing.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
 import httpx
+import httpx2
 import openai
 import pytest
+from openai.types.chat import ChatCompletionUserMessageParam
 
 from harness.servers import Server
 from tests import helpers
 
 
-class Recording(httpx.HTTPTransport):
+class Recording(httpx2.HTTPTransport):
     """The SDK's own transport, keeping a copy of every response body as it streams by."""
 
     def __init__(self) -> None:
         super().__init__()
         self.seen = bytearray()
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
+    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
         response = super().handle_request(request)
         stream, seen = response.stream, self.seen
-        assert isinstance(stream, httpx.SyncByteStream)
+        assert isinstance(stream, httpx2.SyncByteStream)
+        source: httpx2.SyncByteStream = stream  # narrowed for the class below
 
-        class Tee(httpx.SyncByteStream):
+        class Tee(httpx2.SyncByteStream):
             def __iter__(self) -> Iterator[bytes]:
-                for chunk in stream:
+                for chunk in source:
                     seen.extend(chunk)
                     yield chunk
 
             def close(self) -> None:
-                stream.close()
+                source.close()
 
         response.stream = Tee()
         return response
@@ -45,8 +52,8 @@ def sdk() -> Iterator[SDK]:
     """Makes SDK clients of a server (through ``transport`` if given), closed after the test."""
     made: list[openai.OpenAI] = []
 
-    def make(server: Server, transport: httpx.BaseTransport | None = None) -> openai.OpenAI:
-        http = httpx.Client(transport=transport or httpx.HTTPTransport(), timeout=20)
+    def make(server: Server, transport: httpx2.BaseTransport | None = None) -> openai.OpenAI:
+        http = httpx2.Client(transport=transport or httpx2.HTTPTransport(), timeout=20)
         made.append(openai.OpenAI(base_url=server.url + "/v1", api_key="anything",
                                   http_client=http, max_retries=0))  # fmt: skip
         return made[-1]
@@ -56,11 +63,13 @@ def sdk() -> Iterator[SDK]:
         client.close()
 
 
-def ask(label: str) -> list[dict[str, str]]:
+def ask(label: str) -> list[ChatCompletionUserMessageParam]:
     return [{"role": "user", "content": helpers.unique(label)}]
 
 
-def test_chat_stream_with_usage_parses_and_matches_the_json_answer(service: Server, sdk: SDK) -> None:
+def test_chat_stream_with_usage_parses_and_matches_the_json_answer(
+    service: Server, sdk: SDK
+) -> None:
     client = sdk(service)
     messages = ask("openai stream")
     chunks = list(client.chat.completions.create(
@@ -68,18 +77,23 @@ def test_chat_stream_with_usage_parses_and_matches_the_json_answer(service: Serv
         stream_options={"include_usage": True},
     ))  # fmt: skip
     *tokens, last, usage = chunks
-    assert usage.choices == [] and usage.usage is not None
-    assert usage.usage.completion_tokens == 12 and usage.usage.total_tokens > 12
+    assert usage.choices == []
+    assert usage.usage is not None
+    assert usage.usage.completion_tokens == 12
+    assert usage.usage.total_tokens > 12
     assert last.choices[0].finish_reason == "stop"
     text = "".join(c.choices[0].delta.content or "" for c in tokens)
-    assert len(tokens) == 12 and text
-    assert {c.id for c in chunks} == {chunks[0].id} and chunks[0].id.startswith("chatcmpl-g_")
+    assert len(tokens) == 12
+    assert text
+    assert {c.id for c in chunks} == {chunks[0].id}
+    assert chunks[0].id.startswith("chatcmpl-g_")
     again = client.chat.completions.with_raw_response.create(model="llama3.2", messages=messages)
     answer = again.parse()
     assert again.headers["x-cache"] == "HIT"  # the stream's completion, from the cache
     assert answer.choices[0].message.content == text
     assert answer.choices[0].finish_reason == "stop"
-    assert answer.usage is not None and answer.usage.completion_tokens == 12
+    assert answer.usage is not None
+    assert answer.usage.completion_tokens == 12
     assert answer.id == chunks[0].id  # the same generation
 
 
@@ -103,14 +117,17 @@ def test_text_completions_stream_and_not(service: Server, sdk: SDK) -> None:
     assert streamed[-1].choices[0].finish_reason == "length"
     text = "".join(c.choices[0].text for c in streamed)
     whole = client.completions.create(model="llama3.2", prompt=prompt, max_tokens=5)
-    assert whole.choices[0].text == text and whole.object == "text_completion"
-    assert whole.usage is not None and whole.usage.completion_tokens == 5
+    assert whole.choices[0].text == text
+    assert whole.object == "text_completion"
+    assert whole.usage is not None
+    assert whole.usage.completion_tokens == 5
 
 
 def test_models_list(service: Server, sdk: SDK) -> None:
     models = sdk(service).models.list()
     ids = [m.id for m in models.data]
-    assert "llama3.2:latest" in ids and all(m.object == "model" for m in models.data)
+    assert "llama3.2:latest" in ids
+    assert all(m.object == "model" for m in models.data)
     native = httpx.get(service.url + "/v1/models").json()
     assert [m["name"] for m in native["models"]] == ids  # what native clients read is kept
 
@@ -122,14 +139,14 @@ def test_errors_are_the_sdks_exceptions(service: Server, sdk: SDK) -> None:
     assert missing.value.code == "model_not_found"
     with pytest.raises(openai.BadRequestError) as unsupported:
         client.chat.completions.create(model="llama3.2", messages=ask("n"), n=2)
-    assert unsupported.value.param == "n" and unsupported.value.code == "unsupported"
+    assert unsupported.value.param == "n"
+    assert unsupported.value.code == "unsupported"
     with pytest.raises(openai.UnprocessableEntityError):
-        client.chat.completions.create(model="llama3.2", messages=ask("t"), temperature="hot")
+        client.chat.completions.create(model="llama3.2", messages=ask("t"),
+                                       extra_body={"temperature": "hot"})  # fmt: skip
 
 
-def test_rate_limited_is_a_rate_limit_error(
-    start_service: Callable[..., Server], sdk: SDK
-) -> None:
+def test_rate_limited_is_a_rate_limit_error(start_service: Callable[..., Server], sdk: SDK) -> None:
     client = sdk(start_service(RATE_LIMIT_MAX="1"))
     client.chat.completions.create(model="llama3.2", messages=ask("first"))
     with pytest.raises(openai.RateLimitError) as refused:
@@ -143,23 +160,26 @@ def test_an_error_mid_stream_is_an_api_error(service: Server, sdk: SDK) -> None:
         model="llama3.2", messages=ask("mid-stream"), stream=True,
         extra_body={"options": {"sim_fault": "error", "sim_fault_after": 3}},
     )  # fmt: skip
-    received = []
+    received: list[object] = []
     with pytest.raises(openai.APIError) as failed:
-        for chunk in stream:
-            received.append(chunk)
+        received.extend(stream)  # what came before the error stays
     assert len(received) == 3
     assert "upstream" in str(failed.value.body)
 
 
-def test_heartbeats_through_a_slow_first_token_do_not_trouble_the_sdk(service: Server, sdk: SDK) -> None:
+def test_heartbeats_through_a_slow_first_token_do_not_trouble_the_sdk(
+    service: Server, sdk: SDK
+) -> None:
     recording = Recording()
     stream = sdk(service, recording).chat.completions.create(
         model="llama3.2", messages=ask("slow"), stream=True,
         extra_body={"options": {"sim_first_token_delay": 2.5, "sim_tokens": 3}},
     )  # fmt: skip
     chunks = list(stream)
-    assert len(chunks) == 4 and chunks[-1].choices[0].finish_reason == "stop"
+    assert len(chunks) == 4
+    assert chunks[-1].choices[0].finish_reason == "stop"
     seen = bytes(recording.seen)
-    assert seen.startswith(b": ping\n") and seen.count(b": ping\n") >= 2  # HEARTBEAT_INTERVAL 1
+    assert seen.startswith(b": ping\n")
+    assert seen.count(b": ping\n") >= 2
     assert helpers.blocks_without_data(seen) == []
     assert seen.endswith(b"data: [DONE]\n\n")

@@ -1,0 +1,116 @@
+"""The Ollama-compatible endpoints, at the root, so that ``OLLAMA_HOST=http://<service>`` is
+all a client of Ollama needs: ``/api/generate`` and ``/api/chat`` over the same generations as
+every surface (cache, joins, limits, routing), the model lists merged over every host,
+``/api/show`` from a host that has the model, ``/api/version`` and ``/``.
+
+Their bodies are the native request's fields, which are Ollama's own (``app.schema``), so they
+go through the native checks; what the service cannot honour (``suffix``, ``template``,
+``raw``, ``context``, images outside messages, ``logprobs``) is refused with a 400. Model management
+(``pull``, ``push``, ``create``, ``copy``, ``delete``, blobs) is not for a public gateway:
+``403``, to be done on the Ollama host. Errors are Ollama's ``{"error": "..."}``
+(``app.responses.error_response`` knows these paths).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response
+
+from app import ollama_wire
+from app.admission import count, read_json
+from app.errors import Forbidden, InvalidJSON, InvalidRequest, Unsupported
+from app.lifespan import State
+from app.responses import NO_STORE, JSONBody
+from app.routes import respond_json, respond_stream
+from app.schema import Kind, parse_body
+
+MANAGEMENT = (  # Ollama's model management paths, refused
+    ("/api/pull", ["POST"]),
+    ("/api/push", ["POST"]),
+    ("/api/create", ["POST"]),
+    ("/api/copy", ["POST"]),
+    ("/api/delete", ["DELETE"]),
+    ("/api/blobs/{digest}", ["HEAD", "POST"]),
+)
+_UNSUPPORTED = {
+    "generate": ("suffix", "template", "raw", "context", "images", "logprobs", "top_logprobs"),
+    "chat": ("logprobs", "top_logprobs"),
+}
+
+
+async def generate(request: Request[State]) -> Response:
+    """``POST /api/generate``."""
+    return await _complete(request, "generate")
+
+
+async def chat(request: Request[State]) -> Response:
+    """``POST /api/chat``."""
+    return await _complete(request, "chat")
+
+
+async def tags(request: Request[State]) -> Response:
+    """``GET /api/tags``: the models of every serving host, each once."""
+    return JSONBody({"models": await request.state["ollama"].check()}, headers=NO_STORE)
+
+
+async def ps(request: Request[State]) -> Response:
+    """``GET /api/ps``: the models the serving hosts hold in memory, each once."""
+    return JSONBody({"models": await request.state["ollama"].running()}, headers=NO_STORE)
+
+
+async def show(request: Request[State]) -> Response:
+    """``POST /api/show``: from a serving host that has the model."""
+    body = await read_json(request, request.state["settings"].max_body_bytes)
+    model = body.get("model", body.get("name")) if isinstance(body, dict) else None
+    if not isinstance(body, dict) or not isinstance(model, str):
+        raise InvalidRequest("model is required.", {"model": "is required"})
+    return JSONBody(await request.state["ollama"].show(model, body), headers=NO_STORE)
+
+
+async def version(request: Request[State]) -> Response:
+    """``GET /api/version``: a serving host's."""
+    return JSONBody({"version": await request.state["ollama"].version()}, headers=NO_STORE)
+
+
+async def root(request: Request[State]) -> Response:
+    """``GET /`` and ``HEAD /``, which clients probe to find Ollama."""
+    return PlainTextResponse(ollama_wire.RUNNING)
+
+
+async def manage(request: Request[State]) -> Response:
+    """Model management, which a public gateway does not pass on."""
+    raise Forbidden(
+        "Models are managed on the Ollama host itself (ollama pull, ollama rm, ...), "
+        "not through this service."
+    )
+
+
+def parse(kind: Kind, data: object) -> dict[str, Any]:
+    """The body of ``/api/<kind>`` as native fields, refusing what cannot be honoured."""
+    if not isinstance(data, dict):
+        raise InvalidJSON("The request body must be a JSON object.")
+    for name in _UNSUPPORTED[kind]:
+        if data.get(name) not in (None, False, "", []):
+            raise Unsupported(f"{name} is not supported by this service.", name)
+    native = {k: v for k, v in data.items() if k not in _UNSUPPORTED[kind]}
+    if kind == "generate" and "messages" in native:
+        raise Unsupported("messages belong to /api/chat.", "messages")
+    if kind == "chat" and "prompt" in native:
+        raise Unsupported("prompt belongs to /api/generate.", "prompt")
+    return native
+
+
+async def _complete(request: Request[State], kind: Kind) -> Response:
+    await count(request)
+    settings = request.state["settings"]
+    native = parse(kind, await read_json(request, settings.max_body_bytes))
+    if kind == "chat" and not native.get("messages"):
+        raise InvalidRequest("messages must be a non-empty list.", {"messages": "is required"})
+    completion = parse_body(native, settings.default_model)
+    feed = await request.state["registry"].open(completion)
+    if not completion.stream:
+        return await respond_json(request, feed, lambda whole: ollama_wire.answer(kind, whole))
+    return await respond_stream(request, feed, wire=ollama_wire.Stream(kind, completion.model),
+                                media_type=ollama_wire.MEDIA_TYPE, ping=b"")  # fmt: skip
