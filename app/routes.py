@@ -12,12 +12,14 @@ closed by ``_answer``, once its response is over (or never started): nowhere els
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import Receive
 
 from app import events, metrics
 from app.admission import admit
@@ -188,5 +190,23 @@ def _record(request: Request[State], feed: Feed) -> RequestFacts:
 
 async def _json(request: Request[State], feed: Feed,
                 body: Callable[[dict[str, Any]], dict[str, Any]]) -> Response:  # fmt: skip
+    """Waits for the whole completion, or for the client to leave: then the feed closes (in
+    ``_answer``) and a generation nobody else follows is cancelled, as for a stream."""
     _record(request, feed)
-    return JSONBody(body(await feed.result()), headers=_about(feed))
+    result = asyncio.ensure_future(feed.result())
+    gone = asyncio.ensure_future(_disconnected(request.receive))
+    try:
+        await asyncio.wait((result, gone), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not result.done():
+            result.cancel()
+    if not result.done() or result.cancelled():
+        return Response(status_code=499)  # nobody reads it: the client has gone
+    return JSONBody(body(result.result()), headers=_about(feed))
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns once the client has gone (its body was read already)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
