@@ -317,10 +317,18 @@ class OllamaHosts:
 
     async def show(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         """``/api/show`` from a serving host that has ``model``."""
-        for host in self._serving():
-            if host.has(model):
-                return await host.client.show(body)
-        raise ModelNotFound(f"No Ollama host has the model {model}.")
+        return await self._with_model(model).client.show(body)
+
+    async def embed(self, model: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Embeddings (``path``: ``/api/embed`` or ``/api/embeddings``) from a serving host
+        that has ``model``, the least busy of this worker's."""
+        return await self._with_model(model).client.embed(path, body)
+
+    def _with_model(self, model: str) -> Host:
+        having = [h for h in self._serving() if h.has(model)]
+        if not having:
+            raise ModelNotFound(f"No Ollama host has the model {model}.")
+        return min(having, key=lambda h: len(h.tickets))
 
     def _serving(self) -> list[Host]:
         hosts = [h for h in self.hosts if not h.ejected]

@@ -5,6 +5,8 @@ request content's keys, one client's rate-limit counters, and all hosts' in-flig
 each script and pipeline stays within a slot.
 
     bib:{<sha256>}:cache      finished completion (``cache.py`` format), TTL ``CACHE_TTL``
+    bib:{<sha256>}:embedding  Ollama's answer to an embedding request (``embeddings.py``), TTL
+                              ``CACHE_TTL``
     bib:{<sha256>}:live       id of the generation producing this content now; a lease of
                               ``LEASE_SECONDS`` its leader renews, so a dead worker's claim expires
     bib:{<g>}:meta            the generation's content hash and model (for lookups by id)
@@ -29,7 +31,7 @@ STOP_CHANNEL = "bib:stop"
 WATCH_CHANNEL = "bib:watch"
 
 
-def content(sha: str, name: Literal["cache", "live"]) -> str:
+def content(sha: str, name: Literal["cache", "live", "embedding"]) -> str:
     return f"bib:{{{sha}}}:{name}"
 
 

@@ -18,6 +18,7 @@ from starlette.applications import Starlette
 
 from app import collection, metrics
 from app.checks import CachedCheck
+from app.embeddings import Embedder
 from app.feeds import READ_BLOCK_MILLISECONDS
 from app.generation import Policy
 from app.hosts import OllamaHosts, Timings
@@ -42,6 +43,7 @@ class State(TypedDict):
     ollama: OllamaHosts
     redis: RedisClient
     registry: Registry
+    embedder: Embedder
     ollama_check: CachedCheck[list[dict[str, Any]]]
     redis_check: CachedCheck[bool]
     limiter: SlidingWindowLimiter | None  # None: RATE_LIMIT_MAX=0, no limit
@@ -94,6 +96,12 @@ def lifespan(
                 ollama=ollama,
                 redis=redis,
                 registry=registry,
+                embedder=Embedder(
+                    ollama,
+                    store,
+                    ttl_seconds=settings.cache_ttl_seconds,
+                    max_bytes=settings.cache_max_bytes,
+                ),
                 ollama_check=CachedCheck(ollama.check),
                 redis_check=CachedCheck(redis.ping),
                 limiter=SlidingWindowLimiter(

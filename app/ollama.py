@@ -161,6 +161,10 @@ class OllamaClient:
         """``/api/show``: a model's details, as Ollama answers them."""
         return await self._get_json("/api/show", body)
 
+    async def embed(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """``/api/embed`` or the legacy ``/api/embeddings``, as Ollama answers them."""
+        return await self._get_json(path, body)
+
     async def _get_json(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """A JSON object from ``path`` (``POST`` with ``body`` when given, else ``GET``)."""
         try:

@@ -1,6 +1,7 @@
 """The Ollama-compatible endpoints, at the root, so that ``OLLAMA_HOST=http://<service>`` is
 all a client of Ollama needs: ``/api/generate`` and ``/api/chat`` over the same generations as
-every surface (cache, joins, limits, routing), the model lists merged over every host,
+every surface (cache, joins, limits, routing), embeddings (cached, ``app.embeddings``), the
+model lists merged over every host,
 ``/api/show`` from a host that has the model, ``/api/version`` and ``/``.
 
 Their bodies are the native request's fields, which are Ollama's own (``app.schema``), so they
@@ -13,12 +14,13 @@ go through the native checks; what the service cannot honour (``suffix``, ``temp
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from app import ollama_wire
+from app import embeddings, ollama_wire
 from app.admission import count, read_json
 from app.errors import Forbidden, InvalidJSON, InvalidRequest, Unsupported
 from app.lifespan import State
@@ -48,6 +50,29 @@ async def generate(request: Request[State]) -> Response:
 async def chat(request: Request[State]) -> Response:
     """``POST /api/chat``."""
     return await _complete(request, "chat")
+
+
+async def embed(request: Request[State]) -> Response:
+    """``POST /api/embed``: cached (``app.embeddings``)."""
+    return await _embed(request, embeddings.embed_request)
+
+
+async def legacy_embeddings(request: Request[State]) -> Response:
+    """``POST /api/embeddings``, the legacy endpoint: one prompt, one vector."""
+    return await _embed(request, embeddings.legacy_request)
+
+
+EmbedParser = Callable[[dict[str, Any], str], embeddings.Embedding]
+
+
+async def _embed(request: Request[State], parse: EmbedParser) -> Response:
+    await count(request)
+    settings = request.state["settings"]
+    data = await read_json(request, settings.max_body_bytes)
+    if not isinstance(data, dict):
+        raise InvalidJSON("The request body must be a JSON object.")
+    answer, x_cache = await request.state["embedder"].embed(parse(data, settings.default_model))
+    return JSONBody(answer, headers={"X-Cache": x_cache})
 
 
 async def tags(request: Request[State]) -> Response:

@@ -1,5 +1,6 @@
-"""The OpenAI-compatible endpoints: ``/v1/chat/completions``, ``/v1/completions``, and the
-model list ``/v1/models``, which native clients read too.
+"""The OpenAI-compatible endpoints: ``/v1/chat/completions``, ``/v1/completions``,
+``/v1/embeddings`` (cached, ``app.embeddings``), and the model list ``/v1/models``, which native
+clients read too.
 
 Each generating request is counted by the rate limiter like a native one, then mapped onto the
 native request (``app.openai_schema``) and opened in the same registry, so it shares the cache
@@ -17,7 +18,7 @@ from starlette.responses import Response
 from app import openai_wire
 from app.admission import count, read_json
 from app.lifespan import State
-from app.openai_schema import OpenAIRequest, parse_chat, parse_text
+from app.openai_schema import OpenAIRequest, parse_chat, parse_embeddings, parse_text
 from app.openai_wire import Endpoint
 from app.responses import NO_STORE, JSONBody
 from app.routes import respond_json, respond_stream
@@ -31,6 +32,17 @@ async def chat_completions(request: Request[State]) -> Response:
 async def completions(request: Request[State]) -> Response:
     """``POST /v1/completions``."""
     return await _complete(request, "text", parse_text)
+
+
+async def embeddings(request: Request[State]) -> Response:
+    """``POST /v1/embeddings``."""
+    await count(request)
+    settings = request.state["settings"]
+    asked, encoding = parse_embeddings(await read_json(request, settings.max_body_bytes),
+                                       settings.default_model)  # fmt: skip
+    answer, x_cache = await request.state["embedder"].embed(asked)
+    body = openai_wire.embeddings(answer, asked.model, encoding)
+    return JSONBody(body, headers={"X-Cache": x_cache})
 
 
 async def models(request: Request[State]) -> Response:

@@ -26,7 +26,10 @@ OpenAI                                       native (``app.schema``), hence Olla
                                              above go over those in ``options``)
 ==========================================  =================================================
 
-``/v1/completions`` takes ``prompt`` (one string) and the same options. The content key comes
+``/v1/completions`` takes ``prompt`` (one string) and the same options. ``/v1/embeddings``
+takes ``model``, ``input`` (a string or strings; token arrays are unsupported), ``dimensions``,
+``encoding_format`` (``float``, or ``base64``, which the SDK asks for unless told) and ``user``,
+and is Ollama's ``/api/embed``, sharing its cache entries. The content key comes
 from the native request, so the same question asked here and natively is one cache entry.
 What cannot be honoured (``n`` > 1, ``logprobs``, ``logit_bias``, ``echo``, ``suffix``, image
 URLs that are not ``data:``, ``tool_choice`` ``required`` or a named function, any other
@@ -42,6 +45,7 @@ from typing import Any
 
 import orjson
 
+from app.embeddings import Embedding, embed_request
 from app.errors import InvalidRequest, Unsupported
 from app.schema import THINK_LEVELS, CompletionRequest, parse_body
 
@@ -102,6 +106,19 @@ def parse_text(data: object, default_model: str) -> OpenAIRequest:
         raise InvalidRequest("prompt must be a string.", {"prompt": "must be a string"})
     native["prompt"] = body["prompt"]
     return _request(body, native, default_model)
+
+
+def parse_embeddings(data: object, default_model: str) -> tuple[Embedding, str]:
+    """A ``/v1/embeddings`` body: the upstream request, and the encoding asked for."""
+    body = _checked(data, frozenset({"model", "input", "dimensions", "encoding_format", "user"}))
+    encoding = body.get("encoding_format") or "float"
+    if encoding not in ("float", "base64"):
+        raise Unsupported("encoding_format must be float or base64.", "encoding_format")
+    given = body.get("input")
+    if isinstance(given, list) and given and not all(isinstance(i, str) for i in given):
+        raise Unsupported("Only text input is supported, not token arrays.", "input")
+    native = {k: body[k] for k in ("model", "input", "dimensions") if body.get(k) is not None}
+    return embed_request(native, default_model), encoding
 
 
 def _checked(data: object, known: frozenset[str]) -> dict[str, Any]:

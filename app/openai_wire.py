@@ -15,6 +15,8 @@ as a JSON string, with ids made from the generation and their position.
 
 from __future__ import annotations
 
+import base64
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -174,3 +176,18 @@ def completion(endpoint: Endpoint, generation: str, answer: Mapping[str, Any]) -
         "choices": [choice],
         "usage": usage(answer),
     }
+
+
+def embeddings(answer: Mapping[str, Any], model: str, encoding: str) -> dict[str, Any]:
+    """Ollama's ``/api/embed`` answer as OpenAI's, each vector as floats or, for ``base64``,
+    as little-endian float32 bytes in base64 (what the SDK decodes)."""
+    vectors = answer.get("embeddings") or []
+    data = []
+    for index, vector in enumerate(vectors):
+        encoded: Any = vector
+        if encoding == "base64":
+            encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+        data.append({"object": "embedding", "index": index, "embedding": encoded})
+    tokens = int(answer.get("prompt_eval_count", 0))
+    return {"object": "list", "data": data, "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}  # fmt: skip

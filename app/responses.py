@@ -18,7 +18,7 @@ from app import ollama_wire, openai_wire
 from app.errors import InvalidRequest, ServiceError
 
 NO_STORE = {"Cache-Control": "no-store"}
-OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/completions"})
+OPENAI_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 
 
 class JSONBody(Response):

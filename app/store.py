@@ -114,6 +114,13 @@ class RedisStore:
     async def cached(self, sha: str) -> bytes | None:
         return await self._get(keys.content(sha, "cache"))
 
+    async def embedding(self, sha: str) -> bytes | None:
+        return await self._get(keys.content(sha, "embedding"))
+
+    async def save_embedding(self, sha: str, entry: bytes, ttl_seconds: int) -> None:
+        key = keys.content(sha, "embedding")
+        await self._call(lambda: self.redis.set(key, entry, ex=ttl_seconds))
+
     async def meta(self, generation: str) -> Meta | None:
         found = await self._get(keys.generation(generation, "meta"))
         if found is None:

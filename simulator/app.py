@@ -56,6 +56,7 @@ class Counters:
     completed: int = 0
     cancelled: int = 0
     failed: int = 0
+    embedded: int = 0  # embedding requests answered
     loaded: set[str] = field(default_factory=set)  # models that generated: /api/ps lists them
 
 
@@ -88,6 +89,27 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
             for name in defaults.models if name in counters.loaded
         ]})  # fmt: skip
 
+    async def embed(request: Request) -> Response:
+        """``/api/embed`` (normalised vectors, ``dimensions`` long) or the legacy
+        ``/api/embeddings`` (one prompt, not normalised), deterministic per model and text."""
+        try:
+            asked = json.loads(await request.body())
+            model = str(asked["model"])
+        except (ValueError, KeyError, TypeError):
+            return _json({"error": "invalid request body"}, 400)
+        if model.split(":")[0] not in defaults.models:
+            return _json({"error": f'model "{model}" not found, try pulling it first'}, 404)
+        counters.embedded += 1
+        if request.url.path == "/api/embeddings":
+            return _json({"embedding": _vector(model, str(asked.get("prompt", "")), 8)})
+        texts = asked.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        size = int(asked.get("dimensions") or 8)
+        vectors = [_normalised(_vector(model, str(text), size)) for text in texts]
+        return _json({"model": model, "embeddings": vectors, "total_duration": 1_000_000,
+                      "load_duration": 0,
+                      "prompt_eval_count": sum(len(str(t).split()) for t in texts)})  # fmt: skip
+
     async def show(request: Request) -> Response:
         try:
             asked = json.loads(await request.body())
@@ -115,6 +137,8 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
             Route("/api/tags", tags),
             Route("/api/ps", ps),
             Route("/api/show", show, methods=["POST"]),
+            Route("/api/embed", embed, methods=["POST"]),
+            Route("/api/embeddings", embed, methods=["POST"]),
             Route("/api/generate", _Generation(defaults, counters, chat=False), methods=["POST"]),
             Route("/api/chat", _Generation(defaults, counters, chat=True), methods=["POST"]),
             Route("/_sim/counters", counters_endpoint),
@@ -290,6 +314,16 @@ def _lines(request: dict[str, Any], behaviour: Behaviour, *, chat: bool) -> list
         line["done"] = False
         lines.append(line)
     return lines
+
+
+def _vector(model: str, text: str, size: int) -> list[float]:
+    digest = hashlib.sha256(f"{model}\0{text}".encode()).digest()
+    return [round(digest[i % len(digest)] / 127.5 - 1, 6) for i in range(size)]
+
+
+def _normalised(vector: list[float]) -> list[float]:
+    norm = sum(v * v for v in vector) ** 0.5 or 1.0
+    return [v / norm for v in vector]
 
 
 def _text_field(chat: bool, text: str) -> dict[str, Any]:

@@ -136,3 +136,17 @@ def test_no_blank_line_through_a_slow_first_token(service: Server) -> None:
     parsed = [orjson.loads(line) for line in lines[:-1]]
     assert len(parsed) == 4
     assert parsed[-1]["done"] is True
+
+
+def test_embed_and_the_legacy_embeddings(service: Server, client_of: Clients) -> None:
+    client = client_of(service)
+    text = helpers.unique("ollama embed")
+    first = client.embed(model="llama3.2", input=text)
+    again = client.embed(model="llama3.2", input=[text])  # a string is a list of one
+    assert len(first.embeddings) == 1
+    assert again.embeddings == first.embeddings
+    legacy = client.embeddings(model="llama3.2", prompt=text)
+    assert len(legacy.embedding) == 8
+    with pytest.raises(ollama.ResponseError) as missing:
+        client.embed(model="nonexistent", input="x")
+    assert missing.value.status_code == 404

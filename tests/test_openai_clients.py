@@ -14,7 +14,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionUserMessageParam
 
-from harness.servers import Server
+from harness.servers import Server, simulator_counters
 from tests import helpers
 
 
@@ -183,3 +183,30 @@ def test_heartbeats_through_a_slow_first_token_do_not_trouble_the_sdk(
     assert seen.count(b": ping\n") >= 2
     assert helpers.blocks_without_data(seen) == []
     assert seen.endswith(b"data: [DONE]\n\n")
+
+
+def test_embeddings_cached_and_shared_with_ollamas_embed(
+    service: Server, ollama: Server, sdk: SDK
+) -> None:
+    client = sdk(service)
+    text = helpers.unique("embed")
+    before = simulator_counters(ollama)["embedded"]
+    packed = client.embeddings.with_raw_response.create(model="llama3.2", input=[text, "two"])
+    assert packed.headers["x-cache"] == "MISS"
+    vectors = [d.embedding for d in packed.parse().data]  # base64, as the SDK asks by default
+    floats = client.embeddings.create(model="llama3.2", input=[text, "two"],
+                                      encoding_format="float")  # fmt: skip
+    for packed_vector, float_vector in zip(vectors, (d.embedding for d in floats.data),
+                                           strict=True):  # fmt: skip
+        assert packed_vector == pytest.approx(float_vector, rel=1e-6)  # float32 on the wire
+    native = httpx.post(service.url + "/api/embed",
+                        json={"model": "llama3.2", "input": [text, "two"]})  # fmt: skip
+    assert native.headers["x-cache"] == "HIT"
+    assert native.json()["embeddings"] == [d.embedding for d in floats.data]
+    assert simulator_counters(ollama)["embedded"] == before + 1  # one upstream request in all
+    shorter = client.embeddings.with_raw_response.create(model="llama3.2", input=[text, "two"],
+                                                         dimensions=4)  # fmt: skip
+    assert shorter.headers["x-cache"] == "MISS"
+    assert len(shorter.parse().data[0].embedding) == 4
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="llama3.2", input=[[1, 2, 3]])
