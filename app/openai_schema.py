@@ -86,7 +86,7 @@ def parse_chat(data: object, default_model: str) -> OpenAIRequest:
         raise Unsupported('Only tool_choice "auto" and "none" can be honoured.', "tool_choice")
     if body.get("tools") and choice == "auto":
         native["tools"] = body["tools"]
-    effort = body.get("reasoning_effort", (body.get("reasoning") or {}).get("effort"))
+    effort = body.get("reasoning_effort", _get(body.get("reasoning"), "effort"))
     if effort is not None:
         if effort != "none" and effort not in THINK_LEVELS:
             levels = ", ".join(("none", *THINK_LEVELS))
@@ -173,13 +173,18 @@ def _response_format(value: object) -> dict[str, Any]:
         return {"format": "json"}
     if kind == "json_schema":
         assert isinstance(value, dict)
-        schema = (value.get("json_schema") or {}).get("schema")
+        schema = _get(value.get("json_schema"), "schema")
         if isinstance(schema, dict):
             return {"format": schema}
         raise InvalidRequest("response_format.json_schema.schema must be an object.",
                              {"response_format": "has no schema"})  # fmt: skip
     raise Unsupported("response_format must be text, json_object or json_schema.",
                       "response_format")  # fmt: skip
+
+
+def _get(value: object, name: str) -> Any:
+    """``value[name]`` when ``value`` is an object that has it, else ``None``."""
+    return value.get(name) if isinstance(value, dict) else None
 
 
 def _messages(messages: list[Any]) -> list[Any]:
@@ -217,7 +222,7 @@ def _content(value: object, names: dict[str, str], where: str) -> dict[str, Any]
         if kind == "text" and isinstance(part.get("text"), str):
             texts.append(part["text"])
         elif kind == "image_url":
-            url = str((part.get("image_url") or {}).get("url", ""))
+            url = str(_get(part.get("image_url"), "url") or "")
             if not url.startswith("data:") or "," not in url:
                 raise Unsupported("Images must be data: URLs (base64).", f"{where}.content")
             images.append(url.partition(",")[2])

@@ -1,8 +1,10 @@
 """``/openapi.json``, ``/docs`` and ``/playground``: the API described, Swagger UI served without
 a CDN, and a page to try it with.
 
-The request schema comes from ``app.schema``, the table that validates requests, so the
-document cannot drift from what is accepted. OpenAPI 3.0 (what the bundled Swagger UI 4
+The native request schema comes from ``app.schema``, the table that validates requests, so the
+document cannot drift from what is accepted; the OpenAI- and Ollama-compatible operations are
+described in their own APIs' terms (their field mapping is in ``app.openai_schema`` and
+``app.ollama_routes``). OpenAPI 3.0 (what the bundled Swagger UI 4
 renders); the server-sent events are described as ``text/event-stream`` with one schema per
 event's ``data``. Swagger UI's files come from the installed ``swagger-ui-bundle`` package.
 """
@@ -123,6 +125,56 @@ def _probe(description: str, *, media: str, fails: bool) -> dict[str, Any]:
     return {"responses": responses}
 
 
+_ABOUT = {"X-Cache": _header("HIT, MISS, JOINED or BYPASS"),
+          "X-Generation-ID": _header("the generation: follow it at "
+                                     "/v1/chats/generations/<id>/events")}  # fmt: skip
+
+
+def _errors(schema: str, *statuses: int) -> dict[str, Any]:
+    content = {"application/json": {"schema": _ref(schema)}}
+    return {str(s): {"description": "an error", "content": content} for s in statuses}
+
+
+def _body(schema: str) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": _ref(schema)}}}
+
+
+_OPENAI_STREAM = ("text/event-stream", "`data: <chunk>` blocks, then `data: [DONE]`; "
+                  "heartbeats are `: ping` comment lines")  # fmt: skip
+_NDJSON = ("application/x-ndjson", "one JSON object a line, the last with done true")
+
+
+def _answering(summary: str, request: str, answer: str, error: str, *statuses: int,
+               stream: tuple[str, str] | None = None) -> dict[str, Any]:  # fmt: skip
+    """A ``POST`` of another API: its request, its answer (or stream), its errors' shape."""
+    content: dict[str, Any] = {"application/json": {"schema": _ref(answer)}}
+    if stream is not None:
+        media, description = stream
+        schema: dict[str, Any] = {"type": "string"}
+        if media == "text/event-stream":  # one event of it (what a reader sees)
+            schema = {"type": "object", "properties": {"data": {"type": "string"}}}
+        content[media] = {"schema": {**schema, "description": description}}
+    return {"post": {"summary": summary, "requestBody": _body(request), "responses": {
+        "200": {"description": "the answer, or its stream", "headers": _ABOUT,
+                "content": content},
+        **_errors(error, *statuses)}}}  # fmt: skip
+
+
+_OPENAI_ERRORS = (400, 404, 413, 422, 429, 502, 503, 504)
+_OLLAMA_ERRORS = (400, 404, 413, 429, 502, 503, 504)
+
+
+def _ollama_read(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
+    ok = {"description": summary, "content": {"application/json": {"schema": schema}}}
+    return {"get": {"summary": summary,
+                    "responses": {"200": ok, **_errors("OllamaError", 502, 503)}}}  # fmt: skip
+
+
+def _refused(method: str) -> dict[str, Any]:
+    return {method: {"summary": "Model management: refused (done on the Ollama host)",
+                     "responses": _errors("OllamaError", 403)}}  # fmt: skip
+
+
 @cache
 def document() -> dict[str, Any]:
     body = {
@@ -174,8 +226,48 @@ def document() -> dict[str, Any]:
             "/v1/health": {"get": {"summary": "Health for people",
                                    **_probe("healthy or degraded", media="application/json",
                                             fails=True)}},
-            "/v1/models": {"get": {"summary": "Ollama's models",
-                                   **_json_answer("the models", _OBJECT, 502, 503)}},
+            "/v1/models": {"get": {"summary": "The models of every serving Ollama host: OpenAI's "
+                                              "object and data, and Ollama's models",
+                                   **_json_answer("the models", _ref("ModelList"), 502, 503)}},
+            "/v1/chat/completions": _answering(
+                "OpenAI-compatible chat completion", "OpenAIChatRequest", "OpenAIObject",
+                "OpenAIError", *_OPENAI_ERRORS, stream=_OPENAI_STREAM),
+            "/v1/completions": _answering(
+                "OpenAI-compatible text completion", "OpenAITextRequest", "OpenAIObject",
+                "OpenAIError", *_OPENAI_ERRORS, stream=_OPENAI_STREAM),
+            "/v1/embeddings": _answering(
+                "OpenAI-compatible embeddings (cached)", "OpenAIEmbeddingsRequest",
+                "OpenAIObject", "OpenAIError", *_OPENAI_ERRORS),
+            "/api/generate": _answering("Ollama-compatible generate", "OllamaRequest",
+                                        "OllamaAnswer", "OllamaError", *_OLLAMA_ERRORS,
+                                        stream=_NDJSON),
+            "/api/chat": _answering("Ollama-compatible chat", "OllamaRequest", "OllamaAnswer",
+                                    "OllamaError", *_OLLAMA_ERRORS, stream=_NDJSON),
+            "/api/embed": _answering("Ollama-compatible embeddings (cached)",
+                                     "OllamaEmbedRequest", "OllamaAnswer", "OllamaError",
+                                     *_OLLAMA_ERRORS),
+            "/api/embeddings": _answering("Ollama's legacy embeddings (cached)",
+                                          "OllamaEmbedRequest", "OllamaAnswer", "OllamaError",
+                                          *_OLLAMA_ERRORS),
+            "/api/show": _answering("A model's details, from a host that has it",
+                                    "OllamaShowRequest", "OllamaAnswer", "OllamaError",
+                                    *_OLLAMA_ERRORS),
+            "/api/tags": _ollama_read("The models of every serving host", _ref("OllamaModels")),
+            "/api/ps": _ollama_read("The models in memory on every serving host",
+                                    _ref("OllamaModels")),
+            "/api/version": _ollama_read("A serving host's Ollama version", {
+                "type": "object", "properties": {"version": {"type": "string"}}}),
+            "/": {"get": {"summary": "Ollama is running", "responses": {"200": {
+                "description": "what Ollama answers",
+                "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
+            "/api/pull": _refused("post"),
+            "/api/push": _refused("post"),
+            "/api/create": _refused("post"),
+            "/api/copy": _refused("post"),
+            "/api/delete": _refused("delete"),
+            "/api/blobs/{digest}": {**_refused("post"), "parameters": [
+                {"name": "digest", "in": "path", "required": True,
+                 "schema": {"type": "string"}}]},
             "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {"200": {
                 "description": "Prometheus text format",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
@@ -189,6 +281,8 @@ _OBJECT: dict[str, Any] = {"type": "object"}
 
 def _schemas() -> dict[str, Any]:
     string, boolean, integer = {"type": "string"}, {"type": "boolean"}, {"type": "integer"}
+    number = {"type": "number"}
+    stop = {"oneOf": [string, {"type": "array", "items": string}]}
     return {
         "CompletionRequest": request_schema(),
         "Problem": {"type": "object", "required": ["status", "title", "detail", "error"],
@@ -219,4 +313,44 @@ def _schemas() -> dict[str, Any]:
             "done_reason": string, "cached": boolean, "eval_count": integer,
             "prompt_eval_count": integer, "total_duration": integer}},
         "ErrorEvent": {"type": "object", "properties": {"error": string, "detail": string}},
+        "ModelList": {"type": "object", "properties": {
+            "object": string, "data": {"type": "array", "items": _OBJECT},
+            "models": {"type": "array", "items": _OBJECT}}},
+        "OpenAIError": {"type": "object", "required": ["error"], "properties": {
+            "error": {"type": "object", "properties": {
+                "message": string, "type": string, "param": {"type": "string", "nullable": True},
+                "code": string}}}},
+        "OpenAIObject": {"type": "object", "description": "chat.completion, text_completion "
+                         "or an embeddings list", "properties": {"object": string}},
+        "OpenAIChatRequest": {"type": "object", "required": ["messages"], "properties": {
+            "model": string, "messages": {"type": "array", "items": _OBJECT},
+            "stream": boolean, "stream_options": _OBJECT, "temperature": number,
+            "top_p": number, "seed": integer, "max_tokens": integer,
+            "max_completion_tokens": integer, "stop": stop,
+            "frequency_penalty": number, "presence_penalty": number,
+            "response_format": _OBJECT, "tools": {"type": "array", "items": _OBJECT},
+            "tool_choice": string, "reasoning_effort": string, "user": string,
+            "options": _OBJECT, "cache": boolean}},
+        "OpenAITextRequest": {"type": "object", "required": ["prompt"], "properties": {
+            "model": string, "prompt": string, "stream": boolean, "stream_options": _OBJECT,
+            "temperature": number, "top_p": number, "seed": integer, "max_tokens": integer,
+            "stop": stop, "frequency_penalty": number, "presence_penalty": number,
+            "user": string, "options": _OBJECT, "cache": boolean}},
+        "OpenAIEmbeddingsRequest": {"type": "object", "required": ["input"], "properties": {
+            "model": string, "input": {"oneOf": [string, {"type": "array", "items": string}]},
+            "dimensions": integer, "encoding_format": {"type": "string",
+                                                       "enum": ["float", "base64"]},
+            "user": string}},
+        "OllamaRequest": {**request_schema(), "description": "Ollama's own fields: prompt for "
+                          "/api/generate, messages for /api/chat; stream is true by default"},
+        "OllamaEmbedRequest": {"type": "object", "properties": {
+            "model": string, "input": {"oneOf": [string, {"type": "array", "items": string}]},
+            "prompt": string, "truncate": boolean, "dimensions": integer,
+            "options": _OBJECT, "keep_alive": string}},
+        "OllamaShowRequest": {"type": "object", "required": ["model"],
+                              "properties": {"model": string}},
+        "OllamaAnswer": _OBJECT,
+        "OllamaModels": {"type": "object", "properties": {
+            "models": {"type": "array", "items": _OBJECT}}},
+        "OllamaError": {"type": "object", "required": ["error"], "properties": {"error": string}},
     }  # fmt: skip

@@ -36,6 +36,7 @@ WORDS = (
     "\n", "\n\n", ' "quoted"', "\r", "\r\n", "\u2028", " 🍾", " é", "\\", " data: x",
     "id: 7", ": not a comment", "\t", " {\"json\": 1}", " <b>", "event: done",
 )  # fmt: skip
+EMBEDDING_LENGTH = 8  # of every model's vectors
 FAULTS = ("none", "error", "hang", "drop", "garbage", "500", "busy")
 
 
@@ -101,10 +102,13 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
             return _json({"error": f'model "{model}" not found, try pulling it first'}, 404)
         counters.embedded += 1
         if request.url.path == "/api/embeddings":
-            return _json({"embedding": _vector(model, str(asked.get("prompt", "")), 8)})
+            prompt = str(asked.get("prompt", ""))
+            return _json({"embedding": _vector(model, prompt, EMBEDDING_LENGTH)})
         texts = asked.get("input")
         texts = [texts] if isinstance(texts, str) else texts
-        size = int(asked.get("dimensions") or 8)
+        size = asked.get("dimensions") or EMBEDDING_LENGTH
+        if not isinstance(size, int) or not 0 < size <= EMBEDDING_LENGTH:
+            return _json({"error": f"dimensions must be between 1 and {EMBEDDING_LENGTH}"}, 400)
         vectors = [_normalised(_vector(model, str(text), size)) for text in texts]
         return _json({"model": model, "embeddings": vectors, "total_duration": 1_000_000,
                       "load_duration": 0,
