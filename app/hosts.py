@@ -324,6 +324,16 @@ class OllamaHosts:
         that has ``model``, the least busy of this worker's."""
         return await self._with_model(model).client.embed(path, body)
 
+    async def forward(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
+        """A model management request, passed on to every serving host in turn: the answer of
+        the first that refuses it, else the last one's."""
+        *others, last = self._serving()
+        for host in others:
+            answer = await host.client.forward(method, path, body)
+            if answer[0] >= 400:
+                return answer
+        return await last.client.forward(method, path, body)
+
     def _with_model(self, model: str) -> Host:
         having = [h for h in self._serving() if h.has(model)]
         if not having:

@@ -165,6 +165,15 @@ class OllamaClient:
         """``/api/embed`` or the legacy ``/api/embeddings``, as Ollama answers them."""
         return await self._get_json(path, body)
 
+    async def forward(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
+        """Passes a request on as it came (model management); its status, body, media type."""
+        try:
+            response = await self._http.request(method, path, content=body, headers=_JSON)
+        except httpx.HTTPError as exc:
+            raise UpstreamUnavailable(f"Ollama is not reachable: {exc}") from exc
+        media = response.headers.get("content-type", "application/json")
+        return response.status_code, response.content, media
+
     async def _get_json(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
         """A JSON object from ``path`` (``POST`` with ``body`` when given, else ``GET``)."""
         try:

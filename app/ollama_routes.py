@@ -6,10 +6,11 @@ model lists merged over every host,
 
 Their bodies are the native request's fields, which are Ollama's own (``app.schema``), so they
 go through the native checks; what the service cannot honour (``suffix``, ``template``,
-``raw``, ``context``, images outside messages, ``logprobs``) is refused with a 400. Model management
-(``pull``, ``push``, ``create``, ``copy``, ``delete``, blobs) is not for a public gateway:
-``403``, to be done on the Ollama host. Errors are Ollama's ``{"error": "..."}``
-(``app.responses.error_response`` knows these paths).
+``raw``, ``context``, images outside messages, ``logprobs``) is refused with a 400. Model
+management (``pull``, ``push``, ``create``, ``copy``, ``delete``, blobs) is not for a public
+gateway: ``403``, to be done on the Ollama host, unless ``OLLAMA_MANAGEMENT=true`` passes it on
+to every host. Errors are Ollama's ``{"error": "..."}`` (``app.responses.error_response`` knows
+these paths).
 """
 
 from __future__ import annotations
@@ -105,11 +106,18 @@ async def root(request: Request[State]) -> Response:
 
 
 async def manage(request: Request[State]) -> Response:
-    """Model management, which a public gateway does not pass on."""
-    raise Forbidden(
-        "Models are managed on the Ollama host itself (ollama pull, ollama rm, ...), "
-        "not through this service."
+    """Model management, which a public gateway does not pass on unless ``OLLAMA_MANAGEMENT``
+    says so: then every serving host gets it in turn, and the answer comes once all are done."""
+    if not request.state["settings"].ollama_management:
+        raise Forbidden(
+            "Models are managed on the Ollama host itself (ollama pull, ollama rm, ...), "
+            "not through this service."
+        )
+    body = await request.body()
+    status, content, media = await request.state["ollama"].forward(
+        request.method, request.url.path, body
     )
+    return Response(content, status_code=status, media_type=media)
 
 
 def parse(kind: Kind, data: object) -> dict[str, Any]:

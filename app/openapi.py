@@ -171,7 +171,7 @@ def _ollama_read(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
 
 
 def _refused(method: str) -> dict[str, Any]:
-    return {method: {"summary": "Model management: refused (done on the Ollama host)",
+    return {method: {"summary": "Model management: refused unless OLLAMA_MANAGEMENT=true",
                      "responses": _errors("OllamaError", 403)}}  # fmt: skip
 
 

@@ -52,6 +52,7 @@ class Settings:
     port: int = 8000  # PORT
     log_level: str = "info"  # LOG_LEVEL
     log_format: str = "json"  # LOG_FORMAT, json (one object per line) or text
+    ollama_management: bool = False  # OLLAMA_MANAGEMENT, true: pull, delete, … reach the hosts
 
     @property
     def upstream_urls(self) -> tuple[str, ...]:
@@ -201,4 +202,5 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("port", "PORT", _port, "a port from 1 to 65535"),
     ("log_level", "LOG_LEVEL", _log_level, "|".join(LOG_LEVELS)),
     ("log_format", "LOG_FORMAT", _log_format, "json or text"),
+    ("ollama_management", "OLLAMA_MANAGEMENT", _boolean, "true or false"),
 )

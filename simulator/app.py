@@ -58,6 +58,7 @@ class Counters:
     cancelled: int = 0
     failed: int = 0
     embedded: int = 0  # embedding requests answered
+    managed: int = 0  # model management requests (pull, delete) answered
     loaded: set[str] = field(default_factory=set)  # models that generated: /api/ps lists them
 
 
@@ -114,6 +115,22 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
                       "load_duration": 0,
                       "prompt_eval_count": sum(len(str(t).split()) for t in texts)})  # fmt: skip
 
+    async def pull(request: Request) -> Response:
+        """``/api/pull``: "pulled" at once, streamed as progress lines unless stream is false."""
+        counters.managed += 1
+        asked = json.loads(await request.body() or b"{}")
+        if asked.get("stream") is False:
+            return _json({"status": "success"})
+        lines = [{"status": "pulling manifest"}, {"status": "success"}]
+        return Response(b"".join(map(_encode, lines)), media_type="application/x-ndjson")
+
+    async def delete(request: Request) -> Response:
+        counters.managed += 1
+        model = str(json.loads(await request.body() or b"{}").get("model", ""))
+        if model.split(":")[0] not in defaults.models:
+            return _json({"error": f"model '{model}' not found"}, 404)
+        return Response(status_code=200)
+
     async def show(request: Request) -> Response:
         try:
             asked = json.loads(await request.body())
@@ -142,6 +159,8 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
             Route("/api/ps", ps),
             Route("/api/show", show, methods=["POST"]),
             Route("/api/embed", embed, methods=["POST"]),
+            Route("/api/pull", pull, methods=["POST"]),
+            Route("/api/delete", delete, methods=["DELETE"]),
             Route("/api/embeddings", embed, methods=["POST"]),
             Route("/api/generate", _Generation(defaults, counters, chat=False), methods=["POST"]),
             Route("/api/chat", _Generation(defaults, counters, chat=True), methods=["POST"]),

@@ -10,7 +10,8 @@ import ollama
 import orjson
 import pytest
 
-from harness.servers import Server
+from harness import servers
+from harness.servers import Server, simulator_counters
 from tests import helpers
 
 Clients = Callable[[Server], ollama.Client]
@@ -150,3 +151,22 @@ def test_embed_and_the_legacy_embeddings(service: Server, client_of: Clients) ->
     with pytest.raises(ollama.ResponseError) as missing:
         client.embed(model="nonexistent", input="x")
     assert missing.value.status_code == 404
+
+
+def test_model_management_reaches_every_host_when_allowed(
+    start_service: Callable[..., Server], client_of: Clients
+) -> None:
+    hosts = [servers.simulator().start() for _ in range(2)]
+    try:
+        urls = ",".join(h.url for h in hosts)
+        client = client_of(start_service(OLLAMA_HOSTS=urls, OLLAMA_MANAGEMENT="true"))
+        assert client.pull("llama3.2").status == "success"
+        streamed = client.pull("llama3.2", stream=True)  # the last host's progress, once done
+        assert [p.status for p in streamed] == ["pulling manifest", "success"]
+        with pytest.raises(ollama.ResponseError) as missing:
+            client.delete("nonexistent")
+        assert missing.value.status_code == 404
+        assert [simulator_counters(h)["managed"] for h in hosts] == [3, 2]  # the 404 stops it
+    finally:
+        for host in hosts:
+            host.stop()
