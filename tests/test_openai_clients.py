@@ -6,13 +6,18 @@ bytes wraps the SDK's transport, so the SDK still does all the parsing.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator
 
 import httpx
 import httpx2
 import openai
 import pytest
-from openai.types.chat import ChatCompletionUserMessageParam
+from openai.types.chat import (
+    ChatCompletionMessageParam,
+    ChatCompletionToolParam,
+    ChatCompletionUserMessageParam,
+)
 
 from harness.servers import Server, simulator_counters
 from tests import helpers
@@ -210,3 +215,46 @@ def test_embeddings_cached_and_shared_with_ollamas_embed(
     assert len(shorter.parse().data[0].embedding) == 4
     with pytest.raises(openai.BadRequestError):
         client.embeddings.create(model="llama3.2", input=[[1, 2, 3]])
+
+
+def test_tool_calls_round_trip(service: Server, sdk: SDK) -> None:
+    client = sdk(service)
+    tools: list[ChatCompletionToolParam] = [{"type": "function", "function": {
+        "name": "weather", "parameters": {"type": "object",
+                                          "properties": {"q": {"type": "string"}}}}}]  # fmt: skip
+    messages: list[ChatCompletionMessageParam] = [*ask("tools")]
+    chunks = list(client.chat.completions.create(model="llama3.2", messages=messages,
+                                                 tools=tools, stream=True))  # fmt: skip
+    streamed = [call for c in chunks for call in (c.choices[0].delta.tool_calls or [])]
+    assert [call.function.name for call in streamed if call.function] == ["weather"]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    whole = client.chat.completions.create(model="llama3.2", messages=messages, tools=tools)
+    (call,) = whole.choices[0].message.tool_calls or []
+    assert call.id == streamed[0].id
+    assert call.type == "function"
+    assert json.loads(call.function.arguments) == {"q": "x"}
+    assert whole.choices[0].finish_reason == "tool_calls"
+    answered = client.chat.completions.create(model="llama3.2", messages=[
+        *messages,
+        {"role": "assistant", "content": None, "tool_calls": [{
+            "id": call.id, "type": "function",
+            "function": {"name": "weather", "arguments": call.function.arguments}}]},
+        {"role": "tool", "tool_call_id": call.id, "content": "sunny"},
+    ])  # fmt: skip
+    assert answered.choices[0].message.content
+
+
+def test_reasoning_as_ollamas_openai_layer_sends_it(service: Server, sdk: SDK) -> None:
+    client = sdk(service)
+    messages = ask("think")
+    chunks = list(client.chat.completions.create(model="qwen3", messages=messages, stream=True,
+                                                 reasoning_effort="high"))  # fmt: skip
+    reasoning = "".join((c.choices[0].delta.model_extra or {}).get("reasoning", "")
+                        for c in chunks if c.choices)  # fmt: skip
+    assert reasoning == " Let me think."
+    whole = client.chat.completions.create(model="qwen3", messages=messages,
+                                           reasoning_effort="high")  # fmt: skip
+    assert (whole.choices[0].message.model_extra or {})["reasoning"] == reasoning
+    with pytest.raises(openai.UnprocessableEntityError):  # llama3.2 does not think (422)
+        client.chat.completions.create(model="llama3.2", messages=messages,
+                                       reasoning_effort="low")  # fmt: skip
