@@ -20,7 +20,7 @@ import re
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
@@ -598,6 +598,53 @@ async def _kill_midway(
     ]
 
 
+# each surface's generate-kind request for a prompt, and the markers of its first token and end
+SURFACES: dict[str, tuple[str, Callable[[str], dict[str, Any]], bytes, bytes]] = {
+    "native": ("/v1/chats/generate", lambda p: {"prompt": p}, b"\nevent: token\n", DONE),
+    "openai": ("/v1/completions", lambda p: {"model": "llama3.2", "prompt": p, "stream": True},
+               b'"finish_reason":null', b"data: [DONE]"),
+    "ollama": ("/api/generate", lambda p: {"model": "llama3.2", "prompt": p},
+               b'"done":false', b'"done":true'),
+}  # fmt: skip
+
+
+def surfaces(
+    setup: Setup, rounds: int, streams: int, seconds: float, connections: int
+) -> list[Table]:
+    """CPU per relayed token and streamed cache hits per second through the OpenAI- and
+    Ollama-compatible surfaces, beside the native surface, on one app with its defaults."""
+    app = setup.app(rate_limit_max=10**9, env=DEFAULTS)
+    assert app.process is not None
+    cpu: dict[str, list[float]] = {name: [] for name in SURFACES}
+    rps: dict[str, list[float]] = {name: [] for name in SURFACES}
+    hits = {name: orjson.dumps({**make("surfaces replay"), "options": {"sim_token_delay": 0}})
+            for name, (_, make, _, _) in SURFACES.items()}  # fmt: skip
+    for name, (path, _, first, last) in SURFACES.items():  # one entry, primed once per surface
+        asyncio.run(concurrent(1, app.port, [post(path, hits[name])], first, last))
+    for round_ in range(rounds):
+        for name, (path, make, first, last) in SURFACES.items():
+            requests = [post(path, orjson.dumps(make(f"surfaces {round_} {name} {i}")))
+                        for i in range(streams)]  # fmt: skip
+            before = cpu_seconds(app.process.pid)
+            asyncio.run(concurrent(streams, app.port, requests, first, last))
+            cpu[name].append((cpu_seconds(app.process.pid) - before) / (streams * TOKENS) * 1e6)
+            rps[name].append(_wrk(app.port, path, hits[name], connections, seconds))
+    rows = []
+    for name in ("openai", "ollama"):
+        rows.append(_row(f"{name}: CPU µs per relayed token, {streams} streams", cpu["native"],
+                         cpu[name], "{:.0f}"))  # fmt: skip
+        rows.append(_row(f"{name}: cache hits per second, wrk -c{connections}", rps["native"],
+                         rps[name], "{:.0f}"))  # fmt: skip
+    return [
+        (
+            "surfaces: the OpenAI- and Ollama-compatible APIs beside the native one, one app "
+            "with its defaults (distinct prompts for the relay, one cached completion for hits)",
+            ["measure", "native", "that surface", "surface/native"],
+            rows,
+        )
+    ]
+
+
 def _redis_commands(valkey: servers.Server) -> int:
     """Commands clients sent (round trips): Valkey counts the GET, INCR and EXPIRE that the
     limiter's script runs inside as commands too, and this path sends none of its own."""
@@ -644,7 +691,7 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
             print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
 
 
-SECTIONS = ("relay", "replay", "capacity", "live", "soak", "routing")
+SECTIONS = ("relay", "replay", "surfaces", "capacity", "live", "soak", "routing")
 
 
 def main() -> None:
@@ -653,6 +700,7 @@ def main() -> None:
     parser.add_argument("--streams", type=int, nargs="+", default=[20, 100])
     parser.add_argument("--seconds", type=float, default=2.0, help="per throughput round")
     parser.add_argument("--connections", type=int, default=50)
+    parser.add_argument("--surface-streams", type=int, default=50, help="relayed per surface")
     parser.add_argument("--capacity", type=int, default=5000, help="streams held open at once")
     parser.add_argument("--live", type=int, default=5000, help="generations relaying at once")
     parser.add_argument("--live-seconds", type=float, default=10.0, help="probing /livez")
@@ -671,6 +719,8 @@ def main() -> None:
     runs = {
         "relay": lambda setup: relay(setup, args.rounds, args.streams),
         "replay": lambda setup: replay(setup, args.rounds, args.seconds, args.connections),
+        "surfaces": lambda setup: surfaces(setup, args.rounds, args.surface_streams,
+                                           args.seconds, args.connections),
         "capacity": lambda setup: capacity(setup, args.capacity),
         "live": lambda setup: live(setup, args.live, args.live_seconds),
         "soak": lambda setup: soak(setup, args.soak_rounds, args.soak_streams),
