@@ -88,6 +88,19 @@ def token_fields(payload: bytes) -> dict[str, Any]:
     return fields
 
 
+_TEXT_ONLY = b'{"text":'
+SENTINEL = b'"\\u0000"'  # the literal of the text "\0", which wires split their frames at
+
+
+def text_literal(payload: bytes) -> bytes | None:
+    """The JSON string literal of a payload that holds only ``text`` (most tokens), else
+    ``None``: orjson writes ``{"text": s}`` as ``{"text":`` + the literal + ``}``, so another
+    wire can splice it into its own JSON without decoding and encoding it again."""
+    if payload.startswith(_TEXT_ONLY) and payload.find(b'","', len(_TEXT_ONLY)) == -1:
+        return payload[len(_TEXT_ONLY) : -1]
+    return None
+
+
 def opening(generation: str, model: str, *, cached: bool, reset: bool = False) -> bytes:
     """The ``start`` event that names the generation, carrying the reconnect delay."""
     data: dict[str, Any] = {"generation": generation, "model": model, "cached": cached}

@@ -29,7 +29,10 @@ _LINE_BREAKS = ((b"\xe2\x80\xa8", b"\\u2028"), (b"\xe2\x80\xa9", b"\\u2029"),
 
 def dumps(value: Any) -> bytes:
     """One NDJSON line's JSON, with nothing ``str.splitlines`` breaks at."""
-    data = orjson.dumps(value)
+    return _escaped(orjson.dumps(value))
+
+
+def _escaped(data: bytes) -> bytes:
     for raw, escaped in _LINE_BREAKS:
         if raw in data:
             data = data.replace(raw, escaped)
@@ -66,15 +69,35 @@ class Stream:
     def __init__(self, kind: Kind, model: str) -> None:
         self._kind = kind
         self._model = model
+        self._splice: tuple[bytes, bytes, bytes] | None = None
 
-    def _line(self, fields: Mapping[str, Any]) -> bytes:
-        return dumps({"model": self._model, "created_at": _now(), **fields}) + b"\n"
+    def _line(self, fields: Mapping[str, Any], created_at: str | None = None) -> bytes:
+        line = {"model": self._model, "created_at": created_at or _now(), **fields}
+        return dumps(line) + b"\n"
+
+    def _token(self, payload: bytes, created_at: str) -> bytes:
+        return self._line({**_text(self._kind, events.token_fields(payload)), "done": False},
+                          created_at)  # fmt: skip
 
     def tokens(self, generation: str, first_index: int, payloads: Sequence[bytes]) -> bytes:
-        return b"".join(
-            self._line({**_text(self._kind, events.token_fields(payload)), "done": False})
-            for payload in payloads
-        )
+        now = _now()
+        head, middle, tail = self._spliced()
+        stamp = orjson.dumps(now)
+        lines = []
+        for payload in payloads:  # most are text alone: spliced in, neither decoded nor encoded
+            literal = events.text_literal(payload)
+            lines.append(self._token(payload, now) if literal is None
+                         else head + stamp + middle + _escaped(literal) + tail)  # fmt: skip
+        return b"".join(lines)
+
+    def _spliced(self) -> tuple[bytes, bytes, bytes]:
+        """A text token's line around its time and its text, made once by ``_token`` itself."""
+        if self._splice is None:
+            whole = self._token(events.token_payload({"text": "\0"}), "\1")
+            head, rest = whole.split(b'"\\u0001"')
+            middle, tail = rest.split(events.SENTINEL)
+            self._splice = (head, middle, tail)
+        return self._splice
 
     def done(self, generation: str, stats: Mapping[str, Any], *, cached: bool) -> bytes:
         return self._line({**_text(self._kind, {}), "done": True, **_stats(stats)})

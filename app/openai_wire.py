@@ -111,6 +111,7 @@ class Stream:
         self._include_usage = include_usage
         self._created = int(time.time())
         self._tool_calls = 0
+        self._splice: tuple[str, bytes, bytes] | None = None
 
     def _chunk(self, generation: str, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         chunk = {
@@ -124,7 +125,21 @@ class Stream:
         return b"data: %s\n\n" % orjson.dumps(chunk)
 
     def tokens(self, generation: str, first_index: int, payloads: Sequence[bytes]) -> bytes:
-        return b"".join(self._token(generation, payload) for payload in payloads)
+        before, after = self._spliced(generation)
+        chunks = []
+        for payload in payloads:  # most are text alone: spliced in, neither decoded nor encoded
+            literal = events.text_literal(payload)
+            chunks.append(self._token(generation, payload) if literal is None
+                          else before + literal + after)  # fmt: skip
+        return b"".join(chunks)
+
+    def _spliced(self, generation: str) -> tuple[bytes, bytes]:
+        """A text token's chunk around its text, made once by ``_token`` itself."""
+        if self._splice is None or self._splice[0] != generation:
+            whole = self._token(generation, events.token_payload({"text": "\0"}))
+            before, after = whole.split(events.SENTINEL)
+            self._splice = (generation, before, after)
+        return self._splice[1], self._splice[2]
 
     def _token(self, generation: str, payload: bytes) -> bytes:
         fields = events.token_fields(payload)
