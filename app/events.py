@@ -40,7 +40,10 @@ _EVENT_ID = re.compile(r"(g_[A-Za-z0-9_-]{22})\.(\d{1,9}|done|error)")
 
 class Wire(Protocol):
     """Encodes a generation's events for one surface (one instance per response when the
-    format needs state of its own, like the OpenAI chunk's id)."""
+    format needs state of its own, like the OpenAI chunk's id). Wires with the same
+    ``replay_key`` encode a cached completion to the same bytes, which a worker's copy keeps."""
+
+    replay_key: tuple[str, ...]
 
     def tokens(self, generation: str, first_index: int, payloads: Sequence[bytes]) -> bytes:
         """Consecutive token events, numbered from ``first_index``."""
@@ -138,6 +141,8 @@ def _error_data(exc: ServiceError) -> bytes:
 
 class _Native:
     """The native surface's ``Wire``: this module's frames."""
+
+    replay_key: tuple[str, ...] = ("native",)
 
     tokens = staticmethod(tokens)
     done = staticmethod(done)

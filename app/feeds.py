@@ -20,7 +20,7 @@ from typing import Any, Literal, Protocol
 
 import anyio
 
-from app import entries, events
+from app import entries, events, ollama_wire, openai_wire
 from app.cache import CachedCompletion
 from app.errors import ServiceError, UpstreamError
 from app.events import Chunk, Wire
@@ -30,6 +30,9 @@ from app.schema import Kind
 from app.store import RedisStore
 
 XCache = Literal["HIT", "MISS", "JOINED", "BYPASS"]
+# replays a worker's copy of a cached completion keeps: native, OpenAI with and without its
+# usage chunk, Ollama (a completion is chat or generate, so that is each surface's)
+KEPT_REPLAYS = 4
 READ_BLOCK_MILLISECONDS = 1000
 RENEW_WATCH_SECONDS = 1.0
 
@@ -120,18 +123,20 @@ class CachedFeed:
         self.model = completion.model
         self.x_cache: XCache = "HIT"
         self._completion = completion
-        self._whole: Chunk | None = None  # built once: copies of hot entries serve many hits
+        # built once per wire: copies of hot entries serve many hits, through any surface
+        self._replays: dict[tuple[str, ...], Chunk] = {}
 
     @property
     def held_bytes(self) -> int:
         """About what this feed holds in memory, as a worker's copy: the payloads as Python
-        objects, and the whole replay that its first use builds (the payloads again, each with
-        its event's framing; counted from the start, so a copy's cost does not grow later)."""
+        objects, and the whole replays that hits build, up to ``KEPT_REPLAYS`` (the payloads
+        again, each with the largest framing of any surface; counted from the start, so a
+        copy's cost does not grow later)."""
         payloads = self._completion.payloads
         objects = sys.getsizeof(payloads) + sum(map(sys.getsizeof, payloads))
-        # the framing of one token event with the largest index: at least any event's
-        framing = len(events.tokens(self.generation_id, len(payloads), [b""]))
-        return objects + sum(map(len, payloads)) + framing * len(payloads)
+        framing = max(len(wire.tokens(self.generation_id, len(payloads), [_EMPTY_TEXT]))
+                      for wire in _widest_wires(self._completion))  # fmt: skip
+        return objects + KEPT_REPLAYS * (sum(map(len, payloads)) + framing * len(payloads))
 
     async def ready(self, timeout_seconds: float) -> bool:
         return True
@@ -141,10 +146,11 @@ class CachedFeed:
 
     def replay(self, index: int, wire: Wire = events.NATIVE) -> Chunk:
         """Everything from token ``index`` on, at once: a replay is as fast as the client reads.
-        The native replay from the start is kept; other wires' hold per-response ids."""
-        whole = index == 0 and wire is events.NATIVE
-        if whole and self._whole is not None:
-            return self._whole
+        Replays from the start are kept, one per ``wire.replay_key``, up to ``KEPT_REPLAYS``."""
+        whole = index == 0 and (wire.replay_key in self._replays
+                                or len(self._replays) < KEPT_REPLAYS)  # fmt: skip
+        if whole and wire.replay_key in self._replays:
+            return self._replays[wire.replay_key]
         completion = self._completion
         replayed = Chunk(
             wire.tokens(completion.generation, index, completion.payloads[index:])
@@ -152,7 +158,7 @@ class CachedFeed:
             max(0, len(completion.payloads) - index),
         )
         if whole:
-            self._whole = replayed
+            self._replays[wire.replay_key] = replayed
         return replayed
 
     async def events(self, index: int, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]:
@@ -164,6 +170,17 @@ class CachedFeed:
 
     async def aclose(self) -> None:
         pass
+
+
+_EMPTY_TEXT = events.token_payload({"text": ""})
+
+
+def _widest_wires(completion: CachedCompletion) -> list[Wire]:
+    """One wire of each surface that can replay ``completion``, for the framing they add."""
+    endpoint: openai_wire.Endpoint = "chat" if completion.kind == "chat" else "text"
+    return [events.NATIVE,
+            openai_wire.Stream(endpoint, completion.model, include_usage=True),
+            ollama_wire.Stream(completion.kind, completion.model)]  # fmt: skip
 
 
 class Halting(Protocol):

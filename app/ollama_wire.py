@@ -70,6 +70,8 @@ class Stream:
         self._kind = kind
         self._model = model
         self._splice: tuple[bytes, bytes, bytes] | None = None
+        # a cached completion's replay is kept with the times of its first
+        self.replay_key: tuple[str, ...] = ("ollama", kind, model)
 
     def _line(self, fields: Mapping[str, Any], created_at: str | None = None) -> bytes:
         line = {"model": self._model, "created_at": created_at or _now(), **fields}
@@ -83,12 +85,14 @@ class Stream:
         now = _now()
         head, middle, tail = self._spliced()
         stamp = orjson.dumps(now)
-        lines = []
+        parts: list[bytes] = []
         for payload in payloads:  # most are text alone: spliced in, neither decoded nor encoded
             literal = events.text_literal(payload)
-            lines.append(self._token(payload, now) if literal is None
-                         else head + stamp + middle + _escaped(literal) + tail)  # fmt: skip
-        return b"".join(lines)
+            if literal is None:
+                parts.append(self._token(payload, now))
+            else:
+                parts += (head, stamp, middle, literal, tail)
+        return _escaped(b"".join(parts))  # once for them all
 
     def _spliced(self) -> tuple[bytes, bytes, bytes]:
         """A text token's line around its time and its text, made once by ``_token`` itself."""

@@ -112,6 +112,8 @@ class Stream:
         self._created = int(time.time())
         self._tool_calls = 0
         self._splice: tuple[str, bytes, bytes] | None = None
+        # a cached completion's replay is kept with the "created" of its first: it was made then
+        self.replay_key: tuple[str, ...] = ("openai", endpoint, model, str(include_usage))
 
     def _chunk(self, generation: str, choices: list[dict[str, Any]], **extra: Any) -> bytes:
         chunk = {
@@ -126,12 +128,14 @@ class Stream:
 
     def tokens(self, generation: str, first_index: int, payloads: Sequence[bytes]) -> bytes:
         before, after = self._spliced(generation)
-        chunks = []
+        parts: list[bytes] = []
         for payload in payloads:  # most are text alone: spliced in, neither decoded nor encoded
             literal = events.text_literal(payload)
-            chunks.append(self._token(generation, payload) if literal is None
-                          else before + literal + after)  # fmt: skip
-        return b"".join(chunks)
+            if literal is None:
+                parts.append(self._token(generation, payload))
+            else:
+                parts += (before, literal, after)
+        return b"".join(parts)
 
     def _spliced(self, generation: str) -> tuple[bytes, bytes]:
         """A text token's chunk around its text, made once by ``_token`` itself."""
