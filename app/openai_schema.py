@@ -135,7 +135,7 @@ def _checked(data: object, known: frozenset[str]) -> dict[str, Any]:
 
 def _common(body: dict[str, Any]) -> dict[str, Any]:
     """The native fields every OpenAI endpoint shares: options and our extensions."""
-    options = body.get("options") or {}
+    options = {} if body.get("options") is None else body["options"]
     if not isinstance(options, dict):
         raise InvalidRequest("options must be an object.", {"options": "must be an object"})
     options = dict(options)
@@ -158,7 +158,7 @@ def _request(body: dict[str, Any], native: dict[str, Any], default_model: str) -
     native["stream"] = body.get("stream") is True
     if body.get("model") is not None:
         native["model"] = body["model"]
-    stream_options = body.get("stream_options") or {}
+    stream_options = {} if body.get("stream_options") is None else body["stream_options"]
     if not isinstance(stream_options, dict) or set(stream_options) - {"include_usage"}:
         raise Unsupported("Only stream_options.include_usage is supported.", "stream_options")
     return OpenAIRequest(parse_body(native, default_model),
