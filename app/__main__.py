@@ -1,14 +1,23 @@
-"""``python -m app``: validates the settings, then serves with uvicorn.
+"""``python -m app``: validates the settings, then serves with uvicorn; ``python -m app keys
+...`` manages API keys in the Redis the settings name (``REDIS_URL``).
 
 A bad setting stops start-up here with one line naming the variable, before any worker starts.
+
+    python -m app keys create NAME [--rate-limit N]
+    python -m app keys list
+    python -m app keys revoke NAME
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
 import glob
 import os
+import re
 import sys
 import tempfile
+import time
 
 import uvicorn
 
@@ -21,6 +30,8 @@ def main() -> None:
         settings = Settings.from_environ(os.environ)
     except ValueError as exc:
         sys.exit(f"error: {exc}")
+    if sys.argv[1:2] == ["keys"]:
+        sys.exit(asyncio.run(_keys(settings, sys.argv[2:])))
     _prepare_metrics_directory()
     uvicorn.run(
         "app.main:create_app",
@@ -36,6 +47,52 @@ def main() -> None:
         # after the app's own drain (SHUTDOWN_GRACE), only stragglers are left to cut off
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )
+
+
+async def _keys(settings: Settings, argv: list[str]) -> int:
+    """``keys create|list|revoke``: prints what a person needs; the exit status says how it
+    went (1: nothing done)."""
+    parser = argparse.ArgumentParser(prog="python -m app keys")
+    commands = parser.add_subparsers(dest="command", required=True)
+    create = commands.add_parser("create", help="make a key; it is printed once, never again")
+    create.add_argument("name", type=_key_name)
+    create.add_argument("--rate-limit", dest="rate_limit_max", type=int,
+                        help="requests per RATE_LIMIT_WINDOW for this key (0: none)")  # fmt: skip
+    commands.add_parser("list", help="the keys' names, when they were made, their limits")
+    revoke = commands.add_parser("revoke", help="the key stops working within a second")
+    revoke.add_argument("name")
+    args = parser.parse_args(argv)
+    # imported here: they import app.metrics, whose samples must not be placed before
+    # _prepare_metrics_directory has said where (app.metrics' docstring)
+    from app import keyring
+    from app.redisclient import connect
+
+    redis = await connect(settings.redis_url)
+    try:
+        if args.command == "create":
+            limits = {k: getattr(args, k) for k in keyring.LIMITS if getattr(args, k) is not None}
+            key = await keyring.create(redis, args.name, limits)
+            if key is None:
+                print(f"error: a key named {args.name!r} exists", file=sys.stderr)
+                return 1
+            print(key)
+        elif args.command == "list":
+            for entry in await keyring.listed(redis):
+                made = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.created))
+                shown = " ".join(f"{k}={v}" for k, v in sorted(entry.limits.items()))
+                print(f"{entry.name}\t{made} UTC\t{shown or 'defaults'}")
+        elif not await keyring.revoke(redis, args.name):
+            print(f"error: no key named {args.name!r}", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        await redis.aclose()
+
+
+def _key_name(raw: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9._@-]{1,64}", raw):
+        raise argparse.ArgumentTypeError("letters, digits and . _ @ - (at most 64)")
+    return raw
 
 
 def _prepare_metrics_directory() -> None:

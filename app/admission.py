@@ -29,8 +29,8 @@ from app import events, metrics
 from app.cache import content_hash
 from app.errors import InvalidJSON, RateLimited, RateLimitUnavailable, TooLarge
 from app.feeds import Feed
+from app.identity import identity
 from app.lifespan import State
-from app.limiter import client_key
 from app.ratelimit import limit_headers, stamp
 from app.redisclient import RedisUnavailable
 from app.schema import CompletionRequest, parse_body, parse_query
@@ -73,23 +73,25 @@ async def admit(request: Request[State], *, resumable: bool) -> Admitted:
 
 
 async def count(request: Request[State]) -> None:
-    """Counts the request against its client's limit; raises ``RateLimited`` when over it."""
+    """Counts the request against its identity's limit (its key's own, else the default);
+    raises ``RateLimited`` when over it."""
     limiter = request.state["limiter"]
-    if limiter is None:
+    asking = identity(request.scope)
+    limit = asking.limit("rate_limit_max", request.state["settings"].rate_limit_max)
+    if limiter is None or limit <= 0:
         return
-    client = request.scope.get("client")
     try:
-        decision = await limiter.check(client_key(client[0] if client else None))
+        decision = await limiter.check(asking.client, limit=limit)
     except RedisUnavailable:
         if request.state["settings"].rate_limit_fail_open:
             return
         raise RateLimitUnavailable("The rate limiter is unavailable; try again soon.") from None
-    headers = limit_headers(limiter, decision)
+    headers = limit_headers(limit, limiter.window_seconds, decision)
     stamp(request.scope, headers)
     if not decision.allowed:
         metrics.RATE_LIMITED.inc()
         raise RateLimited(
-            f"Rate limit of {limiter.limit} requests per {limiter.window_seconds} seconds "
+            f"Rate limit of {limit} requests per {limiter.window_seconds} seconds "
             f"exceeded; retry in {decision.retry_after_seconds} seconds.",
             headers={
                 **headers,

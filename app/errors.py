@@ -3,10 +3,12 @@
     ServiceError
     ├── InvalidJSON 400            ├── UpstreamUnavailable 503 (Ollama down, refusing, busy)
     ├── Unsupported 400 (a field of another API that the service cannot honour)
+    ├── Unauthorized 401 (no valid API key where one is needed)
     ├── Forbidden 403 (model management, which is done on the Ollama host)
     ├── TooLarge 413               ├── UpstreamError 502 (Ollama 5xx or garbage)
     ├── InvalidRequest 422         ├── UpstreamTimeout 504 (first token or idle timeout)
     ├── RateLimited 429            ├── RateLimitUnavailable 503 (limiter down, failing closed)
+    │                              ├── AuthUnavailable 503 (keys cannot be checked, AUTH=required)
     ├── ShuttingDown 503 (draining: no new generations; open streams end with it)
     ├── NotFound 404               ├── ModelNotFound 404 (Ollama does not know the model)
     └── MethodNotAllowed 405       └── Cancelled (stopped by a client, or nobody was reading)
@@ -58,6 +60,21 @@ class Unsupported(ServiceError):
     def __init__(self, detail: str, field: str | None = None) -> None:
         super().__init__(detail)
         self.field = field
+
+
+class Unauthorized(ServiceError):
+    status_code = 401
+    code = "unauthorized"
+
+    def __init__(self, detail: str | None = None) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class AuthUnavailable(ServiceError):
+    """With ``AUTH=required``, Redis is down and the key is not one this worker knows."""
+
+    status_code = 503
+    code = "auth_unavailable"
 
 
 class Forbidden(ServiceError):

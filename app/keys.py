@@ -21,6 +21,8 @@ each script and pipeline stays within a slot.
                               ticket expires (``hosts.py``); one tag, so one script sees them all
     bib:rl:{<client>}:<n>     requests of a client in fixed window ``n`` (``limiter.py``),
                               expiring after two windows
+    bib:{keys}:key:<sha256>   an API key's record (``keyring.py``)
+    bib:{keys}:names          API key names -> their sha256
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from __future__ import annotations
 from typing import Literal
 
 STOP_CHANNEL = "bib:stop"
+API_KEY_NAMES = "bib:{keys}:names"
 WATCH_CHANNEL = "bib:watch"
 
 
@@ -45,3 +48,7 @@ def host_in_flight(url: str) -> str:
 
 def rate_window(client: str, index: int) -> str:
     return f"bib:rl:{{{client}}}:{index}"
+
+
+def api_key(sha: str) -> str:
+    return f"bib:{{keys}}:key:{sha}"

@@ -22,6 +22,7 @@ from app.embeddings import Embedder
 from app.feeds import READ_BLOCK_MILLISECONDS
 from app.generation import Policy
 from app.hosts import OllamaHosts, Timings
+from app.keyring import Keyring
 from app.limiter import SlidingWindowLimiter
 from app.redisclient import RedisClient
 from app.redisclient import connect as connect_redis
@@ -46,7 +47,8 @@ class State(TypedDict):
     embedder: Embedder
     ollama_check: CachedCheck[list[dict[str, Any]]]
     redis_check: CachedCheck[bool]
-    limiter: SlidingWindowLimiter | None  # None: RATE_LIMIT_MAX=0, no limit
+    limiter: SlidingWindowLimiter | None  # None: RATE_LIMIT_MAX=0 and no keys, no limit
+    keyring: Keyring
     drain: Drain
     started_at: float
 
@@ -110,8 +112,9 @@ def lifespan(
                     window_seconds=settings.rate_limit_window_seconds,
                     gate=gate,
                 )
-                if settings.rate_limit_max > 0
+                if settings.rate_limit_max > 0 or settings.auth != "off"  # keys have limits
                 else None,
+                keyring=Keyring(redis, gate=gate),
                 started_at=time.monotonic(),
                 drain=drain,
             )

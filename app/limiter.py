@@ -84,13 +84,14 @@ class SlidingWindowLimiter:
     def failures(self) -> int:
         return self._call.failures
 
-    async def check(self, client: str) -> Decision:
-        """Admits and counts one request of ``client``, or refuses it without counting."""
+    async def check(self, client: str, *, limit: int | None = None) -> Decision:
+        """Admits and counts one request of ``client``, or refuses it without counting;
+        ``limit`` replaces the default for this client (an API key's own)."""
         now = self._clock()
         index = math.floor(now / self.window_seconds)
         names = [keys.rate_window(client, index), keys.rate_window(client, index - 1)]
         args: list[int | str] = [
-            self.limit,
+            self.limit if limit is None else limit,
             self.window_seconds,
             repr(now - index * self.window_seconds),
         ]

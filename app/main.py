@@ -21,6 +21,7 @@ from starlette.routing import Mount, Route
 
 from app import metrics, ollama_routes, openai_routes, openapi, probes, routes
 from app.errors import MethodNotAllowed, NotFound, ServiceError
+from app.identity import Authenticate
 from app.lifespan import lifespan
 from app.ratelimit import RateLimitMiddleware
 from app.requestlog import RequestLogMiddleware
@@ -42,7 +43,13 @@ def create_app(
             CORSMiddleware,
             allow_origins=settings.allowed_origins,
             allow_methods=["GET", "POST", "DELETE"],
-            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+            allow_headers=[
+                "Authorization",
+                "Content-Type",
+                "Last-Event-ID",
+                "X-API-Key",
+                "X-Request-ID",
+            ],
             expose_headers=[
                 "X-Cache",
                 "X-Generation-ID",
@@ -53,9 +60,11 @@ def create_app(
             ],
         ),
     ]
+    # on the API routes of every surface, so a 401 is already routed (logs, metrics)
+    api = [Middleware(Authenticate)]
     # on the routes that start generations, so a 429 is already routed (logs, metrics)
-    limited = []
-    if settings.rate_limit_max > 0:
+    limited = list(api)
+    if settings.rate_limit_max > 0 or settings.auth != "off":
         limited.append(Middleware(RateLimitMiddleware))
     return Starlette(
         routes=[
@@ -70,7 +79,7 @@ def create_app(
             ),
             Route("/v1/chats/generations/{generation}/events", routes.generation_events),
             Route("/v1/chats/generations/{generation}", routes.stop_generation, methods=["DELETE"]),
-            Route("/v1/models", openai_routes.models),
+            Route("/v1/models", openai_routes.models, middleware=api),
             Route(
                 "/v1/chat/completions",
                 openai_routes.chat_completions,
@@ -90,13 +99,13 @@ def create_app(
                 middleware=limited,
             ),
             Route("/v1/embeddings", openai_routes.embeddings, methods=["POST"], middleware=limited),
-            Route("/api/tags", ollama_routes.tags),
-            Route("/api/ps", ollama_routes.ps),
-            Route("/api/show", ollama_routes.show, methods=["POST"]),
-            Route("/api/version", ollama_routes.version),
+            Route("/api/tags", ollama_routes.tags, middleware=api),
+            Route("/api/ps", ollama_routes.ps, middleware=api),
+            Route("/api/show", ollama_routes.show, methods=["POST"], middleware=api),
+            Route("/api/version", ollama_routes.version, middleware=api),
             Route("/", ollama_routes.root, methods=["GET", "HEAD"]),
             *(
-                Route(path, ollama_routes.manage, methods=methods)
+                Route(path, ollama_routes.manage, methods=methods, middleware=api)
                 for path, methods in ollama_routes.MANAGEMENT
             ),
             Route("/livez", probes.livez),

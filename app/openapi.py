@@ -104,7 +104,7 @@ def _stream_responses() -> dict[str, Any]:
             "headers": {"Retry-After": _header("whole seconds", "integer"), **_LIMIT_HEADERS},
             "content": {"application/problem+json": {"schema": _ref("Problem")}},
         },
-        **_problems(400, 404, 413, 422, 502, 503, 504),
+        **_problems(400, 401, 404, 413, 422, 502, 503, 504),
     }
 
 
@@ -160,19 +160,19 @@ def _answering(summary: str, request: str, answer: str, error: str, *statuses: i
         **_errors(error, *statuses)}}}  # fmt: skip
 
 
-_OPENAI_ERRORS = (400, 404, 413, 422, 429, 502, 503, 504)
-_OLLAMA_ERRORS = (400, 404, 413, 429, 502, 503, 504)
+_OPENAI_ERRORS = (400, 401, 404, 413, 422, 429, 502, 503, 504)
+_OLLAMA_ERRORS = (400, 401, 404, 413, 429, 502, 503, 504)
 
 
 def _ollama_read(summary: str, schema: dict[str, Any]) -> dict[str, Any]:
     ok = {"description": summary, "content": {"application/json": {"schema": schema}}}
     return {"get": {"summary": summary,
-                    "responses": {"200": ok, **_errors("OllamaError", 502, 503)}}}  # fmt: skip
+                    "responses": {"200": ok, **_errors("OllamaError", 401, 502, 503)}}}  # fmt: skip
 
 
 def _refused(method: str) -> dict[str, Any]:
     return {method: {"summary": "Model management: refused unless OLLAMA_MANAGEMENT=true",
-                     "responses": _errors("OllamaError", 403)}}  # fmt: skip
+                     "responses": _errors("OllamaError", 401, 403)}}  # fmt: skip
 
 
 @cache
@@ -206,7 +206,7 @@ def document() -> dict[str, Any]:
                              "202": {"description": "its events URL (also in Location)",
                                      "content": {"application/json": {
                                          "schema": _ref("GenerationCreated")}}},
-                             **_problems(400, 413, 422, 429, 503)}},
+                             **_problems(400, 401, 413, 422, 429, 503)}},
             },
             "/v1/chats/generations/{generation}/events": {
                 "get": {"summary": "A generation's events, from the start or Last-Event-ID",
@@ -228,7 +228,8 @@ def document() -> dict[str, Any]:
                                             fails=True)}},
             "/v1/models": {"get": {"summary": "The models of every serving Ollama host: OpenAI's "
                                               "object and data, and Ollama's models",
-                                   **_json_answer("the models", _ref("ModelList"), 502, 503)}},
+                                   **_json_answer("the models", _ref("ModelList"), 401, 502,
+                                                  503)}},
             "/v1/chat/completions": _answering(
                 "OpenAI-compatible chat completion", "OpenAIChatRequest", "OpenAIObject",
                 "OpenAIError", *_OPENAI_ERRORS, stream=_OPENAI_STREAM),
@@ -272,7 +273,11 @@ def document() -> dict[str, Any]:
                 "description": "Prometheus text format",
                 "content": {"text/plain": {"schema": {"type": "string"}}}}}}},
         },
-        "components": {"schemas": _schemas()},
+        "components": {"schemas": _schemas(), "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer",
+                       "description": "an API key (AUTH optional or required)"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
+        "security": [{}, {"bearer": []}, {"apiKey": []}],
     }  # fmt: skip
 
 

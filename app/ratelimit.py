@@ -13,15 +13,15 @@ from __future__ import annotations
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.limiter import Decision, SlidingWindowLimiter
+from app.limiter import Decision
 
 _HEADERS = "bib.rate_limit_headers"
 
 
-def limit_headers(limiter: SlidingWindowLimiter, decision: Decision) -> dict[str, str]:
+def limit_headers(limit: int, window_seconds: int, decision: Decision) -> dict[str, str]:
     """The IETF httpapi draft's ``RateLimit-Policy`` and ``RateLimit`` headers."""
     return {
-        "RateLimit-Policy": f'"default";q={limiter.limit};w={limiter.window_seconds}',
+        "RateLimit-Policy": f'"default";q={limit};w={window_seconds}',
         "RateLimit": f'"default";r={decision.remaining};t={decision.retry_after_seconds}',
     }
 

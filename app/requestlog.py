@@ -32,6 +32,7 @@ class RequestFacts:
     generation: str | None = None
     first_token_seconds: float | None = None
     tokens: int = 0
+    key: str | None = None  # the API key's name (never the key)
 
     def saw_tokens(self, count: int) -> None:
         if count and self.first_token_seconds is None:
@@ -90,6 +91,7 @@ class RequestLogMiddleware:
             "tokens": record.tokens,
             "cache": record.cache,
             "generation": record.generation,
+            "key": record.key,
             "request_id": request_id,
         }
         logger.log(level, "request", extra={"fields": fields})

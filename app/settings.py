@@ -15,6 +15,7 @@ from starlette.config import Config
 
 LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 HTTP_URL = re.compile(r"https?://[^\s/]+(/\S*)?")
+AUTH_MODES = ("off", "optional", "required")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 
 
@@ -53,6 +54,7 @@ class Settings:
     log_level: str = "info"  # LOG_LEVEL
     log_format: str = "json"  # LOG_FORMAT, json (one object per line) or text
     ollama_management: bool = False  # OLLAMA_MANAGEMENT, true: pull, delete, … reach the hosts
+    auth: str = "off"  # AUTH: off, optional (a valid key gets its limits) or required
 
     @property
     def upstream_urls(self) -> tuple[str, ...]:
@@ -165,6 +167,12 @@ def _log_format(raw: str) -> str:
     return raw
 
 
+def _auth(raw: str) -> str:
+    if raw not in AUTH_MODES:
+        raise ValueError(raw)
+    return raw
+
+
 def _log_level(raw: str) -> str:
     lowered = raw.lower()
     if lowered not in LOG_LEVELS:
@@ -203,4 +211,5 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("log_level", "LOG_LEVEL", _log_level, "|".join(LOG_LEVELS)),
     ("log_format", "LOG_FORMAT", _log_format, "json or text"),
     ("ollama_management", "OLLAMA_MANAGEMENT", _boolean, "true or false"),
+    ("auth", "AUTH", _auth, ", ".join(AUTH_MODES)),
 )

@@ -1,0 +1,131 @@
+"""API keys: made, listed and revoked by a person (``python -m app keys ...``), looked up by the
+service on every request that carries one.
+
+A key is ``bib_`` and 256 random bits (base64url). It is shown once, when it is made, and Redis
+holds only its SHA-256: a key has far too much entropy to be found from its hash, so a plain
+hash is enough, and a lookup by hash compares nothing in Python whose timing could tell how much
+of a guess was right. Per key, Redis holds its name, when it was made and its limits (each
+overrides the service's default for that key's requests; absent: the default).
+
+    bib:{keys}:key:<sha256>   the key's record (JSON): name, created, limits
+    bib:{keys}:names          name -> sha256, for ``list`` and ``revoke``
+
+Both share one hash tag, so creating and revoking are one transaction, on a cluster too. A
+worker keeps what it looked up for ``LOOKUP_SECONDS``, so a revoked key stops working on every
+replica within a second while a busy client costs no Redis round trip per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import cast
+
+import orjson
+
+from app import keys
+from app.redisclient import Guarded, RedisClient
+
+LOOKUP_SECONDS = 0.5
+PREFIX = "bib_"
+LIMITS = ("rate_limit_max",)  # what a key may override
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    name: str
+    created: float
+    limits: dict[str, int] = field(default_factory=dict)
+
+
+def digest(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def new_key() -> str:
+    return PREFIX + secrets.token_urlsafe(32)
+
+
+def _record(entry: ApiKey) -> bytes:
+    return orjson.dumps({"name": entry.name, "created": entry.created, "limits": entry.limits})
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _parse(found: bytes | str) -> ApiKey:
+    fields = orjson.loads(found)
+    return ApiKey(fields["name"], fields["created"], fields.get("limits") or {})
+
+
+async def create(redis: RedisClient, name: str, limits: dict[str, int]) -> str | None:
+    """Makes a key named ``name`` and returns it (the only time it is ever seen); ``None``
+    when a key of that name exists."""
+    key = new_key()
+    sha = digest(key)
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.hsetnx(keys.API_KEY_NAMES, name, sha)
+        pipe.set(keys.api_key(sha), _record(ApiKey(name, time.time(), limits)), nx=True)
+        made, _ = await pipe.execute()
+    if not made:
+        await redis.delete(keys.api_key(sha))  # the name was taken: this record is nobody's
+        return None
+    return key
+
+
+async def listed(redis: RedisClient) -> list[ApiKey]:
+    """Every key's record, by name (never the key, which nobody holds but its owner)."""
+    names = await redis.hgetall(keys.API_KEY_NAMES)
+    found = []
+    for name in sorted(names, key=_text):
+        record = await redis.get(keys.api_key(_text(names[name])))
+        if record is not None:
+            found.append(_parse(record))
+    return found
+
+
+async def revoke(redis: RedisClient, name: str) -> bool:
+    """Removes the key named ``name``; ``False`` when there is none."""
+    sha = await redis.hget(keys.API_KEY_NAMES, name)
+    if sha is None:
+        return False
+    async with redis.pipeline(transaction=True) as pipe:
+        pipe.delete(keys.api_key(_text(sha)))
+        pipe.hdel(keys.API_KEY_NAMES, name)
+        await pipe.execute()
+    return True
+
+
+class Keyring:
+    """The service's lookups: which key, if any, a request's secret is."""
+
+    def __init__(
+        self, redis: RedisClient, *, clock: Callable[[], float] = time.monotonic,
+        gate: asyncio.Semaphore | None = None,
+    ) -> None:  # fmt: skip
+        self._redis = redis
+        self._clock = clock
+        self._call = Guarded("keys", "refusing keys it cannot check", gate=gate)
+        self._known: dict[str, tuple[float, ApiKey]] = {}  # real keys only: guesses ask Redis
+
+    async def lookup(self, key: str) -> ApiKey | None:
+        """The key's record, or ``None`` for a key that does not exist (or no longer).
+        Raises ``RedisUnavailable`` when Redis cannot say and this worker does not know."""
+        sha = digest(key)
+        now = self._clock()
+        known = self._known.get(sha)
+        if known is not None and known[0] > now:
+            return known[1]
+        # the client is built without decode_responses, so values are bytes
+        found = cast(bytes | None, await self._call(lambda: self._redis.get(keys.api_key(sha))))
+        if found is None:
+            self._known.pop(sha, None)
+            return None
+        entry = _parse(found)
+        self._known[sha] = (now + LOOKUP_SECONDS, entry)
+        return entry
