@@ -42,8 +42,7 @@ def main() -> None:
         log_level=settings.log_level,
         log_config=uvicorn_config(settings.log_level, settings.log_format),
         access_log=False,  # app.requestlog logs each request, with more to say
-        forwarded_allow_ips=settings.forwarded_allow_ips,
-        proxy_headers=True,
+        proxy_headers=False,  # the app does it (app.identity.TrustedProxies: FORWARDED_ALLOW_IPS)
         # after the app's own drain (SHUTDOWN_GRACE), only stragglers are left to cut off
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )

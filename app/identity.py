@@ -1,6 +1,12 @@
 """Who is asking: ``Authenticate``, the middleware of every API route, finds the request's API
-key (``Authorization: Bearer <key>``, what the OpenAI SDK sends, or ``X-API-Key``) and leaves
-an ``Identity`` in the scope for the limits, the log line and the metrics.
+key (``Authorization: Bearer <key>``, what the OpenAI SDK sends, or ``X-API-Key``), else the
+trusted identity header, else the client's address, and leaves an ``Identity`` in the scope for
+the limits, the log line and the metrics.
+
+``IDENTITY_HEADER`` (say ``X-OpenWebUI-User-Id``) names a header that a proxy in front sets to
+the user it serves: believed only on a connection from a proxy in ``FORWARDED_ALLOW_IPS``
+(``TrustedProxies`` notes that, before it takes the client's address from X-Forwarded-For as
+uvicorn does), ignored from anyone else.
 
 ``AUTH=off`` (the default) reads no key: every client is its address, as before. ``optional``:
 a valid key gets its own limits, no key the per-address defaults. ``required``: a request
@@ -16,10 +22,12 @@ an ``EventSource``, which cannot send headers, follows what a ``fetch`` with the
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import metrics
 from app.errors import AuthUnavailable, Unauthorized
@@ -29,6 +37,19 @@ from app.redisclient import RedisUnavailable
 from app.requestlog import facts
 
 _IDENTITY = "bib.identity"
+_TRUSTED = "bib.trusted_peer"
+MAX_USER_CHARACTERS = 256  # a longer identity header is not believed
+
+
+class TrustedProxies(ProxyHeadersMiddleware):
+    """uvicorn's own X-Forwarded-For handling, run in the app (``python -m app`` turns uvicorn's
+    off) so that it can note first whether the connection comes from a trusted proxy."""
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # type: ignore[override]
+        if scope["type"] == "http":
+            peer = scope.get("client")
+            scope[_TRUSTED] = peer is not None and peer[0] in self.trusted_hosts
+        await super().__call__(scope, receive, send)  # type: ignore[arg-type]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,16 +90,17 @@ class Authenticate:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        state = scope["state"]
-        mode = state["settings"].auth
-        if scope["type"] == "http" and mode != "off":
-            scope[_IDENTITY] = await self._identify(scope, mode, state["keyring"])
+        settings = scope["state"]["settings"]
+        if scope["type"] == "http" and (settings.auth != "off" or settings.identity_header):
+            scope[_IDENTITY] = await self._identify(scope, settings.auth, settings.identity_header,
+                                                    scope["state"]["keyring"])  # fmt: skip
         await self.app(scope, receive, send)
 
     @staticmethod
-    async def _identify(scope: Scope, mode: str, keyring: Keyring) -> Identity:
-        anonymous = identity(scope)
-        key = presented_key(Headers(scope=scope))
+    async def _identify(scope: Scope, mode: str, header: str, keyring: Keyring) -> Identity:
+        headers = Headers(scope=scope)
+        anonymous = _as_user(scope, headers, header) or identity(scope)
+        key = presented_key(headers) if mode != "off" else None
         if key is None:
             if mode == "required":
                 raise Unauthorized("An API key is required: Authorization: Bearer <key>.")
@@ -94,3 +116,13 @@ class Authenticate:
         facts(scope).key = found.name
         metrics.KEY_REQUESTS.labels(found.name).inc()
         return Identity(f"key:{found.name}", found)
+
+
+def _as_user(scope: Scope, headers: Headers, header: str) -> Identity | None:
+    """The identity the trusted proxy's header names, if it does (see the module docstring)."""
+    user = headers.get(header, "") if header and scope.get(_TRUSTED) else ""
+    if not user or len(user) > MAX_USER_CHARACTERS:
+        return None
+    facts(scope).user = user
+    # hashed: any text is safe inside a Redis key's hash tag
+    return Identity("user:" + hashlib.sha256(user.encode()).hexdigest()[:32])

@@ -10,7 +10,8 @@ that sent its whole quota at the end of the previous window stays limited, and o
 at the start is limited a little longer than a true sliding log would (never shorter).
 ``Retry-After`` is rounded up, so waiting that long is always enough.
 
-Clients are ``scope["client"]`` as uvicorn leaves it (it alone applies ``FORWARDED_ALLOW_IPS``):
+Clients are whom ``app.identity`` names: an API key, a trusted proxy's user, else
+``scope["client"]`` as ``TrustedProxies`` leaves it (it alone applies ``FORWARDED_ALLOW_IPS``):
 IPv4-mapped IPv6 counts as its IPv4 address, other IPv6 per /64, since one host commonly holds a
 whole /64. When Redis fails, ``RedisUnavailable`` is raised (``app.redisclient.Guarded``: for a
 second after a failure, without trying to connect again) and admission decides (fail open by

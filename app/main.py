@@ -21,7 +21,7 @@ from starlette.routing import Mount, Route
 
 from app import metrics, ollama_routes, openai_routes, openapi, probes, routes
 from app.errors import MethodNotAllowed, NotFound, ServiceError
-from app.identity import Authenticate
+from app.identity import Authenticate, TrustedProxies
 from app.lifespan import lifespan
 from app.ratelimit import RateLimitMiddleware
 from app.requestlog import RequestLogMiddleware
@@ -37,6 +37,9 @@ def create_app(
 ) -> Starlette:
     settings = settings or Settings.from_environ(os.environ)
     middleware = [
+        # first, so that every layer sees the client's address, and identity whether its proxy
+        # is trusted (python -m app turns uvicorn's own off)
+        Middleware(TrustedProxies, trusted_hosts=settings.forwarded_allow_ips),
         Middleware(BodyShortcut),  # a layer below that reads body messages must go above it
         Middleware(RequestLogMiddleware),
         Middleware(

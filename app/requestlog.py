@@ -33,6 +33,7 @@ class RequestFacts:
     first_token_seconds: float | None = None
     tokens: int = 0
     key: str | None = None  # the API key's name (never the key)
+    user: str | None = None  # what a trusted proxy's identity header said
 
     def saw_tokens(self, count: int) -> None:
         if count and self.first_token_seconds is None:
@@ -92,6 +93,7 @@ class RequestLogMiddleware:
             "cache": record.cache,
             "generation": record.generation,
             "key": record.key,
+            "user": record.user,
             "request_id": request_id,
         }
         logger.log(level, "request", extra={"fields": fields})

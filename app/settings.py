@@ -55,6 +55,7 @@ class Settings:
     log_format: str = "json"  # LOG_FORMAT, json (one object per line) or text
     ollama_management: bool = False  # OLLAMA_MANAGEMENT, true: pull, delete, … reach the hosts
     auth: str = "off"  # AUTH: off, optional (a valid key gets its limits) or required
+    identity_header: str = ""  # IDENTITY_HEADER, believed from FORWARDED_ALLOW_IPS only
 
     @property
     def upstream_urls(self) -> tuple[str, ...]:
@@ -173,6 +174,12 @@ def _auth(raw: str) -> str:
     return raw
 
 
+def _header_name(raw: str) -> str:
+    if raw and not re.fullmatch(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+", raw):
+        raise ValueError(raw)
+    return raw.lower()
+
+
 def _log_level(raw: str) -> str:
     lowered = raw.lower()
     if lowered not in LOG_LEVELS:
@@ -212,4 +219,5 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("log_format", "LOG_FORMAT", _log_format, "json or text"),
     ("ollama_management", "OLLAMA_MANAGEMENT", _boolean, "true or false"),
     ("auth", "AUTH", _auth, ", ".join(AUTH_MODES)),
+    ("identity_header", "IDENTITY_HEADER", _header_name, "an HTTP header name"),
 )

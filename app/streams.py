@@ -40,7 +40,8 @@ _BODY_SEND = "bib.body_send"
 
 
 class BodyShortcut:
-    """Middleware, the outermost of ours (``app.main``): keeps the send it is given in the
+    """Middleware, the outermost of ours after the proxy handling (``app.main``), which does
+    not touch sends: keeps the send it is given in the
     scope, so that a stream's body messages skip the layers inside it (Starlette's exception
     middleware and route wrapper, CORS, the request log, the rate-limit headers). None of those
     reads a body message: they stamp or note the start of the response, or act when the app

@@ -177,3 +177,36 @@ def test_redis_down_refuses_keys_it_cannot_check_only_when_required(
     answered = httpx.post(optional.url + "/v1/chats/generate", json=asked, headers=headers,
                           timeout=20)  # fmt: skip
     assert answered.status_code == 200  # as if it had no key: the per-address defaults
+
+
+def _statuses(server: Server, users: list[str], **headers: str) -> list[int]:
+    asked = {"prompt": helpers.unique("per user"), "stream": False}
+    return [httpx.post(server.url + "/v1/chats/generate", json=asked, timeout=20,
+                       headers={"X-User": user, **headers}).status_code
+            for user in users]  # fmt: skip
+
+
+def test_a_trusted_proxys_identity_header_is_the_client(
+    start_service: Callable[..., Server],
+) -> None:
+    trusted = start_service(IDENTITY_HEADER="X-User", RATE_LIMIT_MAX="1", LOG_LEVEL="info")
+    assert _statuses(trusted, ["ann", "ben", "ann", "ben"]) == [200, 200, 429, 429]
+    log = trusted.log.read_text()
+    assert '"user":"ann"' in log
+
+
+def test_the_identity_header_from_anyone_else_is_ignored(
+    start_service: Callable[..., Server],
+) -> None:
+    direct = start_service(IDENTITY_HEADER="X-User", RATE_LIMIT_MAX="1",
+                           FORWARDED_ALLOW_IPS="192.0.2.1")  # fmt: skip
+    assert _statuses(direct, ["ann", "ben"]) == [200, 429]  # one address: one bucket
+
+
+def test_a_key_goes_before_the_identity_header(
+    start_service: Callable[..., Server], redis_url: str
+) -> None:
+    server = start_service(AUTH="optional", IDENTITY_HEADER="X-User", RATE_LIMIT_MAX="1")
+    key = made(redis_url, "gina", "--rate-limit", "3")
+    bearer = {"Authorization": f"Bearer {key}"}
+    assert _statuses(server, ["ann", "ben", "cid", "dee"], **bearer) == [200, 200, 200, 429]
