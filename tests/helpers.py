@@ -10,7 +10,9 @@ lines join with LF; an event without data is not dispatched). ``ScriptedSource``
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -30,6 +32,7 @@ from app.main import create_app
 from app.redisclient import RedisClient
 from app.schema import CompletionRequest
 from app.settings import Settings
+from harness import servers
 from harness.servers import Server, redis_client
 from simulator.app import Behaviour
 from simulator.app import create_app as create_simulator
@@ -293,3 +296,19 @@ def count_pipelines(redis: RedisClient) -> Callable[[], int]:
 
     redis.pipeline = counting  # type: ignore[method-assign]
     return lambda: opened
+
+
+def keys_command(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m app keys ...`` as a person runs it, with the service's settings."""
+    env = {**os.environ, "REDIS_URL": redis_url}
+    argv = [servers.PYTHON, "-m", "app", "keys", *args]
+    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
+
+
+def made_key(redis_url: str, name: str, *limits: str) -> str:
+    """A new API key named ``name`` (``--rate-limit N`` among ``limits``)."""
+    created = keys_command(redis_url, "create", name, *limits)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert key.startswith("bib_")
+    return key

@@ -3,8 +3,6 @@ revoked on every replica within a second (issue 14)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from collections.abc import Callable
 
@@ -16,21 +14,8 @@ import pytest
 from harness import servers
 from harness.servers import Server
 from tests import helpers
-
-
-def keys(redis_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    """``python -m app keys ...`` as a person runs it, with the service's settings."""
-    env = {**os.environ, "REDIS_URL": redis_url}
-    argv = [servers.PYTHON, "-m", "app", "keys", *args]
-    return subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30)
-
-
-def made(redis_url: str, name: str, *limits: str) -> str:
-    created = keys(redis_url, "create", name, *limits)
-    assert created.returncode == 0, created.stderr
-    key = created.stdout.strip()
-    assert key.startswith("bib_")
-    return key
+from tests.helpers import keys_command as keys
+from tests.helpers import made_key as made
 
 
 def test_the_keys_command(redis_url: str) -> None:

@@ -15,6 +15,7 @@ from playwright.async_api import Browser, Page, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
 from harness.servers import Server, free_port
+from tests.helpers import made_key as made
 from tests.helpers import simulator_text
 
 pytestmark = pytest.mark.anyio
@@ -163,3 +164,18 @@ async def test_the_rate_limit_is_explained(
     assert problem is not None
     assert problem.startswith("Rate limited: Rate limit of 1 requests per 60 seconds exceeded")
     assert "You can ask again in" in problem
+
+
+async def test_the_key_field_lets_the_page_in(
+    browser: Browser, start_service: Callable[..., Server], redis_url: str
+) -> None:
+    service = start_service(AUTH="required", RESUME_GRACE="5")  # see the rate-limit test
+    key = made(redis_url, "page")
+    page, _ = await open_playground(browser, service.url)
+    await ask(page, f"keyless {uuid.uuid4()}", {})
+    await page.wait_for_function("document.getElementById('problem').textContent !== ''")
+    assert "Enter a valid API key" in (await page.text_content("#problem") or "")
+    await page.fill("#key", key)
+    await ask(page, f"keyed {uuid.uuid4()}", {"sim_tokens": 3})
+    state = await finished(page, service)
+    assert state["tokens"] == 3
