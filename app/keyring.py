@@ -112,20 +112,27 @@ class Keyring:
         self._clock = clock
         self._call = Guarded("keys", "refusing keys it cannot check", gate=gate)
         self._known: dict[str, tuple[float, ApiKey]] = {}  # real keys only: guesses ask Redis
+        self._asking: dict[str, asyncio.Future[ApiKey | None]] = {}  # one question per key
 
     async def lookup(self, key: str) -> ApiKey | None:
         """The key's record, or ``None`` for a key that does not exist (or no longer).
         Raises ``RedisUnavailable`` when Redis cannot say and this worker does not know."""
         sha = digest(key)
-        now = self._clock()
         known = self._known.get(sha)
-        if known is not None and known[0] > now:
+        if known is not None and known[0] > self._clock():
             return known[1]
+        asking = self._asking.get(sha)
+        if asking is None:  # the requests of a busy key that arrive together ask once
+            asking = self._asking[sha] = asyncio.ensure_future(self._ask(sha))
+            asking.add_done_callback(lambda _: self._asking.pop(sha, None))
+        return await asyncio.shield(asking)
+
+    async def _ask(self, sha: str) -> ApiKey | None:
         # the client is built without decode_responses, so values are bytes
         found = cast(bytes | None, await self._call(lambda: self._redis.get(keys.api_key(sha))))
         if found is None:
             self._known.pop(sha, None)
             return None
         entry = _parse(found)
-        self._known[sha] = (now + LOOKUP_SECONDS, entry)
+        self._known[sha] = (self._clock() + LOOKUP_SECONDS, entry)
         return entry

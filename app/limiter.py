@@ -21,6 +21,7 @@ default); it is logged at most once a minute and counted in ``failures``.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import math
 import time
@@ -40,6 +41,7 @@ class Decision:
     retry_after_seconds: int  # 0 when another request would be admitted now
 
 
+@functools.lru_cache(maxsize=4096)  # parsing an address is most of the cost of a check
 def client_key(host: str | None) -> str:
     """Whom to count: the IPv4 address, or the IPv6 /64; unknown peers share one key."""
     if not host:

@@ -189,13 +189,16 @@ def replay(setup: Setup, rounds: int, seconds: float, connections: int) -> list[
     ]
 
 
-def _wrk(port: int, path: str, body: bytes | None, connections: int, seconds: float) -> float:
+def _wrk(port: int, path: str, body: bytes | None, connections: int, seconds: float,
+         headers: dict[str, str] | None = None) -> float:  # fmt: skip
     """Requests per second from ``wrk`` (one thread, on the load core); every answer a 2xx."""
     argv = ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s"]
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
         if body is not None:
             script.write(f'wrk.method = "POST"\nwrk.body = [[{body.decode()}]]\n'
                          'wrk.headers["Content-Type"] = "application/json"\n')  # fmt: skip
+        for name, value in (headers or {}).items():
+            script.write(f'wrk.headers["{name}"] = "{value}"\n')
     argv += ["-s", script.name, f"http://127.0.0.1:{port}{path}"]
     out = subprocess.run(_pinned(LOAD_CORE) + argv, capture_output=True, text=True, check=True)
     os.unlink(script.name)
@@ -645,6 +648,42 @@ def surfaces(
     ]
 
 
+def auth(setup: Setup, rounds: int, seconds: float, connections: int) -> list[Table]:
+    """Streamed cache hits per second with ``AUTH=required`` (a key with its own limit), beside
+    ``AUTH=off``, on two apps with the defaults otherwise."""
+    redis_url = f"redis://127.0.0.1:{setup.valkey.port}/0"
+    argv = [servers.PYTHON, "-m", "app", "keys", "create", f"bench-{os.urandom(4).hex()}",
+            "--rate-limit", str(10**9)]  # fmt: skip
+    made = subprocess.run(argv, capture_output=True, text=True, check=True,
+                          env={**os.environ, "REDIS_URL": redis_url})  # fmt: skip
+    headers = {"Authorization": f"Bearer {made.stdout.strip()}"}
+    required = {**DEFAULTS, "AUTH": "required"}
+    apps = {"off": setup.app(rate_limit_max=10**9, env=DEFAULTS),
+            "required": setup.app(rate_limit_max=10**9, env=required)}  # fmt: skip
+    body = orjson.dumps({"prompt": "auth bench", "options": {"sim_token_delay": 0}})
+    rps: dict[str, list[float]] = {name: [] for name in apps}
+    for app in apps.values():  # the one completion, cached before the first round
+        _wrk(app.port, "/v1/chats/generate", body, 1, 1, headers)
+    for round_ in range(rounds):  # in turn first: whichever goes first was measured slower
+        for name, app in sorted(apps.items(), reverse=round_ % 2 == 1):
+            rps[name].append(_wrk(app.port, "/v1/chats/generate", body, connections, seconds,
+                                  headers))  # fmt: skip
+    return [
+        (
+            "auth: streamed cache hits with AUTH=required and a key, beside AUTH=off",
+            ["measure", "AUTH=off", "AUTH=required", "required/off"],
+            [
+                _row(
+                    f"requests per second, wrk -c{connections}",
+                    rps["off"],
+                    rps["required"],
+                    "{:.0f}",
+                )
+            ],
+        )
+    ]
+
+
 def _redis_commands(valkey: servers.Server) -> int:
     """Commands clients sent (round trips): Valkey counts the GET, INCR and EXPIRE that the
     limiter's script runs inside as commands too, and this path sends none of its own."""
@@ -691,7 +730,7 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
             print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
 
 
-SECTIONS = ("relay", "replay", "surfaces", "capacity", "live", "soak", "routing")
+SECTIONS = ("relay", "replay", "surfaces", "auth", "capacity", "live", "soak", "routing")
 
 
 def main() -> None:
@@ -721,6 +760,7 @@ def main() -> None:
         "replay": lambda setup: replay(setup, args.rounds, args.seconds, args.connections),
         "surfaces": lambda setup: surfaces(setup, args.rounds, args.surface_streams,
                                            args.seconds, args.connections),
+        "auth": lambda setup: auth(setup, args.rounds, args.seconds, args.connections),
         "capacity": lambda setup: capacity(setup, args.capacity),
         "live": lambda setup: live(setup, args.live, args.live_seconds),
         "soak": lambda setup: soak(setup, args.soak_rounds, args.soak_streams),
