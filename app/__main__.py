@@ -43,6 +43,9 @@ def main() -> None:
         log_config=uvicorn_config(settings.log_level, settings.log_format),
         access_log=False,  # app.requestlog logs each request, with more to say
         proxy_headers=False,  # the app does it (app.identity.TrustedProxies: FORWARDED_ALLOW_IPS)
+        # httptools with deadlines for a request's head and body; named, not imported, as it
+        # imports app.metrics (see _keys)
+        http="app.deadlines:DeadlineProtocol",
         # after the app's own drain (SHUTDOWN_GRACE), only stragglers are left to cut off
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )

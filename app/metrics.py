@@ -41,6 +41,9 @@ GENERATIONS = Counter(
 )  # completed, failed, cancelled
 CACHE = Counter("bib_cache_results", "Generation requests by X-Cache", ["result"])
 RATE_LIMITED = Counter("bib_rate_limited", "Requests refused with 429")
+SLOW_REQUESTS = Counter(
+    "bib_slow_requests", "Connections closed for a request head or body sent too slowly", ["part"]
+)
 KEY_REQUESTS = Counter("bib_key_requests", "API requests by the name of their key", ["key"])
 UPSTREAM_ERRORS = Counter("bib_upstream_errors", "Ollama failures by error code", ["kind"])
 REDIS_ERRORS = Counter("bib_redis_errors", "Failed Redis operations", ["component"])

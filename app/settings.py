@@ -56,6 +56,8 @@ class Settings:
     ollama_management: bool = False  # OLLAMA_MANAGEMENT, true: pull, delete, … reach the hosts
     auth: str = "off"  # AUTH: off, optional (a valid key gets its limits) or required
     identity_header: str = ""  # IDENTITY_HEADER, believed from FORWARDED_ALLOW_IPS only
+    request_head_timeout_seconds: float = 10.0  # REQUEST_HEAD_TIMEOUT, for a request's head
+    request_body_timeout_seconds: float = 30.0  # REQUEST_BODY_TIMEOUT, for its body
 
     @property
     def upstream_urls(self) -> tuple[str, ...]:
@@ -220,4 +222,6 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("ollama_management", "OLLAMA_MANAGEMENT", _boolean, "true or false"),
     ("auth", "AUTH", _auth, ", ".join(AUTH_MODES)),
     ("identity_header", "IDENTITY_HEADER", _header_name, "an HTTP header name"),
+    ("request_head_timeout_seconds", "REQUEST_HEAD_TIMEOUT", _positive_float, "seconds > 0"),
+    ("request_body_timeout_seconds", "REQUEST_BODY_TIMEOUT", _positive_float, "seconds > 0"),
 )
