@@ -23,7 +23,7 @@ this module's, and the other surfaces bring their own (``app.openai_wire``,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
@@ -102,6 +102,20 @@ def text_literal(payload: bytes) -> bytes | None:
     if payload.startswith(_TEXT_ONLY) and payload.find(b'","', len(_TEXT_ONLY)) == -1:
         return payload[len(_TEXT_ONLY) : -1]
     return None
+
+
+def splice_texts(payloads: Sequence[bytes], before: bytes, after: bytes,
+                 encode: Callable[[bytes], bytes]) -> bytes:  # fmt: skip
+    """Another wire's frames of ``payloads``: a text-only token's literal between ``before``
+    and ``after`` (that wire's frame split at ``SENTINEL``), any other token by ``encode``."""
+    parts: list[bytes] = []
+    for payload in payloads:  # most are text alone: spliced in, neither decoded nor encoded
+        literal = text_literal(payload)
+        if literal is None:
+            parts.append(encode(payload))
+        else:
+            parts += (before, literal, after)
+    return b"".join(parts)
 
 
 def opening(generation: str, model: str, *, cached: bool, reset: bool = False) -> bytes:

@@ -84,15 +84,10 @@ class Stream:
     def tokens(self, generation: str, first_index: int, payloads: Sequence[bytes]) -> bytes:
         now = _now()
         head, middle, tail = self._spliced()
-        stamp = orjson.dumps(now)
-        parts: list[bytes] = []
-        for payload in payloads:  # most are text alone: spliced in, neither decoded nor encoded
-            literal = events.text_literal(payload)
-            if literal is None:
-                parts.append(self._token(payload, now))
-            else:
-                parts += (head, stamp, middle, literal, tail)
-        return _escaped(b"".join(parts))  # once for them all
+        before = head + orjson.dumps(now) + middle
+        lines = events.splice_texts(payloads, before, tail,
+                                    lambda payload: self._token(payload, now))  # fmt: skip
+        return _escaped(lines)  # once for them all
 
     def _spliced(self) -> tuple[bytes, bytes, bytes]:
         """A text token's line around its time and its text, made once by ``_token`` itself."""

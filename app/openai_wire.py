@@ -128,14 +128,8 @@ class Stream:
 
     def tokens(self, generation: str, first_index: int, payloads: Sequence[bytes]) -> bytes:
         before, after = self._spliced(generation)
-        parts: list[bytes] = []
-        for payload in payloads:  # most are text alone: spliced in, neither decoded nor encoded
-            literal = events.text_literal(payload)
-            if literal is None:
-                parts.append(self._token(generation, payload))
-            else:
-                parts += (before, literal, after)
-        return b"".join(parts)
+        return events.splice_texts(payloads, before, after,
+                                   lambda payload: self._token(generation, payload))  # fmt: skip
 
     def _spliced(self, generation: str) -> tuple[bytes, bytes]:
         """A text token's chunk around its text, made once by ``_token`` itself."""
