@@ -279,8 +279,7 @@ class OllamaHosts:
     async def check(self) -> list[dict[str, Any]]:
         """The readiness check: probes now, passes while a host serves; its models."""
         await self.refresh(all_due=True)
-        if not any(not h.ejected for h in self.hosts):
-            raise UpstreamUnavailable("no Ollama host is serving")
+        self._serving()  # raises when none is
         return self.models()
 
     def models(self) -> list[dict[str, Any]]:
