@@ -112,7 +112,7 @@ def lifespan(
                     window_seconds=settings.rate_limit_window_seconds,
                     gate=gate,
                 )
-                if settings.rate_limit_max > 0 or settings.auth != "off"  # keys have limits
+                if settings.limits_requests
                 else None,
                 keyring=Keyring(redis, gate=gate),
                 started_at=time.monotonic(),

@@ -67,7 +67,7 @@ def create_app(
     api = [Middleware(Authenticate)]
     # on the routes that start generations, so a 429 is already routed (logs, metrics)
     limited = list(api)
-    if settings.rate_limit_max > 0 or settings.auth != "off":
+    if settings.limits_requests:
         limited.append(Middleware(RateLimitMiddleware))
     return Starlette(
         routes=[

@@ -60,6 +60,11 @@ class Settings:
     request_body_timeout_seconds: float = 30.0  # REQUEST_BODY_TIMEOUT, for its body
 
     @property
+    def limits_requests(self) -> bool:
+        """Whether any request may be counted: by default, or as a key with its own limit."""
+        return self.rate_limit_max > 0 or self.auth != "off"
+
+    @property
     def upstream_urls(self) -> tuple[str, ...]:
         """The Ollama hosts to use: ``OLLAMA_HOSTS``, else the one ``OLLAMA_HOST``."""
         return self.ollama_hosts or (self.ollama_host,)
