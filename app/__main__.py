@@ -58,8 +58,12 @@ async def _keys(settings: Settings, argv: list[str]) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create", help="make a key; it is printed once, never again")
     create.add_argument("name", type=_key_name)
-    create.add_argument("--rate-limit", dest="rate_limit_max", type=int,
-                        help="requests per RATE_LIMIT_WINDOW for this key (0: none)")  # fmt: skip
+    for flag, dest, meaning in (
+        ("--rate-limit", "rate_limit_max", "requests per RATE_LIMIT_WINDOW (0: none)"),
+        ("--token-limit", "token_limit_max", "Ollama's tokens per TOKEN_LIMIT_WINDOW (0: none)"),
+        ("--concurrency", "concurrency_limit", "generations running at once (0: no cap)"),
+    ):
+        create.add_argument(flag, dest=dest, type=_count, help=f"{meaning}, for this key")
     commands.add_parser("list", help="the keys' names, when they were made, their limits")
     revoke = commands.add_parser("revoke", help="the key stops working within a second")
     revoke.add_argument("name")
@@ -89,6 +93,12 @@ async def _keys(settings: Settings, argv: list[str]) -> int:
         return 0
     finally:
         await redis.aclose()
+
+
+def _count(raw: str) -> int:
+    if not raw.isdigit():
+        raise argparse.ArgumentTypeError("an integer >= 0")
+    return int(raw)
 
 
 def _key_name(raw: str) -> str:

@@ -8,19 +8,21 @@ This is the one place of the rule (DESIGN.md, "Resume" and "Rate limiting") for
   before any limiting.
 - ``<g>.<n>`` of a generation of this same content that still exists: it continues with token
   ``n+1``, neither limited nor counted, since it continues a request already admitted.
-- anything else is a new request, counted against its client's limit (``429`` over it), whose
-  stream says ``"reset": true`` when the client had named a generation.
+- anything else is a new request, counted against its client's quotas (``429`` over one),
+  whose stream says ``"reset": true`` when the client had named a generation.
 
 A new request is counted before its body is read, so a malformed one counts too, as on every
 limited path; only a ``Last-Event-ID`` naming a generation that exists waits for the body,
 whose content decides whether it resumes. ``POST /v1/chats/generations`` resumes nothing: each
-request is counted. The limit's headers go on the response through ``ratelimit.stamp``. Redis
-down: admitted (fail open) or ``503`` with ``RATE_LIMIT_FAIL_OPEN=false``.
+request is counted. The quotas' headers go on the response through ``ratelimit.stamp``, and
+what an admitted request owes (``limiter.Account``) goes to the generation it leads, or back at
+once. Redis down: admitted without counting (fail open) or ``503`` with
+``RATE_LIMIT_FAIL_OPEN=false``, for every quota alike.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import orjson
 from starlette.requests import Request
@@ -31,6 +33,7 @@ from app.errors import InvalidJSON, RateLimited, RateLimitUnavailable, TooLarge
 from app.feeds import Feed
 from app.identity import identity
 from app.lifespan import State
+from app.limiter import Account, Decision
 from app.ratelimit import limit_headers, stamp
 from app.redisclient import RedisUnavailable
 from app.schema import CompletionRequest, parse_body, parse_query
@@ -43,6 +46,7 @@ class Admitted:
     index: int = 0
     over: bool = False  # the client's stream had ended: nothing to send
     reset: bool = False  # a new generation for a client that had another
+    account: Account | None = None  # what a counted request owes its quotas
 
 
 async def admit(request: Request[State], *, resumable: bool) -> Admitted:
@@ -57,8 +61,7 @@ async def admit(request: Request[State], *, resumable: bool) -> Admitted:
     if last is not None and last.index is not None:
         located = await registry.locate(last.generation)
     counted = located is None and (last is None or last.index is not None)
-    if counted:
-        await count(request)
+    account = await count(request) if counted else None
     completion = await read_completion(request)
     if last is not None and completion.stream:
         if last.index is None:
@@ -68,37 +71,60 @@ async def admit(request: Request[State], *, resumable: bool) -> Admitted:
             if feed is not None:
                 return Admitted(completion, resumed=feed, index=last.index + 1)
     if not counted:
-        await count(request)
-    return Admitted(completion, reset=last is not None)
+        account = await count(request)
+    return Admitted(completion, reset=last is not None, account=account)
 
 
-async def count(request: Request[State]) -> None:
-    """Counts the request against its identity's limit (its key's own, else the default);
-    raises ``RateLimited`` when over it."""
+async def count(request: Request[State], *, generates: bool = True) -> Account | None:
+    """Counts the request against its identity's quotas (its key's own, else the defaults);
+    raises ``RateLimited`` when one refuses it. Returns what the request owes (``None``: nothing
+    is limited, or Redis is down and admission fails open); ``generates`` false (embeddings):
+    it takes no concurrency slot."""
     limiter = request.state["limiter"]
+    if limiter is None:
+        return None
     asking = identity(request.scope)
-    limit = asking.limit("rate_limit_max", request.state["settings"].rate_limit_max)
-    if limiter is None or limit <= 0:
-        return
+    limits = asking.limits(limiter.defaults)
+    if not generates:
+        limits = replace(limits, concurrency=0)
+    if not (limits.requests or limits.tokens or limits.concurrency):
+        return None
     try:
-        decision = await limiter.check(asking.client, limit=limit)
+        verdict = await limiter.check(asking.client, limits)
     except RedisUnavailable:
         if request.state["settings"].rate_limit_fail_open:
-            return
+            return None
         raise RateLimitUnavailable("The rate limiter is unavailable; try again soon.") from None
-    headers = limit_headers(limit, limiter.window_seconds, decision)
-    stamp(request.scope, headers)
-    if not decision.allowed:
-        metrics.RATE_LIMITED.inc()
+    headers = limit_headers(verdict.decisions)
+    stamp(request.scope, headers, verdict.account)
+    if verdict.account is None:
+        refused = max((d for d in verdict.decisions if not d.allowed),
+                      key=lambda d: d.retry_after_seconds)  # fmt: skip
+        metrics.RATE_LIMITED.labels(refused.quota).inc()
         raise RateLimited(
-            f"Rate limit of {limit} requests per {limiter.window_seconds} seconds "
-            f"exceeded; retry in {decision.retry_after_seconds} seconds.",
+            _refusal(refused),
+            refused.quota,
             headers={
                 **headers,
-                "Retry-After": str(decision.retry_after_seconds),
+                "Retry-After": str(refused.retry_after_seconds),
                 "Cache-Control": "no-store",
             },
         )
+    return verdict.account
+
+
+def _refusal(refused: Decision) -> str:
+    wait = refused.retry_after_seconds
+    if refused.quota == "requests":
+        return (f"Rate limit of {refused.limit} requests per {refused.window_seconds} seconds "
+                f"exceeded; retry in {wait} seconds.")  # fmt: skip
+    if refused.quota == "tokens":
+        return (f"Token budget of {refused.limit} tokens per {refused.window_seconds} seconds "
+                f"used up; retry in {wait} seconds.")  # fmt: skip
+    return (
+        f"{refused.limit} generations of this client are running, the most at once; "
+        "retry when one has ended."
+    )
 
 
 async def read_completion(request: Request[State]) -> CompletionRequest:

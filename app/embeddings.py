@@ -21,6 +21,7 @@ import orjson
 from app.errors import InvalidRequest
 from app.feeds import XCache
 from app.hosts import OllamaHosts
+from app.limiter import Account
 from app.redisclient import RedisUnavailable
 from app.settings import MODEL_NAME
 from app.store import RedisStore
@@ -94,8 +95,10 @@ class Embedder:
         self._ttl_seconds = ttl_seconds
         self._max_bytes = max_bytes
 
-    async def embed(self, request: Embedding) -> tuple[dict[str, Any], XCache]:
-        """Ollama's answer, and whether it came from the cache (``HIT``) or not (``MISS``)."""
+    async def embed(self, request: Embedding, account: Account | None = None
+                    ) -> tuple[dict[str, Any], XCache]:  # fmt: skip
+        """Ollama's answer, and whether it came from the cache (``HIT``) or not (``MISS``);
+        what Ollama counted (``prompt_eval_count``) is charged to ``account``, a hit is free."""
         key = request.key() if self._ttl_seconds > 0 else None
         if key is not None:
             try:
@@ -107,6 +110,9 @@ class Embedder:
                     answer: dict[str, Any] = orjson.loads(found)
                     return answer, "HIT"
         answer = await self._hosts.embed(request.model, request.upstream, request.body)
+        if account is not None:
+            with contextlib.suppress(RedisUnavailable):  # lost with Redis, like every charge
+                await account.settle(int(answer.get("prompt_eval_count") or 0))
         entry = orjson.dumps(answer)
         if key is not None and len(entry) <= self._max_bytes:
             with contextlib.suppress(RedisUnavailable):  # answered all the same

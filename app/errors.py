@@ -112,8 +112,18 @@ class InvalidRequest(ServiceError):
 
 
 class RateLimited(ServiceError):
+    """``quota`` names the one that refused: ``requests``, ``tokens`` or ``concurrency``."""
+
     status_code = 429
     code = "rate_limited"
+
+    def __init__(self, detail: str | None = None, quota: str = "requests",
+                 headers: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        super().__init__(detail, headers)
+        self.quota = quota
+
+    def problem(self) -> dict[str, Any]:
+        return {**super().problem(), "quota": self.quota}
 
 
 class ShuttingDown(ServiceError):

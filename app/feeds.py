@@ -106,6 +106,7 @@ class LocalFeed:
         generation = self._generation
         while not generation.ended:
             await generation.wait_beyond(len(generation.payloads))
+        await generation.wait_settled()
         if generation.error is not None:
             raise generation.error
         assert generation.stats is not None

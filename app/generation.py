@@ -39,6 +39,7 @@ from app import cache, entries, events, metrics
 from app.errors import Cancelled, ServiceError, ShuttingDown
 from app.events import Chunk, Wire
 from app.leases import BATCH_SECONDS, Leases, batch_time
+from app.limiter import Account
 from app.redisclient import RedisUnavailable
 from app.schema import CompletionRequest
 from app.settings import Settings
@@ -108,6 +109,7 @@ class GenerationView(Protocol):
     @property
     def ended(self) -> bool: ...
     async def wait_beyond(self, index: int) -> None: ...
+    async def wait_settled(self) -> None: ...
     def follow(self, index: int = 0, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]: ...
 
 
@@ -141,6 +143,8 @@ class Generation:
         sha: the request content's hash; ``claimed`` says whether this generation holds the
             content's claim in Redis (joinable and cacheable) or is private (``cache: false``).
         store: where to publish; ``None`` when Redis is unavailable (local clients only).
+        account: what the request that made it owes its client's quotas: its concurrency slot
+            is renewed with the lease, and settled with the tokens used once it has ended.
     """
 
     def __init__(
@@ -153,6 +157,7 @@ class Generation:
         store: RedisStore | None,
         policy: Policy,
         leases: Leases | None = None,
+        account: Account | None = None,
     ) -> None:
         self.id = generation_id
         self.request = request
@@ -164,6 +169,9 @@ class Generation:
         self._store = store
         self._leases = leases
         self._policy = policy
+        self._account = account  # the leader's quotas: its slot, and what it is charged
+        if account is not None:
+            account.held = True
         self._changed = _Flag()  # a token or the end: for followers here; a new one after each
         self._wake = _Flag()  # for the keeper (see _sleep_until)
         self._tokens_wake = False
@@ -261,6 +269,11 @@ class Generation:
         while len(self.payloads) <= index and not self.ended:
             await self._changed.wait()
 
+    async def wait_settled(self) -> None:
+        """Returns once the end is written to Redis, and the account settled (or cannot be):
+        a client told of the end who asks again then finds the cache entry and its quotas."""
+        await self._settled.wait()
+
     async def follow(self, index: int = 0, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]:
         """The events from token ``index`` on, ending with ``done`` or ``error``, in ``wire``."""
         while True:
@@ -271,7 +284,7 @@ class Generation:
                             available - index)  # fmt: skip
                 index = available
                 continue
-            await self._settled.wait()  # so that after `done` the cache already has it
+            await self.wait_settled()  # so that after `done` the cache already has it
             if self.stats is not None:
                 yield Chunk(wire.done(self.id, self.stats, cached=False), 0)
                 return
@@ -301,6 +314,7 @@ class Generation:
             self.claimed,
             describe=time.monotonic() - self._described_at >= DESCRIBE_SECONDS,
             count=not self._clients or self._remote_clients > 0,
+            slot=None if self._account is None else self._account.lease,
         )
 
     def renewed(self, renewal: Renewal | None, counted: int | None) -> float:
@@ -317,12 +331,24 @@ class Generation:
         return RENEW_SECONDS if self._clients else TICK_SECONDS
 
     async def _keep(self) -> None:
-        """The keeper: publishes while the generation runs, then writes its end."""
+        """The keeper: publishes while the generation runs, then writes its end and settles its
+        account, before its clients get the end: whoever asks again then finds both."""
         try:
             published = await self._publish_while_running()
-            await self._write_end(published)
+            await asyncio.gather(self._write_end(published), self._settle())
         finally:
             self._settled.set()
+
+    async def _settle(self) -> None:
+        """Charges the tokens Ollama counted (``prompt_eval_count + eval_count``) or, when it
+        did not finish, the tokens it produced, and frees the slot. Lost if Redis is down: the
+        slot's lease ends by itself."""
+        if self._account is None:
+            return
+        stats = self.stats or {}
+        used = int(stats.get("prompt_eval_count") or 0) + int(stats.get("eval_count") or 0)
+        with contextlib.suppress(RedisUnavailable):
+            await self._account.settle(used if self.stats is not None else len(self.payloads))
 
     async def _publish_while_running(self) -> int:
         """Tokens go to Redis in batches until the generation ends; returns how many tokens are

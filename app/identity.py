@@ -23,7 +23,7 @@ an ``EventSource``, which cannot send headers, follows what a ``fetch`` with the
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -31,8 +31,8 @@ from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
 from app import metrics
 from app.errors import AuthUnavailable, Unauthorized
-from app.keyring import ApiKey, Keyring
-from app.limiter import client_key
+from app.keyring import LIMITS, ApiKey, Keyring
+from app.limiter import Limits, client_key
 from app.redisclient import RedisUnavailable
 from app.requestlog import facts
 
@@ -59,11 +59,12 @@ class Identity:
     client: str
     key: ApiKey | None = None
 
-    def limit(self, name: str, default: int) -> int:
-        """The key's own value of limit ``name`` (``keyring.LIMITS``), else ``default``."""
-        if self.key is None:
-            return default
-        return self.key.limits.get(name, default)
+    def limits(self, defaults: Limits) -> Limits:
+        """The quotas of this identity: its key's own (``keyring.LIMITS``), else ``defaults``."""
+        if self.key is None or not self.key.limits:
+            return defaults
+        own = self.key.limits
+        return replace(defaults, **{LIMITS[name]: own[name] for name in own if name in LIMITS})
 
 
 def identity(scope: Scope) -> Identity:

@@ -32,7 +32,9 @@ from app.redisclient import Guarded, RedisClient
 
 LOOKUP_SECONDS = 0.5
 PREFIX = "bib_"
-LIMITS = ("rate_limit_max",)  # what a key may override
+# what a key may override: its setting's name (stored, shown) -> the quota (``limiter.Limits``)
+LIMITS = {"rate_limit_max": "requests", "token_limit_max": "tokens",
+          "concurrency_limit": "concurrency"}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

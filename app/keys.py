@@ -21,6 +21,10 @@ each script and pipeline stays within a slot.
                               ticket expires (``hosts.py``); one tag, so one script sees them all
     bib:rl:{<client>}:<n>     requests of a client in fixed window ``n`` (``limiter.py``),
                               expiring after two windows
+    bib:rl:{<client>}:tokens:<n>  Ollama's tokens charged to a client in token window ``n``,
+                              expiring after two windows
+    bib:rl:{<client>}:running tickets of the client's running generations, scored by when
+                              their lease ends (renewed with the generation's)
     bib:{keys}:key:<sha256>   an API key's record (``keyring.py``)
     bib:{keys}:names          API key names -> their sha256
 """
@@ -48,6 +52,14 @@ def host_in_flight(url: str) -> str:
 
 def rate_window(client: str, index: int) -> str:
     return f"bib:rl:{{{client}}}:{index}"
+
+
+def token_window(client: str, index: int) -> str:
+    return f"bib:rl:{{{client}}}:tokens:{index}"
+
+
+def running(client: str) -> str:
+    return f"bib:rl:{{{client}}}:running"
 
 
 def api_key(sha: str) -> str:

@@ -23,7 +23,7 @@ from app.feeds import READ_BLOCK_MILLISECONDS
 from app.generation import Policy
 from app.hosts import OllamaHosts, Timings
 from app.keyring import Keyring
-from app.limiter import SlidingWindowLimiter
+from app.limiter import Limits, SlidingWindowLimiter
 from app.redisclient import RedisClient
 from app.redisclient import connect as connect_redis
 from app.registry import Registry
@@ -47,7 +47,7 @@ class State(TypedDict):
     embedder: Embedder
     ollama_check: CachedCheck[list[dict[str, Any]]]
     redis_check: CachedCheck[bool]
-    limiter: SlidingWindowLimiter | None  # None: RATE_LIMIT_MAX=0 and no keys, no limit
+    limiter: SlidingWindowLimiter | None  # None: no quota on and no keys, no limit
     keyring: Keyring
     drain: Drain
     started_at: float
@@ -108,8 +108,13 @@ def lifespan(
                 redis_check=CachedCheck(redis.ping),
                 limiter=SlidingWindowLimiter(
                     redis,
-                    limit=settings.rate_limit_max,
+                    defaults=Limits(
+                        requests=settings.rate_limit_max,
+                        tokens=settings.token_limit_max,
+                        concurrency=settings.concurrency_limit,
+                    ),
                     window_seconds=settings.rate_limit_window_seconds,
+                    token_window_seconds=settings.token_limit_window_seconds,
                     gate=gate,
                 )
                 if settings.limits_requests

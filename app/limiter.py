@@ -1,21 +1,34 @@
-"""Per-client sliding-window rate limiting in Redis, shared by every worker and replica.
+"""Per-client quotas in Redis, shared by every worker and replica: requests and Ollama's tokens
+per sliding window, and generations running at once.
 
-One Lua script (``sliding_window.lua``, package data, registered once and called by its SHA)
-checks and counts a request atomically, in one round trip shared by the checks of one turn of
-the event loop (``app.pipelines``), over two counters per client: the current and the previous
-fixed window, whose keys share the client's hash tag (Redis Cluster) and expire after two
-windows. The estimate weights the previous window by the share of it still inside the sliding
-window, which assumes its requests were spread evenly: right after a window boundary a client
-that sent its whole quota at the end of the previous window stays limited, and one that sent it
-at the start is limited a little longer than a true sliding log would (never shorter).
-``Retry-After`` is rounded up, so waiting that long is always enough.
+One Lua script (``quotas.lua``, package data, registered once and called by its SHA) checks
+every quota of a request and counts it atomically, in one round trip shared by the checks of one
+turn of the event loop (``app.pipelines``): identity and quotas cost no round trip of their own.
+All keys of one client share its hash tag (Redis Cluster), and each expires by itself.
+
+- **Requests** and **tokens**: two counters per quota, the current and the previous fixed
+  window, expiring after two windows. The estimate weights the previous window by the share of
+  it still inside the sliding window, which assumes its counts were spread evenly: right after a
+  boundary a client that spent its whole quota at the end of the previous window stays limited,
+  and one that spent it at the start is limited a little longer than a true sliding log would
+  (never shorter). A request needs room for one more request and at least one token left; its
+  tokens are charged when its generation ends (``Account.settle``), so one long generation can
+  overdraw, and then the client waits until the estimate is back under the budget.
+- **Concurrency**: the client's running generations as tickets in a sorted set, scored by when
+  their lease ends. An admitted request takes a ticket; the generation it leads keeps it,
+  renewing it with its own lease (``app.leases``), and gives it back when it ends, however it
+  ends; a request answered from the cache or joining a running generation gives it back at once.
+  A dead worker's tickets expire with its leases. When a ticket frees cannot be foretold, so a
+  refusal for it says ``CONCURRENCY_RETRY_SECONDS``.
+
+``Retry-After`` is rounded up, so waiting that long is enough unless more is charged meanwhile.
 
 Clients are whom ``app.identity`` names: an API key, a trusted proxy's user, else
 ``scope["client"]`` as ``TrustedProxies`` leaves it (it alone applies ``FORWARDED_ALLOW_IPS``):
 IPv4-mapped IPv6 counts as its IPv4 address, other IPv6 per /64, since one host commonly holds a
 whole /64. When Redis fails, ``RedisUnavailable`` is raised (``app.redisclient.Guarded``: for a
-second after a failure, without trying to connect again) and admission decides (fail open by
-default); it is logged at most once a minute and counted in ``failures``.
+second after a failure, without trying to connect again) and admission decides for every quota
+(fail open by default); it is logged at most once a minute and counted in ``failures``.
 """
 
 from __future__ import annotations
@@ -24,18 +37,38 @@ import asyncio
 import functools
 import ipaddress
 import math
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any, Literal
 
 from app import keys
-from app.pipelines import SharedPipeline
+from app.pipelines import Queue, SharedPipeline
 from app.redisclient import Guarded, RedisClient
+from app.store import LEASE_SECONDS
+
+Quota = Literal["requests", "tokens", "concurrency"]
+CONCURRENCY_RETRY_SECONDS = 1  # a slot frees when a generation ends, which nobody can tell
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """A client's quotas; 0 turns one off."""
+
+    requests: int = 0
+    tokens: int = 0
+    concurrency: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class Decision:
+    """One quota's answer to one request."""
+
+    quota: Quota
+    limit: int
+    window_seconds: int  # 0 for concurrency, which has no window
     allowed: bool
     remaining: int
     retry_after_seconds: int  # 0 when another request would be admitted now
@@ -57,9 +90,54 @@ def client_key(host: str | None) -> str:
     return str(address)
 
 
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    decisions: list[Decision]  # of the quotas that are on
+    account: Account | None  # ``None``: refused
+
+    @property
+    def allowed(self) -> bool:
+        return self.account is not None
+
+
+class Account:
+    """What one admitted request owes its client's quotas: the ticket of the slot it holds, if
+    concurrency is capped, and the tokens of the generation it leads, if they are counted. Given
+    back once: ``release`` (nothing generated for it) or ``settle`` (its generation ended)."""
+
+    __slots__ = ("_counts_tokens", "_limiter", "client", "held", "ticket")
+
+    def __init__(self, limiter: SlidingWindowLimiter, client: str, ticket: str | None,
+                 *, counts_tokens: bool) -> None:  # fmt: skip
+        self.client = client
+        self.ticket = ticket
+        self.held = False  # a generation leads for it, and settles it when it ends
+        self._counts_tokens = counts_tokens
+        self._limiter: SlidingWindowLimiter | None = limiter
+
+    @property
+    def lease(self) -> tuple[str, str] | None:
+        """The running set and the ticket that a generation's renewals keep alive."""
+        return None if self.ticket is None else (keys.running(self.client), self.ticket)
+
+    def release(self) -> None:
+        """Gives the slot back in this turn's round trip, waiting for nothing."""
+        limiter, self._limiter = self._limiter, None
+        if limiter is not None and self.ticket is not None:
+            limiter.shared.post(limiter.settlement(self.client, self.ticket, 0))
+
+    async def settle(self, tokens: int) -> None:
+        """Charges ``tokens`` (if counted) and gives the slot back. Raises ``RedisUnavailable``."""
+        limiter, self._limiter = self._limiter, None
+        tokens = tokens if self._counts_tokens else 0
+        if limiter is not None and (self.ticket is not None or tokens > 0):
+            await limiter.shared.run(limiter.settlement(self.client, self.ticket, tokens))
+
+
 class SlidingWindowLimiter:
     """Args:
-    limit: requests admitted per ``window_seconds`` and client.
+    defaults: every client's quotas, unless its API key has its own.
+    window_seconds, token_window_seconds: the requests' and the tokens' sliding windows.
     clock: seconds since the epoch; tests pass their own.
     gate: bounds the commands in flight at once on ``redis`` (shared with the store).
     """
@@ -68,38 +146,85 @@ class SlidingWindowLimiter:
         self,
         redis: RedisClient,
         *,
-        limit: int,
+        defaults: Limits,
         window_seconds: int,
+        token_window_seconds: int = 60,
         clock: Callable[[], float] = time.time,
         gate: asyncio.Semaphore | None = None,
     ) -> None:
-        self.limit = limit
+        self.defaults = defaults
         self.window_seconds = window_seconds
+        self.token_window_seconds = token_window_seconds
         self._clock = clock
-        script = resources.files("app").joinpath("sliding_window.lua").read_text()
+        script = resources.files("app").joinpath("quotas.lua").read_text()
         self._script = redis.register_script(script)
         self._call = Guarded(
             "limiter", "admitting or refusing as RATE_LIMIT_FAIL_OPEN says", gate=gate
         )
-        self._shared = SharedPipeline(redis, self._call)
+        self.shared = SharedPipeline(redis, self._call)
 
     @property
     def failures(self) -> int:
         return self._call.failures
 
-    async def check(self, client: str, *, limit: int | None = None) -> Decision:
-        """Admits and counts one request of ``client``, or refuses it without counting;
-        ``limit`` replaces the default for this client (an API key's own)."""
+    async def check(self, client: str, limits: Limits | None = None) -> Verdict:
+        """Admits and counts one request of ``client`` under ``limits`` (the defaults unless
+        given: an API key's own), or refuses it without counting anything."""
+        limits = self.defaults if limits is None else limits
         now = self._clock()
-        index = math.floor(now / self.window_seconds)
-        names = [keys.rate_window(client, index), keys.rate_window(client, index - 1)]
+        index, elapsed = divmod(now, self.window_seconds)
+        token_index, token_elapsed = divmod(now, self.token_window_seconds)
+        ticket = secrets.token_urlsafe(12) if limits.concurrency > 0 else ""
+        names = [
+            keys.rate_window(client, int(index)), keys.rate_window(client, int(index) - 1),
+            keys.token_window(client, int(token_index)),
+            keys.token_window(client, int(token_index) - 1), keys.running(client),
+        ]  # fmt: skip
         args: list[int | str] = [
-            self.limit if limit is None else limit,
-            self.window_seconds,
-            repr(now - index * self.window_seconds),
-        ]
-        allowed, remaining, wait = await self._shared.script(self._script, names, args)
-        seconds = max(0, math.ceil(float(wait) - 1e-9))  # rounded up: waiting this long is enough
-        if not allowed:
-            seconds = max(1, seconds)
-        return Decision(bool(allowed), int(remaining), seconds)
+            limits.requests, self.window_seconds, repr(elapsed),
+            limits.tokens, self.token_window_seconds, repr(token_elapsed),
+            limits.concurrency, repr(now), ticket, repr(LEASE_SECONDS),
+        ]  # fmt: skip
+        reply = await self.shared.script(self._script, names, args)
+        admitted, request_fits, requests_left, request_wait = reply[:4]
+        token_fits, tokens_left, token_wait, slot_fits, slots_left = reply[4:]
+        decisions = []
+        if limits.requests > 0:
+            decisions.append(Decision("requests", limits.requests, self.window_seconds,
+                                      bool(request_fits), int(requests_left),
+                                      _seconds(request_wait, request_fits)))  # fmt: skip
+        if limits.tokens > 0:
+            decisions.append(Decision("tokens", limits.tokens, self.token_window_seconds,
+                                      bool(token_fits), int(tokens_left),
+                                      _seconds(token_wait, token_fits)))  # fmt: skip
+        if limits.concurrency > 0:
+            wait = 0 if slots_left else CONCURRENCY_RETRY_SECONDS
+            decisions.append(Decision("concurrency", limits.concurrency, 0, bool(slot_fits),
+                                      int(slots_left), wait))  # fmt: skip
+        if not admitted:
+            return Verdict(decisions, None)
+        return Verdict(decisions, Account(self, client, ticket or None,
+                                          counts_tokens=limits.tokens > 0))  # fmt: skip
+
+    def settlement(self, client: str, ticket: str | None, tokens: int) -> Queue:
+        """The commands that charge ``tokens`` to ``client`` and free its ``ticket``."""
+        charged = None
+        if tokens > 0:
+            charged = keys.token_window(
+                client, math.floor(self._clock() / self.token_window_seconds)
+            )
+
+        def queue(pipe: Any) -> None:
+            if charged is not None:
+                pipe.incrby(charged, tokens)
+                pipe.expire(charged, self.token_window_seconds * 2)
+            if ticket is not None:
+                pipe.zrem(keys.running(client), ticket)
+
+        return queue
+
+
+def _seconds(wait: bytes | str, fits: int) -> int:
+    """A wait rounded up (waiting this long is enough), and at least 1 for a refusal."""
+    seconds = max(0, math.ceil(float(wait) - 1e-9))
+    return seconds if fits else max(1, seconds)

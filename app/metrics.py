@@ -40,7 +40,7 @@ GENERATIONS = Counter(
     "bib_generations", "Upstream generations by how they ended", ["outcome"]
 )  # completed, failed, cancelled
 CACHE = Counter("bib_cache_results", "Generation requests by X-Cache", ["result"])
-RATE_LIMITED = Counter("bib_rate_limited", "Requests refused with 429")
+RATE_LIMITED = Counter("bib_rate_limited", "Requests refused with 429, by quota", ["quota"])
 SLOW_REQUESTS = Counter(
     "bib_slow_requests", "Connections closed for a request head or body sent too slowly", ["part"]
 )

@@ -67,12 +67,13 @@ EmbedParser = Callable[[dict[str, Any], str], embeddings.Embedding]
 
 
 async def _embed(request: Request[State], parse: EmbedParser) -> Response:
-    await count(request)
+    account = await count(request, generates=False)
     settings = request.state["settings"]
     data = await read_json(request, settings.max_body_bytes)
     if not isinstance(data, dict):
         raise InvalidJSON("The request body must be a JSON object.")
-    answer, x_cache = await request.state["embedder"].embed(parse(data, settings.default_model))
+    asked = parse(data, settings.default_model)
+    answer, x_cache = await request.state["embedder"].embed(asked, account)
     return JSONBody(answer, headers={"X-Cache": x_cache})
 
 
@@ -136,13 +137,13 @@ def parse(kind: Kind, data: object) -> dict[str, Any]:
 
 
 async def _complete(request: Request[State], kind: Kind) -> Response:
-    await count(request)
+    account = await count(request)
     settings = request.state["settings"]
     native = parse(kind, await read_json(request, settings.max_body_bytes))
     if kind == "chat" and not native.get("messages"):
         raise InvalidRequest("messages must be a non-empty list.", {"messages": "is required"})
     completion = parse_body(native, settings.default_model)
-    feed = await request.state["registry"].open(completion)
+    feed = await request.state["registry"].open(completion, account)
     if not completion.stream:
         return await respond_json(request, feed, lambda whole: ollama_wire.answer(kind, whole))
     return await respond_stream(request, feed, wire=ollama_wire.Stream(kind, completion.model),

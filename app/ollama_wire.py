@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 
 from app import events
-from app.errors import ServiceError
+from app.errors import RateLimited, ServiceError
 from app.schema import Kind
 
 MEDIA_TYPE = "application/x-ndjson"
@@ -40,6 +40,8 @@ def _escaped(data: bytes) -> bytes:
 
 
 def error_body(exc: ServiceError) -> dict[str, Any]:
+    if isinstance(exc, RateLimited):
+        return {"error": exc.detail, "quota": exc.quota}
     return {"error": exc.detail}
 
 

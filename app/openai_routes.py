@@ -36,11 +36,11 @@ async def completions(request: Request[State]) -> Response:
 
 async def embeddings(request: Request[State]) -> Response:
     """``POST /v1/embeddings``."""
-    await count(request)
+    account = await count(request, generates=False)
     settings = request.state["settings"]
     asked, encoding = parse_embeddings(await read_json(request, settings.max_body_bytes),
                                        settings.default_model)  # fmt: skip
-    answer, x_cache = await request.state["embedder"].embed(asked)
+    answer, x_cache = await request.state["embedder"].embed(asked, account)
     body = openai_wire.embeddings(answer, asked.model, encoding)
     return JSONBody(body, headers={"X-Cache": x_cache})
 
@@ -57,11 +57,11 @@ async def models(request: Request[State]) -> Response:
 async def _complete(
     request: Request[State], endpoint: Endpoint, parse: Callable[[object, str], OpenAIRequest]
 ) -> Response:
-    await count(request)
+    account = await count(request)
     settings = request.state["settings"]
     asked = parse(await read_json(request, settings.max_body_bytes), settings.default_model)
     completion = asked.completion
-    feed = await request.state["registry"].open(completion)
+    feed = await request.state["registry"].open(completion, account)
     if not completion.stream:
         generation = feed.generation_id
         return await respond_json(

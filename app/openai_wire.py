@@ -25,7 +25,7 @@ from typing import Any, Literal
 import orjson
 
 from app import events
-from app.errors import InvalidRequest, ServiceError, Unsupported
+from app.errors import InvalidRequest, RateLimited, ServiceError, Unsupported
 
 Endpoint = Literal["chat", "text"]  # /v1/chat/completions, /v1/completions
 DONE = b"data: [DONE]\n\n"
@@ -43,7 +43,10 @@ def error_body(exc: ServiceError) -> dict[str, Any]:
         param = exc.field
     else:
         param = next(iter(exc.fields), None) if isinstance(exc, InvalidRequest) else None
-    return {"error": {"message": exc.detail, "type": kind, "param": param, "code": exc.code}}
+    error = {"message": exc.detail, "type": kind, "param": param, "code": exc.code}
+    if isinstance(exc, RateLimited):
+        error["quota"] = exc.quota
+    return {"error": error}
 
 
 def model_list(models: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:

@@ -33,18 +33,25 @@ class SharedPipeline:
     def __init__(self, redis: RedisClient, call: Guarded) -> None:
         self._redis = redis
         self._call = call
-        self._turn: list[tuple[Queue, asyncio.Future[list[Any]]]] = []
+        self._turn: list[tuple[Queue, asyncio.Future[list[Any]] | None]] = []
         self._sending: set[asyncio.Task[None]] = set()
 
     async def run(self, queue: Queue) -> list[Any]:
         """The replies to the commands ``queue`` adds, in order. Raises ``RedisUnavailable``
         when the round trip failed or one of these commands did (its error is the cause)."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[list[Any]] = loop.create_future()
-        if not self._turn:
-            loop.call_soon(self._send_turn)
-        self._turn.append((queue, future))
+        future: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        self._add(queue, future)
         return await future
+
+    def post(self, queue: Queue) -> None:
+        """Sends the commands ``queue`` adds in this turn's round trip, waiting for nothing: for
+        what may be lost with Redis (it is logged and counted like any failure)."""
+        self._add(queue, None)
+
+    def _add(self, queue: Queue, future: asyncio.Future[list[Any]] | None) -> None:
+        if not self._turn:
+            asyncio.get_running_loop().call_soon(self._send_turn)
+        self._turn.append((queue, future))
 
     async def script(self, script: AsyncScript, keys: Sequence[str], args: Sequence[Any]) -> Any:
         """One call of a registered Lua script, by its SHA in the turn's round trip (each still
@@ -67,7 +74,7 @@ class SharedPipeline:
         self._sending.add(task)  # a reference, so the task is not collected mid-flight
         task.add_done_callback(self._sending.discard)
 
-    async def _send(self, turn: list[tuple[Queue, asyncio.Future[list[Any]]]]) -> None:
+    async def _send(self, turn: list[tuple[Queue, asyncio.Future[list[Any]] | None]]) -> None:
         spans: list[tuple[int, int]] = []
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
@@ -81,14 +88,14 @@ class SharedPipeline:
                 logger.exception("a shared Redis round trip failed")  # a bug, not Redis
             failure = exc if isinstance(exc, RedisUnavailable) else RedisUnavailable(repr(exc))
             for _, future in turn:
-                if not future.done():
+                if future is not None and not future.done():
                     future.set_exception(failure)
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
         for (start, end), (_, future) in zip(spans, turn, strict=True):
-            if future.done():  # its caller was cancelled: the commands ran all the same
-                continue
+            if future is None or future.done():  # nobody waits (posted, or its caller was
+                continue  # cancelled): the commands ran all the same
             mine = replies[start:end]
             error = next((reply for reply in mine if isinstance(reply, Exception)), None)
             if error is None:

@@ -1,34 +1,52 @@
-"""``RateLimitMiddleware``: the limit's headers on every response of a limited path.
+"""``RateLimitMiddleware``: the quotas' headers on every response of a limited path, and the
+last word on what an admitted request owes.
 
 Pure ASGI (``BaseHTTPMiddleware`` would buffer streams). ``create_app`` puts it on the routes
-that start generations (``/v1/chats/generate``, ``POST /v1/chats/generations``); nothing else
-is behind it: probes, events URLs, stop, docs, metrics. Whether a request is counted, and the
-``429``, are admission's (``app.admission``), which leaves the decision's headers here with
-``stamp``. They go out in ``http.response.start``: a stream has them before its first byte, and
-an error answered after the request was counted has them too.
+that start generations or embed, on every surface; nothing else is behind it: probes, events
+URLs, stop, docs, metrics. Whether a request is counted, and the ``429``, are admission's
+(``app.admission``), which leaves the decision here with ``stamp``. The headers go out in
+``http.response.start``: a stream has them before its first byte, and an error answered after
+the request was counted has them too. Once the response is over, a concurrency slot that no
+generation took (a body that did not parse, a client gone early) is given back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.limiter import Decision
+from app.limiter import Account, Decision, Quota
 
 _HEADERS = "bib.rate_limit_headers"
+_ACCOUNT = "bib.account"
 
 
-def limit_headers(limit: int, window_seconds: int, decision: Decision) -> dict[str, str]:
-    """The IETF httpapi draft's ``RateLimit-Policy`` and ``RateLimit`` headers."""
-    return {
-        "RateLimit-Policy": f'"default";q={limit};w={window_seconds}',
-        "RateLimit": f'"default";r={decision.remaining};t={decision.retry_after_seconds}',
-    }
+# each quota's policy name and its parameters beyond q (DESIGN.md names the requests' "default")
+_POLICIES: dict[Quota, tuple[str, str]] = {
+    "requests": ("default", ";w={w}"),
+    "tokens": ("tokens", ';w={w};qu="tokens"'),
+    "concurrency": ("concurrency", ';qu="concurrent-requests"'),
+}
 
 
-def stamp(scope: Scope, headers: dict[str, str]) -> None:
-    """Puts ``headers`` on the response of this request, whatever it turns out to be."""
+def limit_headers(decisions: Sequence[Decision]) -> dict[str, str]:
+    """The IETF httpapi draft's ``RateLimit-Policy`` and ``RateLimit`` headers: one item per
+    quota."""
+    policies, states = [], []
+    for d in decisions:
+        name, more = _POLICIES[d.quota]
+        policies.append(f'"{name}";q={d.limit}' + more.format(w=d.window_seconds))
+        states.append(f'"{name}";r={d.remaining};t={d.retry_after_seconds}')
+    return {"RateLimit-Policy": ", ".join(policies), "RateLimit": ", ".join(states)}
+
+
+def stamp(scope: Scope, headers: dict[str, str], account: Account | None) -> None:
+    """Puts ``headers`` on the response of this request, whatever it turns out to be, and
+    gives ``account`` back after it unless a generation holds it."""
     scope[_HEADERS] = headers
+    scope[_ACCOUNT] = account
 
 
 class RateLimitMiddleware:
@@ -45,4 +63,9 @@ class RateLimitMiddleware:
                 MutableHeaders(scope=message).update(scope[_HEADERS])
             await send(message)
 
-        await self.app(scope, receive, send_with_limits)
+        try:
+            await self.app(scope, receive, send_with_limits)
+        finally:
+            account = scope.get(_ACCOUNT)
+            if account is not None and not account.held:
+                account.release()

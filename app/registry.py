@@ -3,7 +3,8 @@ or lead.
 
 ``open`` answers a request from the cache, joins a generation of the same content already
 running (here first, then on any worker through Redis), or leads a new one; one Redis round
-trip decides. ``locate`` says what a generation id names (here, or one read of its meta in
+trip decides; the request's ``limiter.Account`` goes to the generation it leads, or back at
+once. ``locate`` says what a generation id names (here, or one read of its meta in
 Redis), and ``follow`` opens the feed of a located generation for a resume or an events URL,
 live or cached; ``find`` is both. ``stop`` ends one wherever it runs: other workers hear of it
 on a pub/sub channel. When Redis is unavailable every request leads a private generation
@@ -23,6 +24,7 @@ from app.errors import Cancelled, ServiceError, ShuttingDown
 from app.feeds import CachedFeed, Feed, LocalFeed, RemoteFeed
 from app.generation import Generation, Policy, TokenSource, new_generation_id
 from app.leases import Leases
+from app.limiter import Account
 from app.redisclient import RedisUnavailable
 from app.schema import CompletionRequest
 from app.store import Meta, RedisStore
@@ -66,11 +68,20 @@ class Registry:
         if self.draining:
             raise ShuttingDown("This server is shutting down; try again.")
 
-    async def open(self, request: CompletionRequest) -> Feed:
+    async def open(self, request: CompletionRequest, account: Account | None = None) -> Feed:
+        """The request's feed; ``account`` is what it owes its client's quotas: a generation it
+        leads takes it (and settles it when it ends), anything else gives it back at once."""
+        try:
+            return await self._open(request, account)
+        finally:
+            if account is not None and not account.held:
+                account.release()
+
+    async def _open(self, request: CompletionRequest, account: Account | None) -> Feed:
         self._refuse_while_draining()
         sha = cache.content_hash(request)
         if not request.cache:
-            return await self._lead(request, sha, new_generation_id(), claimed=False)
+            return await self._lead(request, sha, new_generation_id(), account, claimed=False)
         # identical requests here wait for the first one's claim, then find what it found: its
         # generation or its hit, here, instead of each following it through Redis (issue 12)
         while (claiming := self._claiming.get(sha)) is not None:
@@ -83,19 +94,20 @@ class Registry:
             return LocalFeed(local, "JOINED")
         claiming = self._claiming[sha] = asyncio.Event()
         try:
-            return await self._claim(request, sha)
+            return await self._claim(request, sha, account)
         finally:
             del self._claiming[sha]
             claiming.set()
 
-    async def _claim(self, request: CompletionRequest, sha: str) -> Feed:
+    async def _claim(self, request: CompletionRequest, sha: str, account: Account | None
+                     ) -> Feed:  # fmt: skip
         """One Redis round trip decides: a cache hit, lead a new generation, or join one."""
         generation_id = new_generation_id()
         read_cache = self._policy.cache_ttl_seconds > 0
         try:
             claim = await self._store.claim(sha, generation_id, read_cache=read_cache)
         except RedisUnavailable:
-            return self._start(request, sha, generation_id, claimed=False, store=None)
+            return self._start(request, sha, generation_id, account, claimed=False, store=None)
         if claim.outcome == "hit":
             try:
                 hit = CachedFeed(cache.decode(claim.value))
@@ -103,9 +115,9 @@ class Registry:
                 return hit
             except ValueError:  # generate afresh: its entry overwrites the bad one
                 logger.warning("replacing a corrupt cache entry for %s", sha)
-                return await self._lead(request, sha, generation_id, claimed=True)
+                return await self._lead(request, sha, generation_id, account, claimed=True)
         if claim.outcome == "lead":
-            return await self._lead(request, sha, generation_id, claimed=True)
+            return await self._lead(request, sha, generation_id, account, claimed=True)
         joined = claim.value.decode()
         feed = RemoteFeed(self._store, joined, request.kind, request.model, "JOINED", self)
         with contextlib.suppress(RedisUnavailable):
@@ -176,9 +188,11 @@ class Registry:
                 local.watched()
 
     async def _lead(
-        self, request: CompletionRequest, sha: str, generation_id: str, *, claimed: bool
-    ) -> Feed:
-        feed = self._start(request, sha, generation_id, claimed=claimed, store=self._store)
+        self, request: CompletionRequest, sha: str, generation_id: str, account: Account | None,
+        *, claimed: bool,
+    ) -> Feed:  # fmt: skip
+        feed = self._start(request, sha, generation_id, account, claimed=claimed,
+                           store=self._store)  # fmt: skip
         # announced now, so its id works at once (an events URL, a stop); if Redis fails here,
         # the generation's keeper announces it on its next tick
         with contextlib.suppress(RedisUnavailable):
@@ -190,6 +204,7 @@ class Registry:
         request: CompletionRequest,
         sha: str,
         generation_id: str,
+        account: Account | None,
         *,
         claimed: bool,
         store: RedisStore | None,
@@ -197,7 +212,7 @@ class Registry:
         """Runs a new generation here; only a claimed one (joinable, cacheable) is a MISS."""
         generation = Generation(
             request, generation_id=generation_id, sha=sha, claimed=claimed, store=store,
-            policy=self._policy, leases=self._leases,
+            policy=self._policy, leases=self._leases, account=account,
         )  # fmt: skip
         self._by_id[generation_id] = generation
         if claimed:

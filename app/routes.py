@@ -45,7 +45,7 @@ async def generate(request: Request[State]) -> Response:
         return Response(status_code=204)
     if admitted.resumed is not None:
         return await _stream(request, admitted.resumed, admitted.index)
-    feed = await request.state["registry"].open(admitted.completion)
+    feed = await request.state["registry"].open(admitted.completion, admitted.account)
     if not admitted.completion.stream:
         return await respond_json(request, feed, lambda answer: answer)
     return await _stream(request, feed, 0, reset=admitted.reset)
@@ -54,7 +54,7 @@ async def generate(request: Request[State]) -> Response:
 async def create_generation(request: Request[State]) -> Response:
     """``POST /v1/chats/generations``: starts (or joins, or finds cached) a generation."""
     admitted = await admit(request, resumable=False)
-    feed = await request.state["registry"].open(admitted.completion)
+    feed = await request.state["registry"].open(admitted.completion, admitted.account)
     _record(request, feed)
     url = f"/v1/chats/generations/{feed.generation_id}/events"
     body = {"generation": feed.generation_id, "events": url, "cached": feed.x_cache == "HIT"}

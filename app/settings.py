@@ -37,7 +37,10 @@ class Settings:
     cache_local_seconds: float = 10.0  # CACHE_LOCAL_SECONDS, a worker's copy of a hot entry
     rate_limit_max: int = 10  # RATE_LIMIT_MAX, requests per window and client; 0: no limit
     rate_limit_window_seconds: int = 60  # RATE_LIMIT_WINDOW
-    rate_limit_fail_open: bool = True  # RATE_LIMIT_FAIL_OPEN
+    rate_limit_fail_open: bool = True  # RATE_LIMIT_FAIL_OPEN, for every quota
+    token_limit_max: int = 0  # TOKEN_LIMIT_MAX, Ollama's tokens per window and client; 0: none
+    token_limit_window_seconds: int = 60  # TOKEN_LIMIT_WINDOW
+    concurrency_limit: int = 0  # CONCURRENCY_LIMIT, generations running per client; 0: no cap
     allowed_origins: tuple[str, ...] = ("*",)  # ALLOWED_ORIGINS, comma-separated
     default_model: str = "llama3.2"  # DEFAULT_MODEL
     heartbeat_interval_seconds: float = 15.0  # HEARTBEAT_INTERVAL
@@ -61,8 +64,9 @@ class Settings:
 
     @property
     def limits_requests(self) -> bool:
-        """Whether any request may be counted: by default, or as a key with its own limit."""
-        return self.rate_limit_max > 0 or self.auth != "off"
+        """Whether any request may be limited: by a default quota, or as a key with its own."""
+        quotas = (self.rate_limit_max, self.token_limit_max, self.concurrency_limit)
+        return any(quotas) or self.auth != "off"
 
     @property
     def upstream_urls(self) -> tuple[str, ...]:
@@ -209,6 +213,9 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("rate_limit_max", "RATE_LIMIT_MAX", _non_negative_int, "an integer >= 0"),
     ("rate_limit_window_seconds", "RATE_LIMIT_WINDOW", _positive_int, "whole seconds >= 1"),
     ("rate_limit_fail_open", "RATE_LIMIT_FAIL_OPEN", _boolean, "true or false"),
+    ("token_limit_max", "TOKEN_LIMIT_MAX", _non_negative_int, "an integer >= 0"),
+    ("token_limit_window_seconds", "TOKEN_LIMIT_WINDOW", _positive_int, "whole seconds >= 1"),
+    ("concurrency_limit", "CONCURRENCY_LIMIT", _non_negative_int, "an integer >= 0"),
     ("allowed_origins", "ALLOWED_ORIGINS", _origins, "* or comma-separated URLs"),
     ("default_model", "DEFAULT_MODEL", _model_name, "an Ollama model name"),
     ("heartbeat_interval_seconds", "HEARTBEAT_INTERVAL", _positive_float, "seconds > 0"),

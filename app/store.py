@@ -85,6 +85,7 @@ class Renewal:
     claimed: bool
     describe: bool  # the meta and the events' expiry too
     count: bool  # the clients on other workers
+    slot: tuple[str, str] | None = None  # the leader's concurrency ticket: its set, its name
 
 
 class RedisStore:
@@ -144,10 +145,11 @@ class RedisStore:
         await self._shared.run(queue)
 
     async def renew(self, renewals: Sequence[Renewal]) -> list[int]:
-        """Renews each leader's lease and, if ``claimed``, its claim on the content; with
-        ``describe`` also writes the generation's meta and pushes back its events' expiry (both
-        last far longer than a lease). All in one round trip; returns, for each, how many
-        clients follow on other workers if it asked to ``count``, else 0."""
+        """Renews each leader's lease, its claim on the content if ``claimed`` and its
+        concurrency ticket if it has one; with ``describe`` also writes the generation's meta
+        and pushes back its events' expiry (both last far longer than a lease). All in one
+        round trip; returns, for each, how many clients follow on other workers if it asked to
+        ``count``, else 0."""
 
         counted: list[int | None] = []  # where each one's count is among the replies
 
@@ -162,6 +164,9 @@ class RedisStore:
                     pipe.set(keys.generation(r.generation, "meta"), orjson.dumps(described),
                              ex=r.meta_ttl)  # fmt: skip
                     pipe.expire(keys.generation(r.generation, "events"), STREAM_RETENTION_SECONDS)
+                if r.slot is not None:  # xx: a ticket given back stays given back
+                    pipe.zadd(r.slot[0], {r.slot[1]: time.time() + LEASE_SECONDS}, xx=True)
+                    pipe.expire(r.slot[0], math.ceil(LEASE_SECONDS))
                 if r.count:
                     pipe.zcount(keys.generation(r.generation, "watchers"), time.time(), "+inf")
                 counted.append(len(pipe) - 1 - start if r.count else None)

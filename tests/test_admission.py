@@ -61,6 +61,7 @@ async def test_limit_then_429_with_exact_headers(limited: helpers.InProcess) -> 
         "title": "Too Many Requests",
         "detail": f"Rate limit of 3 requests per 60 seconds exceeded; retry in {wait} seconds.",
         "error": "rate_limited",
+        "quota": "requests",
     }
 
 

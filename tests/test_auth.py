@@ -19,11 +19,13 @@ from tests.helpers import made_key as made
 
 
 def test_the_keys_command(redis_url: str) -> None:
-    key = made(redis_url, "alice", "--rate-limit", "5")
+    key = made(redis_url, "alice", "--rate-limit", "5", "--token-limit", "900",
+               "--concurrency", "2")  # fmt: skip
     assert keys(redis_url, "create", "alice").returncode == 1  # one key per name
+    assert keys(redis_url, "create", "zed", "--concurrency", "-1").returncode == 2
     listed = keys(redis_url, "list").stdout
     assert "alice" in listed
-    assert "rate_limit_max=5" in listed
+    assert "concurrency_limit=2 rate_limit_max=5 token_limit_max=900" in listed
     assert key not in listed  # shown once, when made, never again
     with servers.redis_client(redis_url) as client:
         stored = [client.dump(k) for k in client.keys("bib:{keys}:*")]

@@ -1,9 +1,11 @@
-"""The sliding-window limiter against a real Valkey, on a clock the test controls."""
+"""The quotas against a real Valkey, on a clock the test controls: requests and tokens per
+sliding window, and generations running at once."""
 
 from __future__ import annotations
 
 import asyncio
 import gc
+import time
 import uuid
 import warnings
 from collections.abc import AsyncIterator
@@ -11,8 +13,10 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.asyncio import RedisCluster
 
-from app.limiter import Decision, SlidingWindowLimiter, client_key
+from app import keys
+from app.limiter import Decision, Limits, SlidingWindowLimiter, client_key
 from app.redisclient import RedisClient, RedisUnavailable, connect
+from app.store import Meta, RedisStore, Renewal
 from harness.servers import free_port
 from tests.helpers import count_pipelines
 
@@ -34,10 +38,29 @@ async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
     await client.aclose()
 
 
-def limiter(
-    redis: RedisClient, clock: Clock, limit: int = 3, window: int = 60
-) -> SlidingWindowLimiter:
-    return SlidingWindowLimiter(redis, limit=limit, window_seconds=window, clock=clock)
+class Requests:
+    """The request quota alone, each check answering its one decision."""
+
+    def __init__(self, redis: RedisClient, clock: Clock, limit: int, window: int) -> None:
+        self.limiter = SlidingWindowLimiter(redis, defaults=Limits(requests=limit),
+                                            window_seconds=window, clock=clock)  # fmt: skip
+
+    @property
+    def failures(self) -> int:
+        return self.limiter.failures
+
+    async def check(self, client: str) -> Decision:
+        (decision,) = (await self.limiter.check(client)).decisions
+        return decision
+
+
+def limiter(redis: RedisClient, clock: Clock, limit: int = 3, window: int = 60) -> Requests:
+    return Requests(redis, clock, limit, window)
+
+
+def quotas(redis: RedisClient, clock: Clock, limits: Limits) -> SlidingWindowLimiter:
+    return SlidingWindowLimiter(redis, defaults=limits, window_seconds=60,
+                                token_window_seconds=100, clock=clock)  # fmt: skip
 
 
 def someone() -> str:
@@ -94,7 +117,7 @@ async def test_clients_are_independent(redis: RedisClient) -> None:
     limit = limiter(redis, clock)
     for _ in range(4):
         await limit.check(noisy)
-    assert await limit.check(quiet) == Decision(True, 2, 0)
+    assert await limit.check(quiet) == Decision("requests", 3, 60, True, 2, 0)
 
 
 async def test_the_window_boundary_counts_the_previous_window_by_its_share(
@@ -197,6 +220,83 @@ async def test_connections_closed_under_commands_are_redis_unavailable(
     with warnings.catch_warnings():  # redis-py drops, unclosed, sockets it closed under itself:
         warnings.simplefilter("ignore", ResourceWarning)  # collected here, not in a later test
         gc.collect()
+
+
+async def test_a_token_budget_refuses_once_spent_until_its_window_forgives(
+    redis: RedisClient,
+) -> None:
+    """Tokens are charged when a generation ends, so one can overdraw; then every request is
+    refused until the estimate is under the budget again, and Retry-After says when."""
+    clock, client = Clock(now=1_000_000.0), someone()  # the start of a 100 s token window
+    limit = quotas(redis, clock, Limits(requests=100, tokens=100))
+    first = await limit.check(client)
+    assert [(d.quota, d.remaining) for d in first.decisions] == [("requests", 99),
+                                                                 ("tokens", 100)]  # fmt: skip
+    assert first.account is not None
+    await first.account.settle(150)  # one long generation
+    refused = await limit.check(client)
+    assert refused.account is None
+    assert [(d.quota, d.allowed) for d in refused.decisions] == [("requests", True),
+                                                                 ("tokens", False)]  # fmt: skip
+    assert refused.decisions[0].remaining == 99  # a refused request is not counted
+    tokens = refused.decisions[1]
+    # the next window, until 150 * (1 - share) <= 99: 100 + 34 s
+    assert tokens.retry_after_seconds == 134
+    clock.now += tokens.retry_after_seconds - 1
+    assert not (await limit.check(client)).allowed
+    clock.now += 1
+    assert (await limit.check(client)).allowed
+
+
+async def test_a_concurrency_cap_holds_slots_until_given_back_or_their_lease_ends(
+    redis: RedisClient,
+) -> None:
+    clock, client = Clock(), someone()
+    limit = quotas(redis, clock, Limits(requests=100, concurrency=2))
+    one, two = await limit.check(client), await limit.check(client)
+    assert one.account is not None
+    assert two.account is not None
+    refused = await limit.check(client)
+    assert refused.account is None
+    assert refused.decisions[1] == Decision("concurrency", 2, 0, False, 0, 1)
+    assert refused.decisions[0].remaining == 98  # not counted
+    one.account.release()
+    await asyncio.sleep(0.01)  # a posted release rides the next round trip
+    three = await limit.check(client)
+    assert three.account is not None
+    assert not (await limit.check(client)).allowed
+    clock.now += 6  # past the lease: a dead worker's tickets expire
+    assert (await limit.check(client)).allowed
+    assert 0 < await redis.ttl(keys.running(client)) <= 5
+
+
+async def test_a_generations_renewals_keep_its_ticket(redis: RedisClient) -> None:
+    limit = quotas(redis, Clock(now=time.time()), Limits(concurrency=1))
+    held = (await limit.check(someone())).account
+    assert held is not None
+    assert held.lease is not None
+    running, ticket = held.lease
+    store = RedisStore(redis, redis)
+    meta = Meta("0" * 64, "generate", "llama3.2")
+    renewal = Renewal("g_test", meta, 60, False, describe=False, count=False, slot=held.lease)
+    before = await redis.zscore(running, ticket)
+    await asyncio.sleep(0.2)
+    await store.renew([renewal])
+    after = await redis.zscore(running, ticket)
+    assert before is not None
+    assert after is not None
+    assert after >= before + 0.2
+    await held.settle(0)
+    await store.renew([renewal])  # a renewal late for the end
+    assert await redis.zscore(running, ticket) is None  # given back stays given back
+
+
+async def test_only_counted_tokens_are_charged(redis: RedisClient) -> None:
+    clock, client = Clock(), someone()
+    account = (await quotas(redis, clock, Limits(requests=5)).check(client)).account
+    assert account is not None
+    await account.settle(1000)
+    assert [key async for key in redis.scan_iter(f"bib:rl:{{{client}}}:tokens:*")] == []
 
 
 @pytest.mark.parametrize(

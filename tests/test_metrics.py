@@ -38,7 +38,7 @@ async def test_metrics_of_two_workers_add_up(start_service: Callable[..., Server
     assert sample(text, "bib_generations_total", outcome="completed") == 2
     assert sample(text, "bib_generations_total", outcome="failed") == 1
     assert sample(text, "bib_upstream_errors_total", kind="upstream_error") == 1
-    assert sample(text, "bib_rate_limited_total") == 1
+    assert sample(text, "bib_rate_limited_total", quota="requests") == 1
     assert sample(text, "bib_tokens_relayed_total") == 12 * 3  # three streams, 12 tokens each
     assert sample(text, "bib_time_to_first_token_seconds_count") == 3
     assert sample(text, "bib_open_streams") == 0
