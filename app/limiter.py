@@ -124,7 +124,7 @@ class Account:
         """Gives the slot back in this turn's round trip, waiting for nothing."""
         limiter, self._limiter = self._limiter, None
         if limiter is not None and self.ticket is not None:
-            limiter.shared.post(limiter.settlement(self.client, self.ticket, 0))
+            limiter.give_back(self.client, self.ticket)
 
     async def settle(self, tokens: int) -> None:
         """Charges ``tokens`` (if counted) and gives the slot back. Raises ``RedisUnavailable``."""
@@ -162,6 +162,7 @@ class SlidingWindowLimiter:
             "limiter", "admitting or refusing as RATE_LIMIT_FAIL_OPEN says", gate=gate
         )
         self.shared = SharedPipeline(redis, self._call)
+        self._freeing: dict[str, list[str]] = {}  # client -> tickets given back this turn
 
     @property
     def failures(self) -> int:
@@ -205,6 +206,18 @@ class SlidingWindowLimiter:
             return Verdict(decisions, None)
         return Verdict(decisions, Account(self, client, ticket or None,
                                           counts_tokens=limits.tokens > 0))  # fmt: skip
+
+    def give_back(self, client: str, ticket: str) -> None:
+        """Frees ``ticket`` in this turn's round trip, waiting for nothing: a turn's tickets go
+        as one ``ZREM`` per client (a cache hit's slot costs no command of its own)."""
+        if not self._freeing:
+            self.shared.post(self._free)
+        self._freeing.setdefault(client, []).append(ticket)
+
+    def _free(self, pipe: Any) -> None:
+        freeing, self._freeing = self._freeing, {}
+        for client, tickets in freeing.items():
+            pipe.zrem(keys.running(client), *tickets)
 
     def settlement(self, client: str, ticket: str | None, tokens: int) -> Queue:
         """The commands that charge ``tokens`` to ``client`` and free its ``ticket``."""

@@ -67,8 +67,10 @@ def _problems(*statuses: int) -> dict[str, Any]:
 
 
 _LIMIT_HEADERS = {
-    "RateLimit-Policy": _header('the limit, e.g. "default";q=10;w=60'),
-    "RateLimit": _header('what is left, e.g. "default";r=9;t=0'),
+    "RateLimit-Policy": _header(
+        'one item per quota, e.g. "default";q=10;w=60, "tokens";q=20000;w=60;qu="tokens"'
+    ),
+    "RateLimit": _header('what is left of each, e.g. "default";r=9;t=0, "tokens";r=19000;t=0'),
     "X-Request-ID": _header("the client's request id, or one made up"),
 }
 _SSE = (
@@ -100,7 +102,7 @@ def _stream_responses() -> dict[str, Any]:
         },
         "204": {"description": "Last-Event-ID named a finished stream: do not reconnect"},
         "429": {
-            "description": "over the rate limit",
+            "description": "over a quota: requests, tokens or concurrency (the body's quota)",
             "headers": {"Retry-After": _header("whole seconds", "integer"), **_LIMIT_HEADERS},
             "content": {"application/problem+json": {"schema": _ref("Problem")}},
         },
@@ -293,7 +295,8 @@ def _schemas() -> dict[str, Any]:
         "Problem": {"type": "object", "required": ["status", "title", "detail", "error"],
                     "properties": {"status": integer, "title": string, "detail": string,
                                    "error": string, "fields": {"type": "object",
-                                   "additionalProperties": string}}},
+                                   "additionalProperties": string},
+                                   "quota": {"enum": ["requests", "tokens", "concurrency"]}}},
         "Completion": {"type": "object", "properties": {
             "model": string, "response": string, "thinking": string, "message": _OBJECT,
             "created_at": string, "done": boolean, "done_reason": string, "cached": boolean,

@@ -649,11 +649,13 @@ def surfaces(
 
 
 def auth(setup: Setup, rounds: int, seconds: float, connections: int) -> list[Table]:
-    """Streamed cache hits per second with ``AUTH=required`` (a key with its own limit), beside
+    """Streamed cache hits per second with ``AUTH=required`` and a key with all three quotas on
+    (so high that none refuses: each hit still takes and gives back a concurrency slot), beside
     ``AUTH=off``, on two apps with the defaults otherwise."""
     redis_url = f"redis://127.0.0.1:{setup.valkey.port}/0"
     argv = [servers.PYTHON, "-m", "app", "keys", "create", f"bench-{os.urandom(4).hex()}",
-            "--rate-limit", str(10**9)]  # fmt: skip
+            "--rate-limit", str(10**9), "--token-limit", str(10**12),
+            "--concurrency", str(10**6)]  # fmt: skip
     made = subprocess.run(argv, capture_output=True, text=True, check=True,
                           env={**os.environ, "REDIS_URL": redis_url})  # fmt: skip
     headers = {"Authorization": f"Bearer {made.stdout.strip()}"}
@@ -670,7 +672,8 @@ def auth(setup: Setup, rounds: int, seconds: float, connections: int) -> list[Ta
                                   headers))  # fmt: skip
     return [
         (
-            "auth: streamed cache hits with AUTH=required and a key, beside AUTH=off",
+            "auth: streamed cache hits with AUTH=required, a key and every quota on (requests, "
+            "tokens, concurrency), beside AUTH=off",
             ["measure", "AUTH=off", "AUTH=required", "required/off"],
             [
                 _row(

@@ -48,6 +48,18 @@ async def test_calls_of_one_turn_share_a_round_trip_and_get_their_own_replies(
     assert pipelines() == 2
 
 
+async def test_posted_commands_ride_the_turns_round_trip_and_nobody_waits(
+    redis: RedisClient,
+) -> None:
+    shared = SharedPipeline(redis, Guarded("test", "failing the test"))
+    counter, text, pipelines = key("n"), key("text"), count_pipelines(redis)
+    await redis.set(text, "not a number")
+    shared.post(lambda pipe: pipe.incr(text))  # fails: nobody hears, nothing is left unread
+    shared.post(lambda pipe: pipe.incr(counter))
+    assert await shared.run(lambda pipe: pipe.incr(counter)) == [2]  # after, in one round trip
+    assert pipelines() == 1
+
+
 async def test_a_failing_command_fails_its_caller_only(redis: RedisClient) -> None:
     shared = SharedPipeline(redis, Guarded("test", "failing the test"))
     text = key("text")
