@@ -67,4 +67,4 @@ def test_an_error_chunk_in_openais_shape() -> None:
     error = wire.error(GENERATION, RateLimited("slow down"))
     assert json.loads(error.removeprefix(b"data: ")) == {"error": {
         "message": "slow down", "type": "rate_limit_error", "param": None,
-        "code": "rate_limited"}}  # fmt: skip
+        "code": "rate_limited", "quota": "requests"}}  # fmt: skip
