@@ -75,25 +75,25 @@ async def admit(request: Request[State], *, resumable: bool) -> Admitted:
     return Admitted(completion, reset=last is not None, account=account)
 
 
-async def count(request: Request[State], *, generates: bool = True) -> Account | None:
+async def count(request: Request[State], *, generates: bool = True) -> Account:
     """Counts the request against its identity's quotas (its key's own, else the defaults);
-    raises ``RateLimited`` when one refuses it. Returns what the request owes (``None``: nothing
-    is limited, or Redis is down and admission fails open); ``generates`` false (embeddings):
-    it takes no concurrency slot."""
+    raises ``RateLimited`` when one refuses it. Returns who it is and what it owes (nothing
+    when nothing is limited, or Redis is down and admission fails open); ``generates`` false
+    (embeddings): it takes no concurrency slot."""
     limiter = request.state["limiter"]
-    if limiter is None:
-        return None
     asking = identity(request.scope)
+    if limiter is None:
+        return Account(asking.client)
     limits = asking.limits(limiter.defaults)
     if not generates:
         limits = replace(limits, concurrency=0)
     if not (limits.requests or limits.tokens or limits.concurrency):
-        return None
+        return Account(asking.client)
     try:
         verdict = await limiter.check(asking.client, limits)
     except RedisUnavailable:
         if request.state["settings"].rate_limit_fail_open:
-            return None
+            return Account(asking.client)
         raise RateLimitUnavailable("The rate limiter is unavailable; try again soon.") from None
     headers = limit_headers(verdict.decisions)
     stamp(request.scope, headers, verdict.account)

@@ -10,6 +10,7 @@
     ├── RateLimited 429            ├── RateLimitUnavailable 503 (limiter down, failing closed)
     │                              ├── AuthUnavailable 503 (keys cannot be checked, AUTH=required)
     ├── ShuttingDown 503 (draining: no new generations; open streams end with it)
+    ├── QueueTimeout 503 (no GPU slot within QUEUE_TIMEOUT)
     ├── NotFound 404               ├── ModelNotFound 404 (Ollama does not know the model)
     └── MethodNotAllowed 405       └── Cancelled (stopped by a client, or nobody was reading)
 
@@ -134,6 +135,13 @@ class ShuttingDown(ServiceError):
 class RateLimitUnavailable(ServiceError):
     status_code = 503
     code = "rate_limit_unavailable"
+
+
+class QueueTimeout(ServiceError):
+    """A generation waited ``QUEUE_TIMEOUT`` for a GPU slot."""
+
+    status_code = 503
+    code = "queue_timeout"
 
 
 class ModelNotFound(ServiceError):

@@ -54,6 +54,9 @@ class Wire(Protocol):
     def error(self, generation: str, exc: ServiceError) -> bytes:
         """The end of a generation that failed after its response began."""
 
+    def queued(self, generation: str, position: int) -> bytes:
+        """The generation waits for a GPU slot behind ``position`` others (b"": not said)."""
+
 
 class Chunk(NamedTuple):
     """Encoded events, and how many token events they hold (for the request's log and metrics)."""
@@ -148,6 +151,17 @@ def error(generation: str, exc: ServiceError) -> bytes:
     return _frame(f"{generation}.error", b"error", _error_data(exc))
 
 
+def queued(generation: str, position: int) -> bytes:
+    """While the generation waits for a GPU slot: how many generations will start before it
+    (no id: a resume names tokens, not places in a queue)."""
+    return _frame(None, b"queued", b'{"position":%d}' % position)
+
+
+def unsaid(generation: str, position: int) -> bytes:
+    """The compatible wires' queue position: nothing, their clients know no such event."""
+    return b""
+
+
 def _error_data(exc: ServiceError) -> bytes:
     """The JSON data of an ``error`` event."""
     return orjson.dumps({"error": exc.code, "detail": exc.detail})
@@ -161,6 +175,7 @@ class _Native:
     tokens = staticmethod(tokens)
     done = staticmethod(done)
     error = staticmethod(error)
+    queued = staticmethod(queued)
 
 
 NATIVE: Wire = _Native()

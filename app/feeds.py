@@ -105,7 +105,7 @@ class LocalFeed:
     async def result(self) -> dict[str, Any]:
         generation = self._generation
         while not generation.ended:
-            await generation.wait_beyond(len(generation.payloads))
+            await generation.wait_beyond(len(generation.payloads), generation.queued)
         await generation.wait_settled()
         if generation.error is not None:
             raise generation.error

@@ -66,12 +66,21 @@ class Finished:
     stats: dict[str, Any]
 
 
-Emit = Callable[[Token | Finished], None]
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The generation waits for a GPU slot: ``position`` generations will start before it."""
+
+    position: int
+
+
+Emit = Callable[[Token | Finished | Queued], None]
+Relay = Callable[[Token | Finished], None]  # what one Ollama host's stream emits
 
 
 class TokenSource(Protocol):
-    async def generate(self, request: CompletionRequest, emit: Emit) -> None:
-        """Emits the request's tokens, then one ``Finished``; raises ``ServiceError``."""
+    async def generate(self, request: CompletionRequest, emit: Emit, *, client: str) -> None:
+        """Emits the request's tokens, then one ``Finished``, perhaps after ``Queued`` ones
+        while it waits for a slot, in line as ``client``; raises ``ServiceError``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,7 +117,9 @@ class GenerationView(Protocol):
     def error(self) -> ServiceError | None: ...
     @property
     def ended(self) -> bool: ...
-    async def wait_beyond(self, index: int) -> None: ...
+    @property
+    def queued(self) -> int | None: ...
+    async def wait_beyond(self, index: int, queued: int | None = None) -> None: ...
     async def wait_settled(self) -> None: ...
     def follow(self, index: int = 0, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]: ...
 
@@ -166,6 +177,8 @@ class Generation:
         self.payloads: list[bytes] = []
         self.stats: dict[str, Any] | None = None
         self.error: ServiceError | None = None
+        self.queued: int | None = None  # its place in the GPU queue, until its first token
+        self._followed = False  # a client has waited on it (then leaving it queued cancels it)
         self._store = store
         self._leases = leases
         self._policy = policy
@@ -201,7 +214,8 @@ class Generation:
 
     async def _produce(self, source: TokenSource) -> None:
         try:
-            await source.generate(self.request, self._emit)
+            client = "unknown" if self._account is None else self._account.client
+            await source.generate(self.request, self._emit, client=client)
         except ServiceError as exc:
             self._end(error=exc)
         except asyncio.CancelledError:
@@ -211,8 +225,13 @@ class Generation:
             logger.exception("generation %s failed", self.id)
             self._end(error=ServiceError("The generation failed inside the service."))
 
-    def _emit(self, chunk: Token | Finished) -> None:
-        if isinstance(chunk, Token):
+    def _emit(self, chunk: Token | Finished | Queued) -> None:
+        if isinstance(chunk, Queued):
+            if chunk.position != self.queued:
+                self.queued = chunk.position
+                self._notify()
+        elif isinstance(chunk, Token):
+            self.queued = None
             self.payloads.append(events.token_payload(chunk.fields))
             self._notify()
             if self._tokens_wake:
@@ -264,9 +283,11 @@ class Generation:
             self._cancel_error = error
             self._producer.cancel()
 
-    async def wait_beyond(self, index: int) -> None:
-        """Returns once there is a token at ``index`` or the generation has ended."""
-        while len(self.payloads) <= index and not self.ended:
+    async def wait_beyond(self, index: int, queued: int | None = None) -> None:
+        """Returns once there is a token at ``index``, the generation has ended, or its queue
+        position is no longer ``queued``."""
+        self._followed = True
+        while len(self.payloads) <= index and not self.ended and self.queued == queued:
             await self._changed.wait()
 
     async def wait_settled(self) -> None:
@@ -275,14 +296,22 @@ class Generation:
         await self._settled.wait()
 
     async def follow(self, index: int = 0, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]:
-        """The events from token ``index`` on, ending with ``done`` or ``error``, in ``wire``."""
+        """The events from token ``index`` on, ending with ``done`` or ``error``, in ``wire``;
+        while it waits for a slot, its queue position whenever it changes."""
+        shown: int | None = None
         while True:
-            await self.wait_beyond(index)
+            await self.wait_beyond(index, shown)
             available = len(self.payloads)
             if available > index:
                 yield Chunk(wire.tokens(self.id, index, self.payloads[index:available]),
                             available - index)  # fmt: skip
                 index = available
+                continue
+            if not self.ended:  # a new place in the queue
+                shown = self.queued
+                said = b"" if shown is None else wire.queued(self.id, shown)
+                if said:
+                    yield Chunk(said, 0)
                 continue
             await self.wait_settled()  # so that after `done` the cache already has it
             if self.stats is not None:
@@ -400,9 +429,13 @@ class Generation:
         return available
 
     def _cancel_if_unread(self, *, read: bool) -> None:
+        # a queued generation whose clients have left leaves the queue at once: no upstream
+        # request is made for nobody (one that nobody has followed yet, a POST's, has the grace)
+        waiting = self.queued is not None and self._followed
+        grace = 0.0 if waiting else self._policy.resume_grace_seconds
         if self._clients or read:
             self._last_client_at = time.monotonic()
-        elif time.monotonic() - self._last_client_at >= self._policy.resume_grace_seconds:
+        elif time.monotonic() - self._last_client_at >= grace:
             self.cancel(Cancelled("Nobody was reading the generation."))
 
     async def _write_end(self, published: int) -> None:

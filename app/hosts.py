@@ -47,7 +47,8 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from app.generation import Emit, Finished, Token
+from app.fairqueue import FairQueue
+from app.generation import Emit, Finished, Queued, Token
 from app.ollama import OllamaClient
 from app.redisclient import RedisUnavailable
 from app.schema import CompletionRequest
@@ -102,6 +103,7 @@ class Host:
     refreshed_at: float = float("-inf")
     streamed_at: float = float("-inf")  # monotonic: the last token any generation got here
     tickets: set[str] = field(default_factory=set)  # generations in flight from this worker
+    slots: int = 0  # generations at once here, across replicas (OLLAMA_SLOTS); 0: no cap
 
     def has(self, model: str) -> bool:
         if self.models is None:
@@ -150,9 +152,12 @@ class Host:
 class OllamaHosts:
     """The token source of the service: every configured Ollama host, chosen per generation."""
 
-    def __init__(self, hosts: Sequence[Host], store: RedisStore | None, timings: Timings) -> None:
+    def __init__(self, hosts: Sequence[Host], store: RedisStore | None, timings: Timings,
+                 queue: FairQueue | None = None) -> None:  # fmt: skip
         self.hosts = list(hosts)
-        self._store = store if len(self.hosts) > 1 else None  # one host: nothing to share
+        self._queue = queue if any(h.slots for h in self.hosts) else None
+        # one host: nothing to share, unless its slots are counted
+        self._store = store if len(self.hosts) > 1 or self._queue is not None else None
         self._timings = timings
         if len(self.hosts) == 1:  # nothing to route around: probe again at once, and say so
             self._timings = replace(timings, eject_seconds=0.0, eject_max_seconds=0.0)
@@ -168,6 +173,8 @@ class OllamaHosts:
         first_token_timeout_seconds: float,
         idle_timeout_seconds: float,
         timings: Timings,
+        slots: Sequence[int] = (),
+        queue: FairQueue | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> OllamaHosts:
         clients = [
@@ -179,19 +186,23 @@ class OllamaHosts:
             )
             for url in urls
         ]
-        return cls(
-            [Host(url, client) for url, client in zip(urls, clients, strict=True)], store, timings
-        )
+        counts = list(slots) or [0] * len(urls)
+        hosts = [Host(url, client, slots=n) for url, client, n in zip(urls, clients, counts,
+                                                                      strict=True)]  # fmt: skip
+        return cls(hosts, store, timings, queue)
 
     async def aclose(self) -> None:
         for host in self.hosts:
             await host.client.aclose()
 
-    async def generate(self, request: CompletionRequest, emit: Emit) -> None:
-        """Streams ``request`` from the least busy host with the model; see the docstring."""
+    async def generate(self, request: CompletionRequest, emit: Emit, *, client: str) -> None:
+        """Streams ``request`` from the least busy host with the model (waiting for a slot as
+        ``client`` when slots are counted); see the docstring."""
         tried: list[Host] = []
         while True:
-            host, ticket = await self._take(self._candidates(request.model, tried))
+            candidates = self._candidates(request.model, tried)
+            host, ticket = await self._take(candidates, client, request.model, emit)
+            taken_at = time.monotonic()
             tried.append(host)
             started = False
 
@@ -214,7 +225,14 @@ class OllamaHosts:
             finally:
                 await self._give_back(host, ticket)
             host.served()
+            if self._queue is not None:
+                self._queue.durations.add(time.monotonic() - taken_at)
             return
+
+    def slots_freed(self) -> None:
+        """Somewhere a host's slot was freed or a waiter left (``bib:slots``)."""
+        if self._queue is not None:
+            self._queue.wake()
 
     def _candidates(self, model: str, tried: Sequence[Host]) -> list[Host]:
         """Serving hosts with the model; else any serving host (Ollama then says what it
@@ -226,13 +244,22 @@ class OllamaHosts:
             return with_model or serving
         return sorted(hosts, key=lambda h: h.ejected_until)[:1]
 
-    async def _take(self, candidates: list[Host]) -> tuple[Host, str]:
-        """Picks the least busy candidate (random among equals) and counts the generation."""
+    async def _take(self, candidates: list[Host], client: str, model: str, emit: Emit
+                    ) -> tuple[Host, str]:  # fmt: skip
+        """Picks the least busy candidate (random among equals) and counts the generation;
+        with slots, waits in the fair queue for one. Without Redis, only this worker counts."""
         random.shuffle(candidates)
         self._issued += 1
         ticket = f"{self._worker}:{self._issued}"
         chosen = min(candidates, key=lambda h: len(h.tickets))  # this worker's own count
-        if self._store is not None:
+        if self._queue is not None:
+            with contextlib.suppress(RedisUnavailable):  # counted here only
+                chosen = candidates[await self._queue.take(
+                    [h.url for h in candidates], [h.slots for h in candidates], ticket,
+                    IN_FLIGHT_LEASE_SECONDS, client=client, model=model,
+                    on_position=lambda n: emit(Queued(n)),
+                )]  # fmt: skip
+        elif self._store is not None:
             try:
                 urls = [h.url for h in candidates]
                 chosen = candidates[
@@ -250,7 +277,8 @@ class OllamaHosts:
         if self._store is not None:
             with anyio.CancelScope(shield=True):  # also when the client's leaving cancels us
                 with contextlib.suppress(RedisUnavailable):  # else its lease runs out
-                    await self._store.drop_host_ticket(host.url, ticket)
+                    announce = self._queue is not None
+                    await self._store.drop_host_ticket(host.url, ticket, announce=announce)
 
     async def refresh(self, *, all_due: bool = False) -> None:
         """Probes the hosts whose turn it is (``all_due``: every host not cooling down), each

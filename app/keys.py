@@ -19,6 +19,10 @@ each script and pipeline stays within a slot.
                               began to follow
     bib:{hosts}:in-flight:<url>  generations running on that Ollama host, scored by when their
                               ticket expires (``hosts.py``); one tag, so one script sees them all
+    bib:{hosts}:queue         generations waiting for a host's slot (``fairqueue.py``), scored
+                              by their fair tag; ``:leases``, ``:entries``, ``:clients``,
+                              ``:tags``, ``:clock``, ``:seq`` beside it (the same tag)
+    bib:slots                 pub/sub channel: a host's slot was freed, or a waiter left
     bib:rl:{<client>}:<n>     requests of a client in fixed window ``n`` (``limiter.py``),
                               expiring after two windows
     bib:rl:{<client>}:tokens:<n>  Ollama's tokens charged to a client in token window ``n``,
@@ -36,6 +40,7 @@ from typing import Literal
 STOP_CHANNEL = "bib:stop"
 API_KEY_NAMES = "bib:{keys}:names"
 WATCH_CHANNEL = "bib:watch"
+SLOTS_CHANNEL = "bib:slots"
 
 
 def content(sha: str, name: Literal["cache", "live", "embedding"]) -> str:
@@ -48,6 +53,12 @@ def generation(generation_id: str, name: Literal["meta", "events", "lease", "wat
 
 def host_in_flight(url: str) -> str:
     return f"bib:{{hosts}}:in-flight:{url}"
+
+
+def queue() -> list[str]:
+    """The queue's keys, in the order ``fair_queue.lua`` takes them."""
+    parts = ("", ":leases", ":entries", ":clients", ":tags", ":clock", ":seq")
+    return ["bib:{hosts}:queue" + part for part in parts]
 
 
 def rate_window(client: str, index: int) -> str:

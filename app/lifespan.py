@@ -19,6 +19,7 @@ from starlette.applications import Starlette
 from app import collection, metrics
 from app.checks import CachedCheck
 from app.embeddings import Embedder
+from app.fairqueue import FairQueue
 from app.feeds import READ_BLOCK_MILLISECONDS
 from app.generation import Policy
 from app.hosts import OllamaHosts, Timings
@@ -80,9 +81,16 @@ def lifespan(
             first_token_timeout_seconds=settings.upstream_timeout_seconds,
             idle_timeout_seconds=settings.upstream_idle_timeout_seconds,
             timings=Timings.of(settings),
+            slots=settings.upstream_slots,
+            queue=FairQueue(
+                redis,
+                max_per_client=settings.queue_max_per_client,
+                timeout_seconds=settings.queue_timeout_seconds,
+                gate=gate,
+            ),
             transport=ollama_transport,
         )
-        registry = Registry(ollama, store, Policy.of(settings))
+        registry = Registry(ollama, store, Policy.of(settings), on_slots=ollama.slots_freed)
         stop_listener = asyncio.create_task(registry.listen())
         await ollama.refresh()  # each host's models, before the first request needs them
         host_keeper = asyncio.create_task(ollama.run())

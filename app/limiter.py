@@ -101,19 +101,21 @@ class Verdict:
 
 
 class Account:
-    """What one admitted request owes its client's quotas: the ticket of the slot it holds, if
-    concurrency is capped, and the tokens of the generation it leads, if they are counted. Given
-    back once: ``release`` (nothing generated for it) or ``settle`` (its generation ended)."""
+    """Who an admitted request is (its client, for the GPU queue's turns) and what it owes that
+    client's quotas: the ticket of the slot it holds, if concurrency is capped, and the tokens
+    of the generation it leads, if they are counted. Given back once: ``release`` (nothing
+    generated for it) or ``settle`` (its generation ended)."""
 
     __slots__ = ("_counts_tokens", "_limiter", "client", "held", "ticket")
 
-    def __init__(self, limiter: SlidingWindowLimiter, client: str, ticket: str | None,
-                 *, counts_tokens: bool) -> None:  # fmt: skip
+    def __init__(self, client: str, ticket: str | None = None, *,
+                 limiter: SlidingWindowLimiter | None = None,
+                 counts_tokens: bool = False) -> None:  # fmt: skip
         self.client = client
         self.ticket = ticket
         self.held = False  # a generation leads for it, and settles it when it ends
         self._counts_tokens = counts_tokens
-        self._limiter: SlidingWindowLimiter | None = limiter
+        self._limiter = limiter  # None: nothing is owed
 
     @property
     def lease(self) -> tuple[str, str] | None:
@@ -204,7 +206,7 @@ class SlidingWindowLimiter:
                                       int(slots_left), wait))  # fmt: skip
         if not admitted:
             return Verdict(decisions, None)
-        return Verdict(decisions, Account(self, client, ticket or None,
+        return Verdict(decisions, Account(client, ticket or None, limiter=self,
                                           counts_tokens=limits.tokens > 0))  # fmt: skip
 
     def give_back(self, client: str, ticket: str) -> None:

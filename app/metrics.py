@@ -47,6 +47,17 @@ SLOW_REQUESTS = Counter(
 KEY_REQUESTS = Counter("bib_key_requests", "API requests by the name of their key", ["key"])
 UPSTREAM_ERRORS = Counter("bib_upstream_errors", "Ollama failures by error code", ["kind"])
 REDIS_ERRORS = Counter("bib_redis_errors", "Failed Redis operations", ["component"])
+QUEUE_WAITING = Gauge(
+    "bib_queue_waiting",
+    "Generations of this replica waiting for an Ollama host's slot, by model",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+QUEUE_WAIT = Histogram(
+    "bib_queue_wait_seconds",
+    "How long generations that waited for a slot waited",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+)
 HOST_UP = Gauge(
     "bib_ollama_host_up",
     "1 while an Ollama host serves, 0 while ejected (any worker)",

@@ -31,7 +31,7 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from app.generation import Emit, Finished, Token
+from app.generation import Finished, Relay, Token
 from app.schema import CompletionRequest, Kind
 
 CONNECT_TIMEOUT_SECONDS = 5.0
@@ -98,7 +98,7 @@ class OllamaClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def generate(self, request: CompletionRequest, emit: Emit) -> None:
+    async def generate(self, request: CompletionRequest, emit: Relay) -> None:
         """Streams ``request`` from Ollama into ``emit``; see the module docstring."""
         body = jsonbytes.dumps(request.upstream_body())  # held while the generation runs
         started = False
@@ -226,7 +226,7 @@ class _Deadline:
         self._timer.cancel()
 
 
-def _relay_line(line: bytes, chat: bool, emit: Emit) -> bool:
+def _relay_line(line: bytes, chat: bool, emit: Relay) -> bool:
     """Emits what one NDJSON line carries; returns whether it was the final line."""
     try:
         data = orjson.loads(line)

@@ -68,6 +68,8 @@ def _text(kind: Kind, fields: Mapping[str, Any]) -> dict[str, Any]:
 class Stream:
     """The ``Wire`` of one NDJSON stream."""
 
+    queued = staticmethod(events.unsaid)
+
     def __init__(self, kind: Kind, model: str) -> None:
         self._kind = kind
         self._model = model

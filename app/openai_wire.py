@@ -108,6 +108,8 @@ def tool_calls(
 class Stream:
     """The ``Wire`` of one OpenAI stream (see the module docstring)."""
 
+    queued = staticmethod(events.unsaid)
+
     def __init__(self, endpoint: Endpoint, model: str, *, include_usage: bool) -> None:
         self._endpoint = endpoint
         self._model = model

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from app import cache, keys
@@ -42,8 +43,10 @@ class Located:
 
 
 class Registry:
-    def __init__(self, source: TokenSource, store: RedisStore, policy: Policy) -> None:
+    def __init__(self, source: TokenSource, store: RedisStore, policy: Policy,
+                 on_slots: Callable[[], None] = lambda: None) -> None:  # fmt: skip
         self._source = source
+        self._on_slots = on_slots  # a host's slot was freed somewhere (app.fairqueue)
         self._store = store
         self._policy = policy
         self._by_id: dict[str, Generation] = {}
@@ -177,8 +180,11 @@ class Registry:
 
     async def listen(self) -> None:
         """Runs for the worker's life: stops local generations that a client asked to stop,
-        and tells those that a client elsewhere began to follow."""
+        tells those that a client elsewhere began to follow, and passes on freed slots."""
         async for channel, generation_id in self._store.notices():
+            if channel == keys.SLOTS_CHANNEL:
+                self._on_slots()
+                continue
             local = self._by_id.get(generation_id)
             if local is None:
                 continue

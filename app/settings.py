@@ -26,7 +26,8 @@ class Settings:
     ollama_host: str = "http://localhost:11434"  # OLLAMA_HOST
     ollama_hosts: tuple[
         str, ...
-    ] = ()  # OLLAMA_HOSTS, comma-separated; when set, OLLAMA_HOST is not
+    ] = ()  # OLLAMA_HOSTS, comma-separated, each URL with an optional ;slots=N
+    ollama_slots: int = 0  # OLLAMA_SLOTS, generations at once per host; 0: no gateway queue
     ollama_refresh_seconds: float = 5.0  # OLLAMA_REFRESH_INTERVAL, each host's /api/tags
     ollama_eject_seconds: float = 1.0  # OLLAMA_EJECT_SECONDS, a failed host's first cool-down
     ollama_eject_max_seconds: float = 30.0  # OLLAMA_EJECT_MAX_SECONDS, doubling stops here
@@ -61,6 +62,8 @@ class Settings:
     identity_header: str = ""  # IDENTITY_HEADER, believed from FORWARDED_ALLOW_IPS only
     request_head_timeout_seconds: float = 10.0  # REQUEST_HEAD_TIMEOUT, for a request's head
     request_body_timeout_seconds: float = 30.0  # REQUEST_BODY_TIMEOUT, for its body
+    queue_max_per_client: int = 20  # QUEUE_MAX_PER_CLIENT, queued generations per client
+    queue_timeout_seconds: float = 300.0  # QUEUE_TIMEOUT, the longest a generation waits
 
     @property
     def limits_requests(self) -> bool:
@@ -71,7 +74,13 @@ class Settings:
     @property
     def upstream_urls(self) -> tuple[str, ...]:
         """The Ollama hosts to use: ``OLLAMA_HOSTS``, else the one ``OLLAMA_HOST``."""
-        return self.ollama_hosts or (self.ollama_host,)
+        return tuple(spec.partition(";")[0] for spec in self.ollama_hosts) or (self.ollama_host,)
+
+    @property
+    def upstream_slots(self) -> tuple[int, ...]:
+        """Each host's generation slots: its own ``;slots=N``, else ``OLLAMA_SLOTS``."""
+        own = [spec.partition(";slots=")[2] for spec in self.ollama_hosts] or [""]
+        return tuple(int(n) if n else self.ollama_slots for n in own)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -148,10 +157,18 @@ def _http_url(raw: str) -> str:
 
 
 def _http_urls(raw: str) -> tuple[str, ...]:
-    urls = tuple(_http_url(part.strip()) for part in raw.split(",") if part.strip())
+    """Distinct URLs, each with an optional ``;slots=N`` (N >= 1), kept as given."""
+    specs = []
+    for part in (part.strip() for part in raw.split(",")):
+        if part:
+            url, _, slots = part.partition(";")
+            if slots and not re.fullmatch(r"slots=[1-9][0-9]*", slots):
+                raise ValueError(raw)
+            specs.append(_http_url(url.strip()) + (f";{slots}" if slots else ""))
+    urls = [spec.partition(";")[0] for spec in specs]
     if not urls or len(set(urls)) != len(urls):
         raise ValueError(raw)
-    return urls
+    return tuple(specs)
 
 
 def _redis_url(raw: str) -> str:
@@ -201,7 +218,8 @@ def _log_level(raw: str) -> str:
 # field, environment variable, parser, what it accepts (for the one-line error)
 _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("ollama_host", "OLLAMA_HOST", _http_url, "an http(s) URL"),
-    ("ollama_hosts", "OLLAMA_HOSTS", _http_urls, "comma-separated distinct http(s) URLs"),
+    ("ollama_hosts", "OLLAMA_HOSTS", _http_urls, "distinct http(s) URLs, each maybe ;slots=N"),
+    ("ollama_slots", "OLLAMA_SLOTS", _non_negative_int, "an integer >= 0"),
     ("ollama_refresh_seconds", "OLLAMA_REFRESH_INTERVAL", _positive_float, "seconds > 0"),
     ("ollama_eject_seconds", "OLLAMA_EJECT_SECONDS", _positive_float, "seconds > 0"),
     ("ollama_eject_max_seconds", "OLLAMA_EJECT_MAX_SECONDS", _positive_float, "seconds > 0"),
@@ -236,4 +254,6 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("identity_header", "IDENTITY_HEADER", _header_name, "an HTTP header name"),
     ("request_head_timeout_seconds", "REQUEST_HEAD_TIMEOUT", _positive_float, "seconds > 0"),
     ("request_body_timeout_seconds", "REQUEST_BODY_TIMEOUT", _positive_float, "seconds > 0"),
+    ("queue_max_per_client", "QUEUE_MAX_PER_CLIENT", _positive_int, "an integer >= 1"),
+    ("queue_timeout_seconds", "QUEUE_TIMEOUT", _positive_float, "seconds > 0"),
 )

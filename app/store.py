@@ -249,12 +249,13 @@ class RedisStore:
         await self._call(lambda: self.redis.publish(keys.STOP_CHANNEL, generation))
 
     async def notices(self) -> AsyncIterator[tuple[str, str]]:
-        """``(channel, generation id)`` as published on the stop and watch channels;
-        reconnects after Redis trouble."""
+        """``(channel, generation id)`` as published on the stop and watch channels, and
+        ``(slots channel, "")`` for a freed slot; reconnects after Redis trouble."""
         while True:
             try:
                 async with self.redis.pubsub() as pubsub:
-                    await pubsub.subscribe(keys.STOP_CHANNEL, keys.WATCH_CHANNEL)
+                    await pubsub.subscribe(keys.STOP_CHANNEL, keys.WATCH_CHANNEL,
+                                           keys.SLOTS_CHANNEL)  # fmt: skip
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             yield message["channel"].decode(), message["data"].decode()
@@ -267,8 +268,12 @@ class RedisStore:
         args: list[str | float] = [time.time(), ticket, lease_seconds]
         return int(await self._shared.script(self._pick_host, names, args))
 
-    async def drop_host_ticket(self, url: str, ticket: str) -> None:
+    async def drop_host_ticket(self, url: str, ticket: str, *, announce: bool = False) -> None:
+        """Frees the host's slot of ``ticket``; ``announce``: tells the queue's waiters (a
+        command of its own: a cluster pipeline cannot route one without a key)."""
         await self._shared.run(lambda pipe: pipe.zrem(keys.host_in_flight(url), ticket))
+        if announce:
+            await self._call(lambda: self.redis.publish(keys.SLOTS_CHANNEL, ""))
 
     async def renew_host_tickets(self, tickets: dict[str, list[str]], lease_seconds: float) -> None:
         """Pushes back the expiry of this worker's tickets, per host URL."""

@@ -59,6 +59,8 @@ class Counters:
     failed: int = 0
     embedded: int = 0  # embedding requests answered
     managed: int = 0  # model management requests (pull, delete) answered
+    running: int = 0  # generations streaming now
+    peak_running: int = 0  # the most that ever streamed at once
     loaded: set[str] = field(default_factory=set)  # models that generated: /api/ps lists them
 
 
@@ -213,12 +215,16 @@ class _Generation:
                     group.cancel_scope.cancel()
 
             group.start_soon(watch_disconnect)
+            counters = self.counters
+            counters.running += 1
+            counters.peak_running = max(counters.peak_running, counters.running)
             try:
                 await self._stream(request, behaviour, send)
             except _Abort:
                 self.counters.failed += 1
                 return
             finally:
+                counters.running -= 1
                 group.cancel_scope.cancel()
 
     def _reject(self, request: dict[str, Any]) -> Response | None:

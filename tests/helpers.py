@@ -206,7 +206,7 @@ class ScriptedSource:
     requests: list[CompletionRequest] = field(default_factory=list)
     cancelled: int = 0
 
-    async def generate(self, request: CompletionRequest, emit: Emit) -> None:
+    async def generate(self, request: CompletionRequest, emit: Emit, *, client: str = "") -> None:
         self.requests.append(request)
         try:
             for text in self.texts:

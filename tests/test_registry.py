@@ -467,7 +467,7 @@ class Ticking:
     count: int
     seconds: float
 
-    async def generate(self, request: CompletionRequest, emit: Emit) -> None:
+    async def generate(self, request: CompletionRequest, emit: Emit, *, client: str = "") -> None:
         for index in range(self.count):
             await asyncio.sleep(self.seconds)
             emit(Token({"text": f"{index} "}))

@@ -1,0 +1,155 @@
+"""The GPU queue (``app.fairqueue``) against a real Valkey, one node and a cluster: slots never
+exceeded, round-robin between clients, work-conserving across hosts, and nobody stranded by a
+waiter that left, timed out or died."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from app import fairqueue, keys
+from app.errors import QueueTimeout, RateLimited
+from app.fairqueue import FairQueue
+from app.redisclient import RedisClient, connect
+
+pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
+LEASE = 10.0
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    client = await connect(redis_url)
+    yield client
+    await client.aclose()
+
+
+class Host:
+    """One host's in-flight set, as ``app.hosts`` keeps it."""
+
+    def __init__(self, redis: RedisClient, slots: int) -> None:
+        self.url = f"http://gpu-{uuid.uuid4().hex[:8]}:11434"
+        self.slots = slots
+        self._redis = redis
+
+    async def running(self) -> int:
+        return int(await self._redis.zcard(keys.host_in_flight(self.url)))
+
+    async def end(self, ticket: str, queue: FairQueue) -> None:
+        await self._redis.zrem(keys.host_in_flight(self.url), ticket)
+        queue.wake()
+
+
+async def queue(redis: RedisClient, **settings: float) -> FairQueue:
+    """A worker's queue whose script Redis holds already (else the first calls of one turn
+    load it each on its own, in any order)."""
+    options = {"max_per_client": 20, "timeout_seconds": 30.0, **settings}
+    line = FairQueue(redis, max_per_client=int(options["max_per_client"]),
+                     timeout_seconds=options["timeout_seconds"])  # fmt: skip
+    await line.leave(b"nobody")
+    return line
+
+
+async def take(line: FairQueue, hosts: list[Host], client: str, ticket: str,
+               positions: list[int] | None = None) -> int:  # fmt: skip
+    return await line.take(
+        [h.url for h in hosts],
+        [h.slots for h in hosts],
+        ticket,
+        LEASE,
+        client=client,
+        model="llama3.2",
+        on_position=(positions if positions is not None else []).append,
+    )
+
+
+async def started(tasks: dict[str, asyncio.Task[int]]) -> set[str]:
+    await asyncio.sleep(0.1)
+    return {name for name, task in tasks.items() if task.done()}
+
+
+async def test_one_client_flooding_waits_behind_anothers_first(redis: RedisClient) -> None:
+    line, host = await queue(redis), Host(redis, slots=2)
+    tasks = {f"a{i}": asyncio.create_task(take(line, [host], "alice", f"a{i}")) for i in range(6)}
+    await asyncio.sleep(0.1)
+    positions: list[int] = []
+    tasks["b"] = asyncio.create_task(take(line, [host], "bob", "b", positions))
+    assert await started(tasks) == {"a0", "a1"}
+    assert positions == [1]  # alice's third is ahead of bob's first, her fourth behind it
+    for ending, starting in (("a0", "a2"), ("a1", "b"), ("a2", "a3")):
+        await host.end(ending, line)
+        await asyncio.wait_for(tasks[starting], 2)
+        assert await host.running() == 2  # never more than its slots, never a slot idle
+        assert not tasks["a4"].done()
+    for task in tasks.values():
+        task.cancel()
+    await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+
+async def test_a_slot_never_idles_while_someone_could_use_it(redis: RedisClient) -> None:
+    """An entry for a full host does not hold back one behind it for a host with a free slot."""
+    line, busy, free = await queue(redis), Host(redis, slots=1), Host(redis, slots=1)
+    assert await take(line, [busy], "alice", "running") == 0
+    blocked = asyncio.create_task(take(line, [busy], "alice", "blocked"))
+    await asyncio.sleep(0.1)
+    assert await asyncio.wait_for(take(line, [busy, free], "bob", "other"), 2) == 1
+    assert not blocked.done()
+    await busy.end("running", line)
+    assert await asyncio.wait_for(blocked, 2) == 0
+
+
+async def test_leaving_cancelled_or_timed_out_strands_nobody(redis: RedisClient) -> None:
+    line, host = await queue(redis, timeout_seconds=0.6), Host(redis, slots=1)
+    await take(line, [host], "alice", "running")
+    left = asyncio.create_task(take(line, [host], "bob", "left"))
+    await asyncio.sleep(0.1)
+    left.cancel()  # its client went away
+    with pytest.raises(asyncio.CancelledError):
+        await left
+    positions: list[int] = []
+    with pytest.raises(QueueTimeout) as waited:
+        await take(line, [host], "carol", "late", positions)
+    assert set(positions) == {0}  # nobody ahead: the one who left is gone
+    assert int(waited.value.headers["Retry-After"]) >= 1
+    await host.end("running", line)
+    assert await asyncio.wait_for(take(line, [host], "dave", "next"), 2) == 0
+    assert await redis.zcard(keys.queue()[0]) == 0
+
+
+async def test_a_client_with_too_many_waiting_is_refused(redis: RedisClient) -> None:
+    line, host = await queue(redis, max_per_client=2), Host(redis, slots=1)
+    await take(line, [host], "alice", "running")
+    waiting = [asyncio.create_task(take(line, [host], "alice", f"w{i}")) for i in range(2)]
+    await asyncio.sleep(0.1)
+    with pytest.raises(RateLimited) as refused:
+        await take(line, [host], "alice", "third")
+    assert refused.value.quota == "queue"
+    assert int(refused.value.headers["Retry-After"]) >= 1
+    waiting.append(asyncio.create_task(take(line, [host], "bob", "b")))  # his own count
+    await asyncio.sleep(0.1)
+    assert not any(task.done() for task in waiting)
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_a_dead_workers_entries_and_slots_are_reclaimed(
+    redis: RedisClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a killed worker leaves: a running slot and a queued entry nobody renews."""
+    line, host = await queue(redis), Host(redis, slots=1)
+    monkeypatch.setattr(fairqueue, "POLL_SECONDS", 0.1)
+    names = [*keys.queue(), keys.host_in_flight(host.url)]
+    dead = [host.url, 1]
+    # a running generation's ticket lasts 1 s unrenewed; a waiter's entry 0.3 s
+    assert (await line._run(names, ["join", time.time(), "slot", 0.3, "x", "m", 20, "t1",
+                                    1.0, *dead]))[0] == b"granted"  # fmt: skip
+    assert (await line._run(names, ["join", time.time(), "ghost", 0.3, "x", "m", 20, "t2",
+                                    1.0, *dead]))[0] == b"wait"  # fmt: skip
+    positions: list[int] = []
+    assert await asyncio.wait_for(take(line, [host], "y", "alive", positions), 3) == 0
+    assert positions[0] == 1  # behind the ghost, until its lease ran out
+    assert positions[-1] == 0  # then first, until the dead worker's slot expired
