@@ -59,10 +59,12 @@ class Wire(Protocol):
 
 
 class Chunk(NamedTuple):
-    """Encoded events, and how many token events they hold (for the request's log and metrics)."""
+    """Encoded events, and how many token events they hold (for the request's log and metrics);
+    ``queued``: a place in the GPU queue, which goes before the stream's ``start``."""
 
     data: bytes
     tokens: int
+    queued: bool = False
 
 
 @dataclass(frozen=True, slots=True)

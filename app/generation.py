@@ -311,7 +311,7 @@ class Generation:
                 shown = self.queued
                 said = b"" if shown is None else wire.queued(self.id, shown)
                 if said:
-                    yield Chunk(said, 0)
+                    yield Chunk(said, 0, queued=True)
                 continue
             await self.wait_settled()  # so that after `done` the cache already has it
             if self.stats is not None:

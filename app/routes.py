@@ -153,9 +153,8 @@ async def _event_stream(
         replay = feed.replay(index, wire)
         record.saw_tokens(replay.tokens)
         return Response(head + replay.data, headers=headers, media_type=media_type)
-    first = head if ready else head + ping
     return EventStream(
-        _relay(record, feed, index, first, wire),
+        _relay(record, feed, index, b"" if ready else head + ping, head if ready else b"", wire),
         headers=headers,
         ping_seconds=settings.heartbeat_interval_seconds,
         send_timeout_seconds=settings.send_timeout_seconds,
@@ -165,12 +164,19 @@ async def _event_stream(
     )
 
 
-async def _relay(record: RequestFacts, feed: Feed, index: int, first: bytes, wire: Wire
-                 ) -> AsyncGenerator[bytes]:  # fmt: skip
+async def _relay(record: RequestFacts, feed: Feed, index: int, first: bytes, head: bytes,
+                 wire: Wire) -> AsyncGenerator[bytes]:  # fmt: skip
+    """The stream: ``first`` at once (the head and a ping: nothing came within a heartbeat),
+    else ``head`` with the first event; places in the GPU queue go before it (the
+    generation's turn has not come yet)."""
     if first:
         yield first
     async for chunk in feed.events(index, wire):
-        yield chunk.data
+        if chunk.queued:
+            yield chunk.data
+            continue
+        yield head + chunk.data
+        head = b""
         record.saw_tokens(chunk.tokens)
 
 
