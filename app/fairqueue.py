@@ -100,6 +100,7 @@ class FairQueue:
                                         client, model, self._max_per_client, ticket,
                                         ticket_lease, *hosts])  # fmt: skip
         if reply[0] == b"full":
+            metrics.RATE_LIMITED.labels("queue").inc()
             wait = self.durations.retry_after(int(reply[1]), total)
             raise RateLimited(
                 f"{reply[1]} generations of this client are waiting for the GPU, the most "

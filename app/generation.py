@@ -36,7 +36,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from app import cache, entries, events, metrics
-from app.errors import Cancelled, ServiceError, ShuttingDown
+from app.errors import Cancelled, QueueTimeout, RateLimited, ServiceError, ShuttingDown
 from app.events import Chunk, Wire
 from app.leases import BATCH_SECONDS, Leases, batch_time
 from app.limiter import Account
@@ -251,6 +251,8 @@ class Generation:
                 metrics.GENERATIONS.labels("completed").inc()
             elif isinstance(error, Cancelled | ShuttingDown):
                 metrics.GENERATIONS.labels("cancelled").inc()
+            elif isinstance(error, RateLimited | QueueTimeout):  # never reached Ollama
+                metrics.GENERATIONS.labels("refused").inc()
             else:
                 metrics.GENERATIONS.labels("failed").inc()
                 metrics.UPSTREAM_ERRORS.labels(error.code).inc()

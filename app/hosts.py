@@ -156,6 +156,9 @@ class OllamaHosts:
                  queue: FairQueue | None = None) -> None:  # fmt: skip
         self.hosts = list(hosts)
         self._queue = queue if any(h.slots for h in self.hosts) else None
+        for host in self.hosts:
+            if host.slots:
+                metrics.HOST_SLOTS.labels(host.url).set(host.slots)
         # one host: nothing to share, unless its slots are counted
         self._store = store if len(self.hosts) > 1 or self._queue is not None else None
         self._timings = timings
@@ -379,12 +382,15 @@ class OllamaHosts:
         if self._store is not None:
             with contextlib.suppress(RedisUnavailable):  # else this worker's own
                 counts = await self._store.host_counts([h.url for h in self.hosts])
+        queued = (await self.queue_lengths())["hosts"]
         now = time.monotonic()
         return [
             {
                 "url": host.url,
                 "state": "ejected" if host.ejected else "serving",
                 "in_flight": count,
+                "slots": host.slots or None,  # None: no cap, no gateway queue
+                "queued": queued.get(host.url, 0),  # waiting for a slot that this host has
                 "errors": host.errors,
                 "last_error": host.last_error or None,
                 "back_in_seconds": round(max(0.0, host.ejected_until - now), 3)
@@ -394,6 +400,14 @@ class OllamaHosts:
             }
             for host, count in zip(self.hosts, counts, strict=True)
         ]
+
+    async def queue_lengths(self) -> dict[str, dict[str, int]]:
+        """Generations waiting for a slot, by host URL and by model (empty: no queue, or
+        Redis cannot say)."""
+        if self._queue is not None:
+            with contextlib.suppress(RedisUnavailable):
+                return await self._queue.lengths()
+        return {"hosts": {}, "models": {}}
 
     async def run(self) -> None:
         """The background work of a worker's life: probes, and renewing its in-flight tickets."""

@@ -38,7 +38,7 @@ FIRST_TOKEN = Histogram(
 TOKENS = Counter("bib_tokens_relayed", "Token events sent to clients, replays included")
 GENERATIONS = Counter(
     "bib_generations", "Upstream generations by how they ended", ["outcome"]
-)  # completed, failed, cancelled
+)  # completed, failed, cancelled, refused (by the GPU queue)
 CACHE = Counter("bib_cache_results", "Generation requests by X-Cache", ["result"])
 RATE_LIMITED = Counter("bib_rate_limited", "Requests refused with 429, by quota", ["quota"])
 SLOW_REQUESTS = Counter(
@@ -47,6 +47,12 @@ SLOW_REQUESTS = Counter(
 KEY_REQUESTS = Counter("bib_key_requests", "API requests by the name of their key", ["key"])
 UPSTREAM_ERRORS = Counter("bib_upstream_errors", "Ollama failures by error code", ["kind"])
 REDIS_ERRORS = Counter("bib_redis_errors", "Failed Redis operations", ["component"])
+HOST_SLOTS = Gauge(
+    "bib_ollama_host_slots",
+    "Generation slots of each Ollama host (OLLAMA_SLOTS), shared by every replica",
+    ["host"],
+    multiprocess_mode="max",
+)
 QUEUE_WAITING = Gauge(
     "bib_queue_waiting",
     "Generations of this replica waiting for an Ollama host's slot, by model",

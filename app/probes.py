@@ -53,6 +53,7 @@ async def health(request: Request[State]) -> Response:
         "redis": "connected" if redis.passed else "disconnected",
         "available_models": [str(model.get("name")) for model in ollama.value or []],
         "ollama_hosts": await request.state["ollama"].report(),
+        "queued_by_model": (await request.state["ollama"].queue_lengths())["models"],
         "version": VERSION,
         "uptime_seconds": round(time.monotonic() - request.state["started_at"], 3),
     }

@@ -14,9 +14,10 @@ import pytest
 from playwright.async_api import Browser, Page, async_playwright
 from playwright.async_api import TimeoutError as PlaywrightTimeout
 
+from harness import servers
 from harness.servers import Server, free_port
+from tests.helpers import fetch_from, simulator_text
 from tests.helpers import made_key as made
-from tests.helpers import simulator_text
 
 pytestmark = pytest.mark.anyio
 
@@ -179,3 +180,27 @@ async def test_the_key_field_lets_the_page_in(
     await ask(page, f"keyed {uuid.uuid4()}", {"sim_tokens": 3})
     state = await finished(page, service)
     assert state["tokens"] == 3
+
+
+async def test_the_page_says_its_place_in_the_queue(
+    browser: Browser, start_service: Callable[..., Server]
+) -> None:
+    gpu = servers.simulator("--tokens", "40", "--token-delay", "0.05").start()
+    try:
+        service = start_service(OLLAMA_HOST=gpu.url, OLLAMA_SLOTS="1", RESUME_GRACE="5")
+        busy = asyncio.create_task(
+            fetch_from(
+                service, "POST", "/v1/chats/generate", json={"prompt": f"busy {uuid.uuid4()}"}
+            )
+        )
+        await asyncio.sleep(0.3)
+        page, _ = await open_playground(browser, service.url)
+        await ask(page, f"waiting {uuid.uuid4()}", {})
+        await page.wait_for_function(
+            "document.getElementById('status').textContent.startsWith('Waiting for the GPU')"
+        )
+        assert await page.text_content("#status") == "Waiting for the GPU: you are next…"
+        await finished(page, service)
+        await busy
+    finally:
+        gpu.stop()

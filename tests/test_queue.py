@@ -115,6 +115,14 @@ async def test_queue_limits_say_when_to_come_back(
     assert full.status_code == 429
     assert full.json()["quota"] == "queue"
     assert int(full.headers["retry-after"]) >= 1
+    async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+        health = (await http.get("/v1/health")).json()
+        metrics = (await http.get("/metrics")).text
+    (host,) = health["ollama_hosts"]
+    assert (host["slots"], host["in_flight"], host["queued"]) == (1, 1, 1)
+    assert health["queued_by_model"] == {"llama3.2": 1}
+    assert servers.sample(metrics, "bib_queue_waiting", model="llama3.2") == 1
+    assert servers.sample(metrics, "bib_ollama_host_slots", host=gpu.url) == 1
     timed_out = await waiting
     assert timed_out.events()[-1].type == "error"
     assert timed_out.events()[-1].json()["error"] == "queue_timeout"
@@ -124,6 +132,10 @@ async def test_queue_limits_say_when_to_come_back(
     assert refused.json()["error"] == "queue_timeout"
     assert int(refused.headers["retry-after"]) >= 1
     await running
+    async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+        metrics = (await http.get("/metrics")).text
+    assert servers.sample(metrics, "bib_queue_waiting", model="llama3.2") == 0
+    assert servers.sample(metrics, "bib_rate_limited_total", quota="queue") == 1
 
 
 async def test_a_killed_workers_slot_and_queued_entry_strand_nobody(
