@@ -38,6 +38,7 @@ from harness.load import (
     post,
     read_until_end,
     rss_bytes,
+    stream_once,
 )
 
 TOKENS = 50
@@ -687,6 +688,94 @@ def auth(setup: Setup, rounds: int, seconds: float, connections: int) -> list[Ta
     ]
 
 
+QUEUE_TOKENS = 20  # the queue section's generations
+FLOOD = 20  # what client A sends at once
+
+
+def queue(setup: Setup, rounds: int) -> list[Table]:
+    """The GPU queue: one host with 2 slots (``OLLAMA_SLOTS``), client A sends ``FLOOD``
+    generations at once and client B one just after; B's wait for its first token beside one
+    generation's duration, the host's slot use over the run (sampled from the simulator, on a
+    simulator of its own), and the time to first token of a lone request with the queue on
+    beside off."""
+    gpu = servers.simulator("--tokens", str(QUEUE_TOKENS), "--token-delay",
+                            str(TOKEN_DELAY_SECONDS)).start()  # fmt: skip
+    try:
+        env = {**DEFAULTS, "OLLAMA_HOST": gpu.url, "IDENTITY_HEADER": "X-User"}
+        slots = {**env, "OLLAMA_SLOTS": "2"}
+        apps = {"off": setup.app(rate_limit_max=10**9, env=env),
+                "on": setup.app(rate_limit_max=10**9, env=slots)}  # fmt: skip
+        waits, durations, peaks, idle = [], [], [], []
+        ttft: dict[str, list[float]] = {name: [] for name in apps}
+        for round_ in range(rounds):
+            wait, duration, peak, idle_share = asyncio.run(_flood(apps["on"].port, gpu, round_))
+            waits.append(wait * 1e3)
+            durations.append(duration * 1e3)
+            peaks.append(peak)
+            idle.append(idle_share * 100)
+            for name, app in sorted(apps.items(), reverse=round_ % 2 == 1):
+                ttft[name] += [_ttft(1, app.port, f"queue {round_} {name} {i}") * 1e3
+                               for i in range(5)]  # fmt: skip
+    finally:
+        gpu.stop()
+    duration = median(durations)
+    off, on = median(ttft["off"]), median(ttft["on"])
+    return [
+        (
+            f"queue: one host with 2 slots, {QUEUE_TOKENS}-token generations; client A sends "
+            f"{FLOOD} at once, client B one just after",
+            ["measure", "value", "beside"],
+            [
+                ["B's wait for its first token, ms", f"{median(waits):.0f}",
+                 f"one generation: {duration:.0f} ms; first come, first served: "
+                 f"~{FLOOD // 2} generations, {FLOOD // 2 * duration:.0f} ms"],
+                ["generations running at once, most in any round", f"{max(peaks)}",
+                 "slots: 2"],
+                ["a slot idle while a generation waited, % of samples", f"{median(idle):.1f}",
+                 "sampled every 5 ms"],
+                ["a lone request's time to first token, ms", f"{on:.1f} (queue on)",
+                 f"{off:.1f} (off): {on - off:+.1f} ms"],
+            ],
+        )
+    ]  # fmt: skip
+
+
+async def _flood(port: int, gpu: servers.Server, label: int) -> tuple[float, float, int, float]:
+    """One round: B's wait, a generation's duration, the most running at once, and the share
+    of samples in which a slot was idle while a generation waited."""
+
+    def ask(user: str, prompt: str) -> bytes:
+        body = orjson.dumps({"prompt": prompt, "options": {"sim_tokens": QUEUE_TOKENS}})
+        request = post("/v1/chats/generate", body)
+        return request.replace(b"\r\n", f"\r\nX-User: {user}\r\n".encode(), 1)
+
+    marker = b"\nevent: token\n"
+    samples: list[tuple[int, int]] = []  # (running, started)
+    async with httpx.AsyncClient(base_url=gpu.url) as http:
+        before = (await http.get("/_sim/counters")).json()["started"]
+        sampling = True
+
+        async def sample() -> None:
+            while sampling:
+                counters = (await http.get("/_sim/counters")).json()
+                samples.append((counters["running"], counters["started"] - before))
+                await asyncio.sleep(0.005)
+
+        sampler = asyncio.create_task(sample())
+        flood = [asyncio.create_task(stream_once(port, ask("alice", f"q {label} a {i}"), marker,
+                                                 DONE)) for i in range(FLOOD)]  # fmt: skip
+        await asyncio.sleep(0.05)
+        b = await stream_once(port, ask("bob", f"q {label} b"), marker, DONE)
+        a = await asyncio.gather(*flood)
+        sampling = False
+        await sampler
+    first_two = sorted(a, key=lambda t: t.first_token_seconds)[:2]  # never waited
+    duration = median([t.total_seconds - t.first_token_seconds for t in first_two])
+    waiting = [running for running, started in samples if started < FLOOD + 1 and started]
+    idle = sum(running < 2 for running in waiting) / max(1, len(waiting))
+    return b.first_token_seconds, duration, max(r for r, _ in samples), idle
+
+
 def _redis_commands(valkey: servers.Server) -> int:
     """Commands clients sent (round trips): Valkey counts the GET, INCR and EXPIRE that the
     limiter's script runs inside as commands too, and this path sends none of its own."""
@@ -733,7 +822,7 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
             print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
 
 
-SECTIONS = ("relay", "replay", "surfaces", "auth", "capacity", "live", "soak", "routing")
+SECTIONS = ("relay", "replay", "surfaces", "auth", "queue", "capacity", "live", "soak", "routing")
 
 
 def main() -> None:
@@ -764,6 +853,7 @@ def main() -> None:
         "surfaces": lambda setup: surfaces(setup, args.rounds, args.surface_streams,
                                            args.seconds, args.connections),
         "auth": lambda setup: auth(setup, args.rounds, args.seconds, args.connections),
+        "queue": lambda setup: queue(setup, args.rounds),
         "capacity": lambda setup: capacity(setup, args.capacity),
         "live": lambda setup: live(setup, args.live, args.live_seconds),
         "soak": lambda setup: soak(setup, args.soak_rounds, args.soak_streams),
