@@ -306,10 +306,11 @@ def _schemas() -> dict[str, Any]:
         "Health": {"type": "object", "properties": {"status": string, "checks": _OBJECT}},
         "ServerSentEvent": {"type": "object", "description": "one event of the stream",
                             "properties": {
-            "event": {"type": "string", "enum": ["start", "token", "done", "error"]},
+            "event": {"type": "string", "enum": ["queued", "start", "token", "done", "error"]},
             "data": {"type": "string",
-                     "description": "one line of JSON: a StartEvent, TokenEvent, DoneEvent or "
-                                    "ErrorEvent"},
+                     "description": "one line of JSON: a QueuedEvent ({\"position\": n}, "
+                                    "while waiting for a GPU slot), StartEvent, TokenEvent, "
+                                    "DoneEvent or ErrorEvent"},
             "id": {"type": "string", "description": "<generation>.<n>, .done or .error"},
             "retry": {"type": "integer", "description": "reconnection delay, milliseconds"}}},
         "StartEvent": {"type": "object", "properties": {

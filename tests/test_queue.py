@@ -63,7 +63,7 @@ async def test_a_flooding_client_waits_behind_anothers_first_across_replicas(
 
 
 async def test_positions_count_down_to_the_turn_and_a_client_that_left_is_never_run(
-    start_service: Callable[..., Server], gpu: Server
+    start_service: Callable[..., Server], gpu: Server, redis_url: str
 ) -> None:
     server = start_service(OLLAMA_HOST=gpu.url, OLLAMA_SLOTS="1", RESUME_GRACE="5")
     running = asyncio.create_task(
@@ -80,6 +80,10 @@ async def test_positions_count_down_to_the_turn_and_a_client_that_left_is_never_
     counters = simulator_counters(gpu)
     assert counters["started"] == 2  # the one that left was never sent to Ollama
     assert counters["peak_running"] == 1
+    with servers.redis_client(redis_url) as client:
+        queue_keys = list(client.scan_iter("bib:{hosts}:*"))
+        assert queue_keys
+        assert all(client.ttl(key) > 0 for key in queue_keys)  # nothing grows without bound
 
 
 async def test_the_compatible_surfaces_wait_without_events(
