@@ -115,8 +115,9 @@ class FairQueue:
         started = loop.time()
         wake = asyncio.Event()
         self._wakes.add(wake)
-        waiting = metrics.QUEUE_WAITING.labels(model)
-        waiting.inc()
+        waiting = [metrics.QUEUE_WAITING.labels(url, model) for url in urls]
+        for gauge in waiting:
+            gauge.inc()
         try:
             while reply[0] != b"granted":
                 position = int(reply[1])
@@ -146,7 +147,8 @@ class FairQueue:
                 await self.leave(member)
             raise
         finally:
-            waiting.dec()
+            for gauge in waiting:
+                gauge.dec()
             self._wakes.discard(wake)
 
     async def leave(self, member: bytes) -> None:

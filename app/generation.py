@@ -20,6 +20,11 @@ that saw ``done`` and asks again gets a cache hit, and one that saw an error ask
 while Redis is down after the end, they get it at once and the keeper goes on writing it while
 the claim lasts. A generation is cached only when Ollama said ``done``; a failed or cancelled
 one never is.
+
+While its source waits for a GPU slot (``app.fairqueue``), it emits ``Queued`` positions, which
+followers here get as ``queued`` events (on the wires that have them), and a generation whose
+clients have all left leaves the queue at once instead of after ``RESUME_GRACE``. Its leader's
+``limiter.Account`` is settled once it has ended: its tokens charged, its concurrency slot freed.
 """
 
 from __future__ import annotations

@@ -22,6 +22,10 @@ for a host that neither lists nor streams. Ejection is each
 worker's own view, learnt from its own requests and probes; in-flight counts are shared. With a
 single host there is nothing to choose and nothing is counted in Redis; without Redis, each
 worker counts only its own generations.
+
+With slots (``OLLAMA_SLOTS``, or a host's ``;slots=N``), a generation takes a free slot of a
+candidate host or waits its turn in ``app.fairqueue``, even with a single host; a freed slot is
+announced to every waiter. Redis down: as without slots.
 """
 
 from __future__ import annotations

@@ -55,8 +55,8 @@ HOST_SLOTS = Gauge(
 )
 QUEUE_WAITING = Gauge(
     "bib_queue_waiting",
-    "Generations of this replica waiting for an Ollama host's slot, by model",
-    ["model"],
+    "Generations of this replica waiting for a slot, by each host they could use and model",
+    ["host", "model"],
     multiprocess_mode="livesum",
 )
 QUEUE_WAIT = Histogram(

@@ -125,7 +125,7 @@ async def test_queue_limits_say_when_to_come_back(
     (host,) = health["ollama_hosts"]
     assert (host["slots"], host["in_flight"], host["queued"]) == (1, 1, 1)
     assert health["queued_by_model"] == {"llama3.2": 1}
-    assert servers.sample(metrics, "bib_queue_waiting", model="llama3.2") == 1
+    assert servers.sample(metrics, "bib_queue_waiting", host=gpu.url, model="llama3.2") == 1
     assert servers.sample(metrics, "bib_ollama_host_slots", host=gpu.url) == 1
     timed_out = await waiting
     assert timed_out.events()[-1].type == "error"
@@ -138,7 +138,7 @@ async def test_queue_limits_say_when_to_come_back(
     await running
     async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
         metrics = (await http.get("/metrics")).text
-    assert servers.sample(metrics, "bib_queue_waiting", model="llama3.2") == 0
+    assert servers.sample(metrics, "bib_queue_waiting", host=gpu.url, model="llama3.2") == 0
     assert servers.sample(metrics, "bib_rate_limited_total", quota="queue") == 1
 
 
