@@ -35,7 +35,7 @@ if op == 'leave' then
   return {'left'}
 end
 
-local first = 7  -- where the ticket and the per-candidate arguments begin, after 2
+local first = 7  -- the first candidate URL's argument (the ticket and its lease just before it)
 if op == 'join' then
   local client, model, most = ARGV[5], ARGV[6], tonumber(ARGV[7])
   local waiting = tonumber(redis.call('HGET', KEYS[4], client) or '0')
