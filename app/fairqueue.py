@@ -136,10 +136,10 @@ class FairQueue:
                 reply = await self._run(names, ["try", time.time(), member, LEASE_SECONDS,
                                                 ticket, ticket_lease, *hosts])  # fmt: skip
                 if reply[0] == b"gone":  # its lease ran out (a stalled loop): in line again
-                    reply = [b"wait", position]
-                    member = (await self._run(names, [
+                    reply = await self._run(names, [
                         "join", time.time(), secrets.token_hex(8), LEASE_SECONDS, client, model,
-                        UNLIMITED, ticket, ticket_lease, *hosts]))[2]  # fmt: skip
+                        UNLIMITED, ticket, ticket_lease, *hosts])  # fmt: skip
+                    member = reply[2] if reply[0] == b"wait" else member
             metrics.QUEUE_WAIT.observe(loop.time() - started)
             return int(reply[1])
         except BaseException:

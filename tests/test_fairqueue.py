@@ -153,3 +153,19 @@ async def test_a_dead_workers_entries_and_slots_are_reclaimed(
     assert await asyncio.wait_for(take(line, [host], "y", "alive", positions), 3) == 0
     assert positions[0] == 1  # behind the ghost, until its lease ran out
     assert positions[-1] == 0  # then first, until the dead worker's slot expired
+
+
+async def test_a_waiter_whose_lease_lapsed_gets_back_in_line(
+    redis: RedisClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker's loop stalled past a waiter's lease: its entry was reaped, and its next try
+    joins again instead of waiting for an entry that is gone."""
+    monkeypatch.setattr(fairqueue, "LEASE_SECONDS", 0.2)
+    monkeypatch.setattr(fairqueue, "POLL_SECONDS", 0.5)  # each try comes after the lease
+    line, host = await queue(redis), Host(redis, slots=1)
+    await take(line, [host], "alice", "running")
+    waiting = asyncio.create_task(take(line, [host], "bob", "late"))
+    await asyncio.sleep(0.8)
+    assert not waiting.done()
+    await redis.zrem(keys.host_in_flight(host.url), "running")  # freed, and nobody told
+    assert await asyncio.wait_for(waiting, 2) == 0  # its next joining takes the slot
