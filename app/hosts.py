@@ -36,7 +36,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -380,13 +380,13 @@ class OllamaHosts:
             raise UpstreamUnavailable("no Ollama host is serving")
         return hosts
 
-    async def report(self) -> list[dict[str, Any]]:
-        """Each host's state for ``/v1/health``: in-flight counts are the shared ones."""
+    async def report(self, queued: Mapping[str, int]) -> list[dict[str, Any]]:
+        """Each host's state for ``/v1/health``: in-flight counts are the shared ones;
+        ``queued``: the waiters per host URL (``queue_lengths``)."""
         counts = [len(h.tickets) for h in self.hosts]
         if self._store is not None:
             with contextlib.suppress(RedisUnavailable):  # else this worker's own
                 counts = await self._store.host_counts([h.url for h in self.hosts])
-        queued = (await self.queue_lengths())["hosts"]
         now = time.monotonic()
         return [
             {

@@ -44,6 +44,8 @@ async def readyz(request: Request[State]) -> Response:
 async def health(request: Request[State]) -> Response:
     redis = await request.state["redis_check"]()
     ollama = await request.state["ollama_check"]()
+    ollama_hosts = request.state["ollama"]
+    queued = await ollama_hosts.queue_lengths()  # one read for both views of the queue
     status = "healthy" if redis.passed else "degraded"
     if not ollama.passed:
         status = "unhealthy"
@@ -52,8 +54,8 @@ async def health(request: Request[State]) -> Response:
         "ollama": "connected" if ollama.passed else "disconnected",
         "redis": "connected" if redis.passed else "disconnected",
         "available_models": [str(model.get("name")) for model in ollama.value or []],
-        "ollama_hosts": await request.state["ollama"].report(),
-        "queued_by_model": (await request.state["ollama"].queue_lengths())["models"],
+        "ollama_hosts": await ollama_hosts.report(queued["hosts"]),
+        "queued_by_model": queued["models"],
         "version": VERSION,
         "uptime_seconds": round(time.monotonic() - request.state["started_at"], 3),
     }
