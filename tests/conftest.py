@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import httpx
 import pytest
 
-from app.redisclient import connect
+from app.redisclient import RedisClient, connect
 from app.store import RedisStore
 from harness import servers
 from tests import helpers
@@ -85,6 +85,14 @@ def start_service(service_env: dict[str, str]) -> Iterator[Callable[..., servers
     yield start
     for server in started:
         server.stop()
+
+
+@pytest.fixture
+async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
+    """A client of the suite's Redis, as a worker connects one."""
+    client = await connect(redis_url)
+    yield client
+    await client.aclose()
 
 
 @pytest.fixture

@@ -7,24 +7,16 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
 from app import fairqueue, keys
 from app.errors import QueueTimeout, RateLimited
 from app.fairqueue import FairQueue
-from app.redisclient import RedisClient, connect
+from app.redisclient import RedisClient
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 LEASE = 10.0
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
-    client = await connect(redis_url)
-    yield client
-    await client.aclose()
 
 
 class Host:

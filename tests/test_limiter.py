@@ -8,7 +8,6 @@ import gc
 import time
 import uuid
 import warnings
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import RedisCluster
@@ -29,13 +28,6 @@ class Clock:
 
     def __call__(self) -> float:
         return self.now
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
-    client = await connect(redis_url)
-    yield client
-    await client.aclose()
 
 
 class Requests:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,13 +16,6 @@ from harness.servers import free_port
 from tests.helpers import count_pipelines
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
-
-
-@pytest.fixture
-async def redis(redis_url: str) -> AsyncIterator[RedisClient]:
-    client = await connect(redis_url)
-    yield client
-    await client.aclose()
 
 
 def key(name: str) -> str:
