@@ -1,0 +1,189 @@
+"""The Dockerfile and compose.yaml built and run for real with podman, over real sockets.
+
+Stand-ins (``harness/standins``): no container registry is reachable here, so the images the
+project's files name (python:3.11-slim, redis:7-alpine, ollama/ollama) are built here from
+Debian bookworm and the project's own Ollama simulator, and tagged with those names. What is
+built and run is the project's Dockerfile and compose.yaml as they are; the official images
+themselves, and Ollama on a GPU, are not tested. Health checks run when these tests run them
+(``podman healthcheck run``): on a machine with systemd, its timers would.
+"""
+
+from __future__ import annotations
+
+import itertools
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from harness import containers
+from harness.containers import APP, IMAGES, ROOT, STANDINS, Podman
+from harness.servers import free_port, sample
+from tests.helpers import GENERATE, events
+
+pytestmark = pytest.mark.containers
+
+GRACE = 2  # SHUTDOWN_GRACE of the app containers started here
+NETWORK = "bib-test"
+PODMAN_COMPOSE = str(Path(sys.executable).parent / "podman-compose")
+
+
+@pytest.fixture(scope="module")
+def podman() -> Iterator[Podman]:
+    with containers.podman_store() as podman:
+        containers.build_images(podman)
+        yield podman
+
+
+def start_app(podman: Podman, name: str, **env: str) -> str:
+    """The project's image on the test network, published on a loopback port, once ready."""
+    port = free_port()
+    settings = {"REDIS_URL": "redis://redis:6379/0", "OLLAMA_HOST": "http://ollama:11434",
+                "SHUTDOWN_GRACE": str(GRACE), **env}  # fmt: skip
+    variables = [arg for item in settings.items() for arg in ("-e", "=".join(item))]
+    podman("run", "-d", "--name", name, "--network", NETWORK,
+           "-p", f"127.0.0.1:{port}:8000", *variables, APP)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while not ready(url):
+        assert time.monotonic() < deadline, podman("logs", name).stderr
+        time.sleep(0.2)
+    return url
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def app(podman: Podman) -> str:
+    """The Redis and Ollama stand-ins and the project's image with two workers."""
+    podman("network", "create", NETWORK)
+    podman("run", "-d", "--name", "redis", "--network", NETWORK, IMAGES["redis"].name)
+    podman("run", "-d", "--name", "ollama", "--network", NETWORK, IMAGES["ollama"].name)
+    return start_app(podman, "app", WEB_CONCURRENCY="2")
+
+
+def curl(url: str, body: str) -> subprocess.Popen[bytes]:
+    command = ["curl", "--silent", "--no-buffer", "--data", body, url + GENERATE]
+    return subprocess.Popen(command, stdout=subprocess.PIPE)
+
+
+def stream(url: str, prompt: str) -> list[str]:
+    """The event types of one stream as curl shows it, after checking it is well formed."""
+    with curl(url, f'{{"prompt": "{prompt}"}}') as reading:
+        body, _ = reading.communicate(timeout=60)
+    received = events(body)
+    assert received[-1].type == "done", body
+    return [str(received[0].json()["cached"]), *(e.type for e in received)]
+
+
+def test_the_image_runs_as_the_unprivileged_user_with_its_workers(podman: Podman, app: str) -> None:
+    assert podman("exec", "app", "id", "-u").stdout.strip() == "10001"
+    users = podman("top", "app", "user").stdout.split()[1:]
+    assert set(users) == {"bib"}
+    processes = podman("top", "app", "args").stdout
+    assert processes.count("multiprocessing.spawn") == 2  # WEB_CONCURRENCY
+    assert podman("logs", "app").stderr.count("Application startup complete") == 2
+
+
+def test_the_image_streams_over_curl_and_replays_from_the_cache(app: str) -> None:
+    first = stream(app, "Hi from a container")
+    assert first[:3] == ["False", "start", "token"]
+    assert stream(app, "Hi from a container") == ["True", *first[1:]]
+
+
+def test_readiness_and_the_images_own_health_check_pass(podman: Podman, app: str) -> None:
+    readiness = httpx.get(app + "/readyz").json()
+    assert readiness["status"] == "pass"
+    assert {"redis:responseTime", "ollama:responseTime"} <= readiness["checks"].keys()
+    assert "/livez" in podman.inspect("app", "{{.Config.Healthcheck.Test}}")
+    podman.wait_healthy("app", seconds=5)
+    assert podman.inspect("app", "{{.State.Health.Status}}") == "healthy"
+
+
+def test_metrics_add_up_across_the_workers(podman: Podman, app: str) -> None:
+    route = {"route": GENERATE, "method": "POST", "status": "200"}
+    before = sample(httpx.get(app + "/metrics").text, "bib_requests_total", **route)
+    for i in range(6):  # each on a connection of its own, taken by either worker
+        httpx.post(app + GENERATE, json={"prompt": f"metrics {i}", "stream": False}, timeout=30)
+    scrapes = [httpx.get(app + "/metrics").text for _ in range(6)]
+    assert {sample(text, "bib_requests_total", **route) for text in scrapes} == {before + 6}
+    files = podman("exec", "app", "ls", "/tmp/bib-metrics").stdout.split()
+    assert len({name.rsplit("_", 1)[1] for name in files if name.startswith("counter_")}) == 2
+
+
+def test_podman_stop_drains_an_open_stream(podman: Podman, app: str) -> None:
+    url = start_app(podman, "draining")
+    body = '{"prompt": "long", "options": {"sim_tokens": 400, "sim_token_delay": 0.05}}'
+    with curl(url, body) as reading:
+        assert reading.stdout is not None
+        while reading.stdout.readline().strip() != b"event: token":
+            pass
+        started = time.monotonic()
+        podman("stop", "--time", str(GRACE + 20), "draining", timeout=GRACE + 30)
+        stopped = time.monotonic() - started
+        rest, _ = reading.communicate(timeout=10)
+    assert events(rest)[-1].json()["error"] == "shutting_down"
+    assert GRACE <= stopped < GRACE + 5
+    assert podman.inspect("draining", "{{.State.ExitCode}}") == "0"  # not killed
+
+
+def test_compose_comes_up_in_dependency_order_serves_and_goes_down(podman: Podman) -> None:
+    """As a user brings it up (podman-compose), with an override that only points the images at
+    the stand-ins. podman 4.3 cannot wait for a health status (podman-compose says so and
+    starts a dependent once its dependencies run), so the order checked is that of starts."""
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", 8000)) != 0, "compose.yaml publishes port 8000"
+    build = " ".join(["--format", "docker", *podman.certificates()])
+    files = ["-f", str(ROOT / "compose.yaml"), "-f", str(STANDINS / "compose.override.yaml")]
+    compose = [PODMAN_COMPOSE, "-p", "bib", *files, "--podman-build-args", build]
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        done = subprocess.run([*compose, *args], env=podman.env, capture_output=True,
+                              text=True, timeout=600, check=False)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    run("up", "-d", "--build")
+    for service in ("redis", "ollama", "app"):
+        podman.wait_healthy(f"bib_{service}_1")
+    pull = "bib_ollama-pull_1"
+    assert podman.inspect(pull, "{{.State.Status}} {{.State.ExitCode}}") == "exited 0"
+    assert podman("logs", pull).stdout.split()[-1] == "success"
+    shown = "{{.Name}} {{.Status}} {{.ContainerExitCode}}"
+    happened = podman("events", "--stream=false", "--filter", "type=container", "--format", shown)
+    first: dict[str, int] = {}  # where each event first happened
+    for index, event in enumerate(happened.stdout.splitlines()):
+        first.setdefault(event.removeprefix("bib_"), index)
+
+    def before(*names: str) -> bool:
+        return all(first[a] < first[b] for a, b in itertools.pairwise(names))
+
+    assert before("redis_1 start 0", "app_1 start 0"), happened.stdout
+    assert before("ollama_1 start 0", "ollama-pull_1 died 0", "app_1 start 0"), happened.stdout
+
+    workers = podman("top", "bib_app_1", "args").stdout.count("multiprocessing.spawn")
+    assert workers == int(services["app"]["environment"]["WEB_CONCURRENCY"])
+
+    local = "http://localhost:8000"
+    fresh = stream(local, "Hi")
+    assert fresh[:3] == ["False", "start", "token"]
+    assert stream(local, "Hi") == ["True", *fresh[1:]]
+
+    began = time.monotonic()
+    down = run("down")
+    assert time.monotonic() - began < int(services["app"]["stop_grace_period"].removesuffix("s"))
+    assert "SIGKILL" not in down.stderr  # each stopped within its grace period
+    left = podman("ps", "--all", "--quiet", "--filter", "label=io.podman.compose.project=bib")
+    assert left.stdout == ""
