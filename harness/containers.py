@@ -125,7 +125,11 @@ def rootfs() -> Path:
                 check=True, capture_output=True, timeout=600,
             )  # fmt: skip
             partial = ROOTFS.with_suffix(".partial")
-            subprocess.run(["tar", "-C", target, "-cf", str(partial), "."], check=True)
+            # without the packages it downloaded and their lists, as Debian's own images are
+            leftovers = ("./var/cache/apt/archives/*.deb", "./var/cache/apt/*.bin",
+                         "./var/lib/apt/lists/*_*")  # fmt: skip
+            excluded = [f"--exclude={pattern}" for pattern in leftovers]
+            subprocess.run(["tar", "-C", target, *excluded, "-cf", str(partial), "."], check=True)
             partial.rename(ROOTFS)
     return ROOTFS
 
