@@ -5,7 +5,6 @@ and `pull MODEL` ask the server at OLLAMA_HOST and fail as Ollama's own do when 
 import json
 import os
 import sys
-import urllib.error
 import urllib.request
 
 
@@ -43,7 +42,7 @@ def main(args: list[str]) -> int:
                         return 1
                     print(progress["status"])
             return 0
-    except (OSError, urllib.error.URLError) as error:
+    except OSError as error:  # urllib's URLError among them
         print(f"Error: could not connect to ollama app, is it running? ({error})", file=sys.stderr)
         return 1
     print("usage: ollama serve | list | pull MODEL", file=sys.stderr)
