@@ -106,11 +106,10 @@ class Podman:
         return self("inspect", "--format", template, container).stdout.strip()
 
     def remove_everything(self) -> None:
-        """Every container, pod, network and image of this store, then the store itself."""
+        """Every container, pod, network, volume and image of this store (``system reset``;
+        the containers first, killed at once rather than each given its stop timeout), then the
+        store itself."""
         self("rm", "--all", "--force", "--time", "0", check=False)
-        self("pod", "rm", "--all", "--force", check=False)
-        self("network", "prune", "--force", check=False)
-        self("rmi", "--all", "--force", check=False)
         self("system", "reset", "--force", check=False, timeout=120)
         shutil.rmtree(self.home, ignore_errors=True)
 
@@ -138,12 +137,14 @@ def build_images(podman: Podman) -> None:
     """The base, the python stand-in, the project's image from its Dockerfile as it is, then
     the Redis and Ollama stand-ins (the latter runs the simulator from the project's image)."""
     podman("import", str(rootfs()), BASE, timeout=300)
-    python = IMAGES["python"]
-    podman.build(python.name, STANDINS, "-f", str(STANDINS / python.file))
+    build_stand_in(podman, IMAGES["python"])
     podman.build(APP, ROOT, *podman.certificates())
-    for stand_in in (IMAGES["redis"], IMAGES["ollama"]):
-        file = str(STANDINS / stand_in.file)
-        podman.build(stand_in.name, STANDINS, "-f", file, "--build-arg", f"APP_IMAGE={APP}")
+    build_stand_in(podman, IMAGES["redis"])
+    build_stand_in(podman, IMAGES["ollama"], "--build-arg", f"APP_IMAGE={APP}")
+
+
+def build_stand_in(podman: Podman, stand_in: StandIn, *extra: str) -> None:
+    podman.build(stand_in.name, STANDINS, "-f", str(STANDINS / stand_in.file), *extra)
 
 
 @contextlib.contextmanager
