@@ -21,7 +21,7 @@ import time
 
 import uvicorn
 
-from app.logs import uvicorn_config
+from app.ops.logs import uvicorn_config
 from app.settings import Settings
 
 
@@ -42,10 +42,10 @@ def main() -> None:
         log_level=settings.log_level,
         log_config=uvicorn_config(settings.log_level, settings.log_format),
         access_log=False,  # app.requestlog logs each request, with more to say
-        proxy_headers=False,  # the app does it (app.identity.TrustedProxies: FORWARDED_ALLOW_IPS)
+        proxy_headers=False,  # the app does it (TrustedProxies: FORWARDED_ALLOW_IPS)
         # httptools with deadlines for a request's head and body; named, not imported, as it
         # imports app.metrics (see _keys)
-        http="app.deadlines:DeadlineProtocol",
+        http="app.ops.deadlines:DeadlineProtocol",
         # after the app's own drain (SHUTDOWN_GRACE), only stragglers are left to cut off
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
     )
@@ -68,10 +68,10 @@ async def _keys(settings: Settings, argv: list[str]) -> int:
     revoke = commands.add_parser("revoke", help="the key stops working within a second")
     revoke.add_argument("name")
     args = parser.parse_args(argv)
-    # imported here: they import app.metrics, whose samples must not be placed before
-    # _prepare_metrics_directory has said where (app.metrics' docstring)
-    from app import keyring
-    from app.redisclient import connect
+    # imported here: they import app.ops.metrics, whose samples must not be placed before
+    # _prepare_metrics_directory has said where (app.ops.metrics' docstring)
+    from app.access import api_keys as keyring
+    from app.store.client import connect
 
     redis = await connect(settings.redis_url)
     try:

@@ -16,21 +16,21 @@ from typing import Any, TypedDict
 import httpx
 from starlette.applications import Starlette
 
-from app import collection, metrics
-from app.checks import CachedCheck
-from app.embeddings import Embedder
-from app.fairqueue import FairQueue
-from app.feeds import READ_BLOCK_MILLISECONDS
-from app.generation import Policy
-from app.hosts import OllamaHosts, Timings
-from app.keyring import Keyring
-from app.limiter import Limits, SlidingWindowLimiter
-from app.redisclient import RedisClient
-from app.redisclient import connect as connect_redis
-from app.registry import Registry
+from app.access.api_keys import Keyring
+from app.access.quotas import Limits, SlidingWindowLimiter
+from app.generations.embeddings import Embedder
+from app.generations.feeds import READ_BLOCK_MILLISECONDS
+from app.generations.generation import Policy
+from app.generations.registry import Registry
+from app.ops import collection, metrics
+from app.ops.checks import CachedCheck
+from app.ops.shutdown import Drain
 from app.settings import Settings
-from app.shutdown import Drain
-from app.store import RedisStore
+from app.store.client import RedisClient
+from app.store.client import connect as connect_redis
+from app.store.generations import RedisStore
+from app.upstream.fair_queue import FairQueue
+from app.upstream.hosts import OllamaHosts, Timings
 
 REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
 # of REDIS_MAX_CONNECTIONS, outside the gate: the stop listener's subscription, the readiness ping

@@ -19,15 +19,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from app import metrics, ollama_routes, openai_routes, openapi, probes, routes
+from app.access.identity import Authenticate, TrustedProxies
+from app.access.quota_headers import RateLimitMiddleware
+from app.api import docs as openapi
+from app.api import pipeline as routes
+from app.api.ollama import routes as ollama_routes
+from app.api.openai import routes as openai_routes
+from app.api.relay import BodyShortcut
 from app.errors import MethodNotAllowed, NotFound, ServiceError
-from app.identity import Authenticate, TrustedProxies
 from app.lifespan import lifespan
-from app.ratelimit import RateLimitMiddleware
-from app.requestlog import RequestLogMiddleware
+from app.ops import metrics, probes
+from app.ops.request_log import RequestLogMiddleware
 from app.responses import error_response
 from app.settings import Settings
-from app.streams import BodyShortcut
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Response helpers: JSON bodies through orjson, and errors in the shape of the API asked.
 
 Which API a path belongs to is decided here and nowhere else: the OpenAI-compatible paths
-answer errors as OpenAI's ``{"error": {...}}`` (``app.openai_wire``), the Ollama-compatible ones
+answer errors as OpenAI's ``{"error": {...}}`` (``app.api.openai.wire``), the Ollama-compatible ones
 (``/`` and ``/api/...``) as Ollama's ``{"error": "..."}``, with Ollama's 400 for a request that
 does not fit (422 elsewhere), and everything else as an RFC 9457 problem document.
 """
@@ -14,7 +14,8 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-from app import ollama_wire, openai_wire
+from app.api.ollama import wire as ollama_wire
+from app.api.openai import wire as openai_wire
 from app.errors import InvalidRequest, ServiceError
 
 NO_STORE = {"Cache-Control": "no-store"}

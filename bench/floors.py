@@ -31,8 +31,8 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from app.limiter import Limits, SlidingWindowLimiter
-from app.logs import uvicorn_config
+from app.access.quotas import Limits, SlidingWindowLimiter
+from app.ops.logs import uvicorn_config
 
 SSE_START = {
     "type": "http.response.start",

@@ -12,8 +12,8 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import httpx
 import pytest
 
-from app.redisclient import RedisClient, connect
-from app.store import RedisStore
+from app.store.client import RedisClient, connect
+from app.store.generations import RedisStore
 from harness import servers
 from tests import helpers
 from tests.helpers import SERVICE_ENV

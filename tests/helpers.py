@@ -28,12 +28,12 @@ import yaml
 from starlette.types import Receive, Scope, Send
 
 from app.errors import ServiceError
-from app.generation import Emit, Finished, Token
+from app.generations.generation import Emit, Finished, Token
+from app.generations.request import CompletionRequest
 from app.lifespan import State
 from app.main import create_app
-from app.redisclient import RedisClient
-from app.schema import CompletionRequest
 from app.settings import Settings
+from app.store.client import RedisClient
 from harness import servers
 from harness.servers import Server, redis_client
 from simulator.app import Behaviour

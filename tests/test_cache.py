@@ -6,10 +6,12 @@ import time
 
 import pytest
 
-from app import events, ollama_wire, openai_wire
-from app.cache import CachedCompletion, LocalCopies, content_hash, decode, encode
-from app.feeds import CachedFeed
-from app.schema import parse_body
+from app.api.ollama import wire as ollama_wire
+from app.api.openai import wire as openai_wire
+from app.generations import wire as events
+from app.generations.cache import CachedCompletion, LocalCopies, content_hash, decode, encode
+from app.generations.feeds import CachedFeed
+from app.generations.request import parse_body
 
 
 def test_entries_round_trip_byte_for_byte() -> None:

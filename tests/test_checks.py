@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from app.checks import CachedCheck
+from app.ops.checks import CachedCheck
 
 pytestmark = pytest.mark.anyio
 

@@ -1,10 +1,10 @@
-"""``app.collection``: the worker's collector as it serves, and as it was after."""
+"""``app.ops.collection``: the worker's collector as it serves, and as it was after."""
 
 from __future__ import annotations
 
 import gc
 
-from app import collection
+from app.ops import collection
 
 
 def test_tune_freezes_startup_and_sizes_the_young_generation_then_undoes_it() -> None:

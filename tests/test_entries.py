@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from app import entries
 from app.errors import Cancelled, UpstreamError, UpstreamTimeout
+from app.store import entries
 
 
 def test_a_batch_keeps_its_index_and_payloads() -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sse_starlette import ServerSentEvent
 
-from app import events
 from app.errors import UpstreamTimeout
+from app.generations import wire as events
 from tests import helpers
 
 TRICKY = ["Hel", "lo\n", "\r", "\r\n", '"q"', "\u2028", "🍾", "data: x", ": c", "\\", "", " "]

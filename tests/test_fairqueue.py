@@ -1,5 +1,5 @@
-"""The GPU queue (``app.fairqueue``) against a real Valkey, one node and a cluster: slots never
-exceeded, round-robin between clients, work-conserving across hosts, and nobody stranded by a
+"""The GPU queue (``app.upstream.fair_queue``) against a real Valkey, one node and a cluster: slots
+never exceeded, round-robin between clients, work-conserving across hosts, and nobody stranded by a
 waiter that left, timed out or died."""
 
 from __future__ import annotations
@@ -10,17 +10,18 @@ import uuid
 
 import pytest
 
-from app import fairqueue, keys
 from app.errors import QueueTimeout, RateLimited
-from app.fairqueue import FairQueue
-from app.redisclient import RedisClient
+from app.store import keys
+from app.store.client import RedisClient
+from app.upstream import fair_queue as fairqueue
+from app.upstream.fair_queue import FairQueue
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 LEASE = 10.0
 
 
 class Host:
-    """One host's in-flight set, as ``app.hosts`` keeps it."""
+    """One host's in-flight set, as ``app.upstream.hosts`` keeps it."""
 
     def __init__(self, redis: RedisClient, slots: int) -> None:
         self.url = f"http://gpu-{uuid.uuid4().hex[:8]}:11434"

@@ -7,12 +7,13 @@ import uuid
 
 import pytest
 
-from app import entries, events
-from app.cache import CachedCompletion
 from app.errors import ServiceError, UpstreamTimeout
-from app.feeds import CachedFeed, RemoteFeed, as_json
-from app.generation import new_generation_id
-from app.store import Meta, RedisStore, Renewal
+from app.generations import wire as events
+from app.generations.cache import CachedCompletion
+from app.generations.feeds import CachedFeed, RemoteFeed, as_json
+from app.generations.generation import new_generation_id
+from app.store import entries
+from app.store.generations import Meta, RedisStore, Renewal
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 

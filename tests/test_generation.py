@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from app.errors import Cancelled, UpstreamError
-from app.events import Chunk
-from app.generation import Generation, Policy, new_generation_id
-from app.leases import Leases
-from app.schema import CompletionRequest
+from app.generations.generation import Generation, Policy, new_generation_id
+from app.generations.leases import Leases
+from app.generations.request import CompletionRequest
+from app.generations.wire import Chunk
 from tests import helpers
 from tests.helpers import ScriptedSource
 
@@ -101,7 +101,7 @@ async def test_a_returning_client_keeps_the_generation() -> None:
 
 
 async def test_a_flag_wakes_every_waiter_though_one_was_cancelled() -> None:
-    from app.generation import _Flag
+    from app.generations.generation import _Flag
 
     flag = _Flag()
     waiters = [asyncio.create_task(flag.wait()) for _ in range(3)]

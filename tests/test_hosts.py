@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from app.hosts import Host, Timings, model_key
+from app.upstream.hosts import Host, Timings, model_key
 from harness import servers
 from harness.servers import Server, simulator_counters
 from tests import helpers

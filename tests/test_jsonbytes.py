@@ -1,4 +1,4 @@
-"""``app.jsonbytes``: JSON kept by the service holds no more memory than its length."""
+"""``app.ops.jsonbytes``: JSON kept by the service holds no more memory than its length."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import tracemalloc
 
 import orjson
 
-from app import jsonbytes
+from app.ops import jsonbytes
 
 
 def test_a_thousand_small_payloads_hold_about_their_size() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from redis.crc import key_slot
 
-from app import keys
-from app.generation import new_generation_id
+from app.generations.generation import new_generation_id
+from app.store import keys
 
 
 def test_each_group_of_keys_shares_one_slot() -> None:

@@ -1,6 +1,6 @@
-"""The worker's lease loop (``app.leases``) against a real Valkey, one node and a cluster: the
-generations due at one batch time are renewed in one round trip, each as often as it asks,
-until it has ended; a failed round trip is each one's to retry."""
+"""The worker's lease loop (``app.generations.leases``) against a real Valkey, one node and a
+cluster: the generations due at one batch time are renewed in one round trip, each as often as it
+asks, until it has ended; a failed round trip is each one's to retry."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from app import keys
-from app.generation import new_generation_id
-from app.leases import Leases
-from app.redisclient import connect
-from app.store import Meta, RedisStore, Renewal
+from app.generations.generation import new_generation_id
+from app.generations.leases import Leases
+from app.store import keys
+from app.store.client import connect
+from app.store.generations import Meta, RedisStore, Renewal
 from harness.servers import free_port
 from tests.helpers import count_pipelines
 

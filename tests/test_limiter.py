@@ -12,10 +12,10 @@ import warnings
 import pytest
 from redis.asyncio import RedisCluster
 
-from app import keys
-from app.limiter import Decision, Limits, SlidingWindowLimiter, client_key
-from app.redisclient import RedisClient, RedisUnavailable, connect
-from app.store import Meta, RedisStore, Renewal
+from app.access.quotas import Decision, Limits, SlidingWindowLimiter, client_key
+from app.store import keys
+from app.store.client import RedisClient, RedisUnavailable, connect
+from app.store.generations import Meta, RedisStore, Renewal
 from harness.servers import free_port
 from tests.helpers import count_pipelines
 

@@ -8,7 +8,7 @@ import logging.config
 import orjson
 import pytest
 
-from app.logs import JsonFormatter, TextFormatter, uvicorn_config
+from app.ops.logs import JsonFormatter, TextFormatter, uvicorn_config
 
 
 def record(message: str, **fields: object) -> logging.LogRecord:

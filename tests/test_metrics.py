@@ -9,7 +9,7 @@ from collections.abc import Callable
 import httpx
 import pytest
 
-from app import metrics
+from app.ops import metrics
 from harness.servers import Server, sample
 
 pytestmark = pytest.mark.anyio

@@ -20,9 +20,9 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from app.generation import Finished, Token
-from app.ollama import OllamaClient
-from app.schema import CompletionRequest
+from app.generations.generation import Finished, Token
+from app.generations.request import CompletionRequest
+from app.upstream.ollama import OllamaClient
 
 pytestmark = pytest.mark.anyio
 

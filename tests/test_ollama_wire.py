@@ -7,7 +7,8 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app import events, ollama_wire
+from app.api.ollama import wire as ollama_wire
+from app.generations import wire as events
 
 GENERATION = "g_" + "x" * 22
 

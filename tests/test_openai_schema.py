@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from app.api.openai.requests import parse_chat, parse_embeddings, parse_text
 from app.errors import InvalidRequest, Unsupported
-from app.openai_schema import parse_chat, parse_embeddings, parse_text
-from app.schema import parse_body
+from app.generations.request import parse_body
 
 USER = {"role": "user", "content": "hi"}
 

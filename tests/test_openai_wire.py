@@ -7,8 +7,9 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app import events, openai_wire
+from app.api.openai import wire as openai_wire
 from app.errors import RateLimited
+from app.generations import wire as events
 
 GENERATION = "g_" + "x" * 22
 

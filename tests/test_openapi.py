@@ -10,10 +10,10 @@ import pytest
 from openapi_spec_validator import validate
 from starlette.routing import Mount, Route
 
+from app.api.docs import document
 from app.errors import InvalidJSON, InvalidRequest
+from app.generations.request import parse_body, request_schema
 from app.main import create_app
-from app.openapi import document
-from app.schema import parse_body, request_schema
 from app.settings import Settings
 from tests import helpers
 

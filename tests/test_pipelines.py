@@ -1,4 +1,4 @@
-"""The shared pipeline (``app.pipelines``) against a real Valkey, one node and a cluster: calls
+"""The shared pipeline (``app.store.pipeline``) against a real Valkey, one node and a cluster: calls
 of one turn share a round trip, each gets its own replies, and a failure reaches only whom it
 concerns while nobody is left waiting."""
 
@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from app.pipelines import SharedPipeline
-from app.redisclient import Guarded, RedisClient, RedisUnavailable, connect
+from app.store.client import Guarded, RedisClient, RedisUnavailable, connect
+from app.store.pipeline import SharedPipeline
 from harness.servers import free_port
 from tests.helpers import count_pipelines
 

@@ -7,9 +7,9 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app import events
-from app.cache import content_hash
-from app.schema import parse_body
+from app.generations import wire as events
+from app.generations.cache import content_hash
+from app.generations.request import parse_body
 from tests import helpers
 
 # any Unicode text a model could emit, lone surrogates excepted (they are not valid UTF-8)

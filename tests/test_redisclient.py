@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from app.redisclient import Guarded, RedisUnavailable, is_cluster
+from app.store.client import Guarded, RedisUnavailable, is_cluster
 
 pytestmark = pytest.mark.anyio
 

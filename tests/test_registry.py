@@ -15,13 +15,13 @@ from typing import Any
 import httpx
 import pytest
 
-from app import keys
-from app.cache import content_hash
-from app.feeds import LocalFeed
-from app.generation import Emit, Finished, Policy, Token
-from app.registry import Registry
-from app.schema import CompletionRequest, parse_body
-from app.store import RedisStore
+from app.generations.cache import content_hash
+from app.generations.feeds import LocalFeed
+from app.generations.generation import Emit, Finished, Policy, Token
+from app.generations.registry import Registry
+from app.generations.request import CompletionRequest, parse_body
+from app.store import keys
+from app.store.generations import RedisStore
 from harness import servers
 from harness.servers import Server, simulator_counters
 from tests import helpers

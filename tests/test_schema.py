@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from app.errors import InvalidJSON, InvalidRequest
-from app.schema import CompletionRequest, parse_body, parse_query
+from app.generations.request import CompletionRequest, parse_body, parse_query
 
 
 def test_seed_body_keeps_working() -> None:

@@ -8,9 +8,9 @@ import uuid
 
 import pytest
 
-from app import entries
-from app.generation import new_generation_id
-from app.store import Claim, Meta, RedisStore, Renewal
+from app.generations.generation import new_generation_id
+from app.store import entries
+from app.store.generations import Claim, Meta, RedisStore, Renewal
 from tests.helpers import count_pipelines
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]

@@ -1,4 +1,4 @@
-"""The SSE response (``app.streams``) driven as an ASGI server drives it: pings between events,
+"""The SSE response (``app.api.relay``) driven as an ASGI server drives it: pings between events,
 the client leaving, a reader that stops reading, and the worker stopping what is still open."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from starlette.background import BackgroundTask
 
-from app.events import PING
-from app.shutdown import Drain
-from app.streams import BodyShortcut, EventStream
+from app.api.relay import BodyShortcut, EventStream
+from app.generations.wire import PING
+from app.ops.shutdown import Drain
 
 pytestmark = pytest.mark.anyio
 

@@ -27,16 +27,17 @@ from dataclasses import dataclass, replace
 import orjson
 from starlette.requests import Request
 
-from app import events, metrics
-from app.cache import content_hash
+from app.access.identity import identity
+from app.access.quota_headers import limit_headers, stamp
+from app.access.quotas import Account, Decision
 from app.errors import InvalidJSON, RateLimited, RateLimitUnavailable, TooLarge
-from app.feeds import Feed
-from app.identity import identity
+from app.generations import wire as events
+from app.generations.cache import content_hash
+from app.generations.feeds import Feed
+from app.generations.request import CompletionRequest, parse_body, parse_query
 from app.lifespan import State
-from app.limiter import Account, Decision
-from app.ratelimit import limit_headers, stamp
-from app.redisclient import RedisUnavailable
-from app.schema import CompletionRequest, parse_body, parse_query
+from app.ops import metrics
+from app.store.client import RedisUnavailable
 
 
 @dataclass(frozen=True, slots=True)

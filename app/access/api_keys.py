@@ -27,8 +27,8 @@ from typing import cast
 
 import orjson
 
-from app import keys
-from app.redisclient import Guarded, RedisClient
+from app.store import keys
+from app.store.client import Guarded, RedisClient
 
 LOOKUP_SECONDS = 0.5
 PREFIX = "bib_"

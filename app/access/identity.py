@@ -29,12 +29,12 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from app import metrics
+from app.access.api_keys import LIMITS, ApiKey, Keyring
+from app.access.quotas import Limits, client_key
 from app.errors import AuthUnavailable, Unauthorized
-from app.keyring import LIMITS, ApiKey, Keyring
-from app.limiter import Limits, client_key
-from app.redisclient import RedisUnavailable
-from app.requestlog import facts
+from app.ops import metrics
+from app.ops.request_log import facts
+from app.store.client import RedisUnavailable
 
 _IDENTITY = "bib.identity"
 _TRUSTED = "bib.trusted_peer"

@@ -4,7 +4,7 @@ last word on what an admitted request owes.
 Pure ASGI (``BaseHTTPMiddleware`` would buffer streams). ``create_app`` puts it on the routes
 that start generations or embed, on every surface; nothing else is behind it: probes, events
 URLs, stop, docs, metrics. Whether a request is counted, and the ``429``, are admission's
-(``app.admission``), which leaves the decision here with ``stamp``. The headers go out in
+(``app.access.admission``), which leaves the decision here with ``stamp``. The headers go out in
 ``http.response.start``: a stream has them before its first byte, and an error answered after
 the request was counted has them too. Once the response is over, a concurrency slot that no
 generation took (a body that did not parse, a client gone early) is given back.
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.limiter import Account, Decision, Quota
+from app.access.quotas import Account, Decision, Quota
 
 _HEADERS = "bib.rate_limit_headers"
 _ACCOUNT = "bib.account"

@@ -3,8 +3,8 @@ per sliding window, and generations running at once.
 
 One Lua script (``quotas.lua``, package data, registered once and called by its SHA) checks
 every quota of a request and counts it atomically, in one round trip shared by the checks of one
-turn of the event loop (``app.pipelines``): identity and quotas cost no round trip of their own.
-All keys of one client share its hash tag (Redis Cluster), and each expires by itself.
+turn of the event loop (``app.store.pipeline``): identity and quotas cost no round trip of their
+own. All keys of one client share its hash tag (Redis Cluster), and each expires by itself.
 
 - **Requests** and **tokens**: two counters per quota, the current and the previous fixed
   window, expiring after two windows. The estimate weights the previous window by the share of
@@ -16,17 +16,17 @@ All keys of one client share its hash tag (Redis Cluster), and each expires by i
   overdraw, and then the client waits until the estimate is back under the budget.
 - **Concurrency**: the client's running generations as tickets in a sorted set, scored by when
   their lease ends. An admitted request takes a ticket; the generation it leads keeps it,
-  renewing it with its own lease (``app.leases``), and gives it back when it ends, however it
-  ends; a request answered from the cache or joining a running generation gives it back at once.
-  A dead worker's tickets expire with its leases. When a ticket frees cannot be foretold, so a
-  refusal for it says ``CONCURRENCY_RETRY_SECONDS``.
+  renewing it with its own lease (``app.generations.leases``), and gives it back when it ends,
+  however it ends; a request answered from the cache or joining a running generation gives it back
+  at once. A dead worker's tickets expire with its leases. When a ticket frees cannot be foretold,
+  so a refusal for it says ``CONCURRENCY_RETRY_SECONDS``.
 
 ``Retry-After`` is rounded up, so waiting that long is enough unless more is charged meanwhile.
 
-Clients are whom ``app.identity`` names: an API key, a trusted proxy's user, else
+Clients are whom ``app.access.identity`` names: an API key, a trusted proxy's user, else
 ``scope["client"]`` as ``TrustedProxies`` leaves it (it alone applies ``FORWARDED_ALLOW_IPS``):
 IPv4-mapped IPv6 counts as its IPv4 address, other IPv6 per /64, since one host commonly holds a
-whole /64. When Redis fails, ``RedisUnavailable`` is raised (``app.redisclient.Guarded``: for a
+whole /64. When Redis fails, ``RedisUnavailable`` is raised (``app.store.client.Guarded``: for a
 second after a failure, without trying to connect again) and admission decides for every quota
 (fail open by default); it is logged at most once a minute and counted in ``failures``.
 """
@@ -44,10 +44,10 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal
 
-from app import keys
-from app.pipelines import Queue, SharedPipeline
-from app.redisclient import Guarded, RedisClient
-from app.store import LEASE_SECONDS
+from app.store import keys
+from app.store.client import Guarded, RedisClient
+from app.store.generations import LEASE_SECONDS
+from app.store.pipeline import Queue, SharedPipeline
 
 Quota = Literal["requests", "tokens", "concurrency"]
 CONCURRENCY_RETRY_SECONDS = 1  # a slot frees when a generation ends, which nobody can tell
@@ -158,7 +158,7 @@ class SlidingWindowLimiter:
         self.window_seconds = window_seconds
         self.token_window_seconds = token_window_seconds
         self._clock = clock
-        script = resources.files("app").joinpath("quotas.lua").read_text()
+        script = resources.files("app.access").joinpath("quotas.lua").read_text()
         self._script = redis.register_script(script)
         self._call = Guarded(
             "limiter", "admitting or refusing as RATE_LIMIT_FAIL_OPEN says", gate=gate

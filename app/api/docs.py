@@ -1,11 +1,11 @@
 """``/openapi.json``, ``/docs`` and ``/playground``: the API described, Swagger UI served without
 a CDN, and a page to try it with.
 
-The native request schema comes from ``app.schema``, the table that validates requests, so the
-document cannot drift from what is accepted; the OpenAI- and Ollama-compatible operations are
-described in their own APIs' terms (their field mapping is in ``app.openai_schema`` and
-``app.ollama_routes``). OpenAPI 3.0 (what the bundled Swagger UI 4
-renders); the server-sent events are described as ``text/event-stream`` with one schema per
+The native request schema comes from ``app.generations.request``, the table that validates
+requests, so the document cannot drift from what is accepted; the OpenAI- and Ollama-compatible
+operations are described in their own APIs' terms (their field mapping is in
+``app.api.openai.requests`` and ``app.api.ollama.routes``). OpenAPI 3.0 (what the bundled Swagger
+UI 4 renders); the server-sent events are described as ``text/event-stream`` with one schema per
 event's ``data``. Swagger UI's files come from the installed ``swagger-ui-bundle`` package.
 """
 
@@ -21,8 +21,8 @@ from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 
 from app import VERSION
+from app.generations.request import QUERY_FIELDS, request_schema
 from app.responses import JSONBody
-from app.schema import QUERY_FIELDS, request_schema
 
 ASSETS = StaticFiles(directory=swagger_ui_bundle.swagger_ui_path)
 
@@ -46,7 +46,7 @@ async def playground(request: Request) -> Response:
 
 @cache
 def _playground_page() -> str:
-    return resources.files("app").joinpath("playground.html").read_text()
+    return resources.files("app.api").joinpath("playground.html").read_text()
 
 
 async def openapi(request: Request) -> Response:

@@ -6,8 +6,8 @@ time still gets its own HTTP status, while a long model load commits to a 200 an
 connection alive with pings. From then on failures are ``error`` events. A cache hit is sent
 as one plain response body: it is complete, so nothing needs pinging or watching.
 
-Who is let in, resumed or counted is ``app.admission``'s decision. Every feed a route opens is
-closed by ``_answer``, once its response is over (or never started): nowhere else.
+Who is let in, resumed or counted is ``app.access.admission``'s decision. Every feed a route opens
+is closed by ``_answer``, once its response is over (or never started): nowhere else.
 """
 
 from __future__ import annotations
@@ -21,15 +21,16 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive
 
-from app import events, metrics
-from app.admission import admit
+from app.access.admission import admit
+from app.api.relay import EventStream
 from app.errors import NotFound
-from app.events import Wire
-from app.feeds import CachedFeed, Feed
+from app.generations import wire as events
+from app.generations.feeds import CachedFeed, Feed
+from app.generations.wire import Wire
 from app.lifespan import State
-from app.requestlog import RequestFacts, facts
+from app.ops import metrics
+from app.ops.request_log import RequestFacts, facts
 from app.responses import JSONBody
-from app.streams import EventStream
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 SSE_MEDIA_TYPE = "text/event-stream"

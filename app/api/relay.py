@@ -1,6 +1,6 @@
 """The SSE response of a relay: the stream's own task sends the events, one helper task per
 stream listens for the client leaving and sends the pings, and the worker's shutdown is one
-listener for all streams (``app.shutdown.Drain``), which stops those still open.
+listener for all streams (``app.ops.shutdown.Drain``), which stops those still open.
 
 uvicorn speaks ASGI 2.3, where a send to a client that has gone does not raise, so something must
 wait for ``http.disconnect``; the same wait, with the ping interval as its deadline, times the
@@ -29,9 +29,9 @@ from typing import Literal
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app import metrics
-from app.events import PING
-from app.shutdown import Drain
+from app.generations.wire import PING
+from app.ops import metrics
+from app.ops.shutdown import Drain
 
 logger = logging.getLogger(__name__)
 

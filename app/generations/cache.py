@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 import orjson
 
-from app.schema import CompletionRequest, Kind
+from app.generations.request import CompletionRequest, Kind
 
 T = TypeVar("T")
 

@@ -18,13 +18,13 @@ from typing import Any, Literal
 
 import orjson
 
+from app.access.quotas import Account
 from app.errors import InvalidRequest
-from app.feeds import XCache
-from app.hosts import OllamaHosts
-from app.limiter import Account
-from app.redisclient import RedisUnavailable
+from app.generations.feeds import XCache
 from app.settings import MODEL_NAME
-from app.store import RedisStore
+from app.store.client import RedisUnavailable
+from app.store.generations import RedisStore
+from app.upstream.hosts import OllamaHosts
 
 Upstream = Literal["/api/embed", "/api/embeddings"]
 

@@ -20,14 +20,17 @@ from typing import Any, Literal, Protocol
 
 import anyio
 
-from app import entries, events, ollama_wire, openai_wire
-from app.cache import CachedCompletion
+from app.api.ollama import wire as ollama_wire
+from app.api.openai import wire as openai_wire
 from app.errors import ServiceError, UpstreamError
-from app.events import Chunk, Wire
-from app.generation import Generation, GenerationView
-from app.redisclient import RedisUnavailable
-from app.schema import Kind
-from app.store import RedisStore
+from app.generations import wire as events
+from app.generations.cache import CachedCompletion
+from app.generations.generation import Generation, GenerationView
+from app.generations.request import Kind
+from app.generations.wire import Chunk, Wire
+from app.store import entries
+from app.store.client import RedisUnavailable
+from app.store.generations import RedisStore
 
 XCache = Literal["HIT", "MISS", "JOINED", "BYPASS"]
 # replays a worker's copy of a cached completion keeps: native, OpenAI with and without its

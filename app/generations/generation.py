@@ -11,18 +11,18 @@ A second task, the keeper, has two states. While the generation runs it publishe
 each, for clients on other workers, for resuming and for the cache; a joiner elsewhere sees a
 token about 50 ms (plus a round trip) after one here, and while nobody elsewhere follows a
 batch goes out once a tick. Keepers write at the worker's common batch times, so those woken
-together share one round trip (``app.pipelines``). The leases are renewed by the worker's one
-loop (``app.leases``), which also counts the clients on other workers: when none has been here
-or elsewhere for ``RESUME_GRACE``, the upstream request is cancelled. Once the generation has
-ended the keeper writes the end (``_write_end``): the last tokens, then ``done`` and the cache
+together share one round trip (``app.store.pipeline``). The leases are renewed by the worker's one
+loop (``app.generations.leases``), which also counts the clients on other workers: when none has
+been here or elsewhere for ``RESUME_GRACE``, the upstream request is cancelled. Once the generation
+has ended the keeper writes the end (``_write_end``): the last tokens, then ``done`` and the cache
 entry, or the error. Its clients get the final event only once the end is written, so a client
 that saw ``done`` and asks again gets a cache hit, and one that saw an error asks Ollama again;
 while Redis is down after the end, they get it at once and the keeper goes on writing it while
 the claim lasts. A generation is cached only when Ollama said ``done``; a failed or cancelled
 one never is.
 
-While its source waits for a GPU slot (``app.fairqueue``), it emits ``Queued`` positions, which
-followers here get as ``queued`` events (on the wires that have them), and a generation whose
+While its source waits for a GPU slot (``app.upstream.fair_queue``), it emits ``Queued`` positions,
+which followers here get as ``queued`` events (on the wires that have them), and a generation whose
 clients have all left leaves the queue at once instead of after ``RESUME_GRACE``. Its leader's
 ``limiter.Account`` is settled once it has ended: its tokens charged, its concurrency slot freed.
 """
@@ -40,15 +40,24 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from app import cache, entries, events, metrics
+from app.access.quotas import Account
 from app.errors import Cancelled, QueueTimeout, RateLimited, ServiceError, ShuttingDown
-from app.events import Chunk, Wire
-from app.leases import BATCH_SECONDS, Leases, batch_time
-from app.limiter import Account
-from app.redisclient import RedisUnavailable
-from app.schema import CompletionRequest
+from app.generations import cache
+from app.generations import wire as events
+from app.generations.leases import BATCH_SECONDS, Leases, batch_time
+from app.generations.request import CompletionRequest
+from app.generations.wire import Chunk, Wire
+from app.ops import metrics
 from app.settings import Settings
-from app.store import LEASE_SECONDS, STREAM_RETENTION_SECONDS, Meta, RedisStore, Renewal
+from app.store import entries
+from app.store.client import RedisUnavailable
+from app.store.generations import (
+    LEASE_SECONDS,
+    STREAM_RETENTION_SECONDS,
+    Meta,
+    RedisStore,
+    Renewal,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -337,8 +346,8 @@ class Generation:
             self._described_at = time.monotonic()
 
     def renewal(self) -> Renewal | None:
-        """What its next renewal writes (``app.leases``): the lease and the claim; the meta
-        once a minute; the clients elsewhere are counted when it matters, when none is here
+        """What its next renewal writes (``app.generations.leases``): the lease and the claim; the
+        meta once a minute; the clients elsewhere are counted when it matters, when none is here
         (the grace) or some were (have they gone?): a new one says so at once (``watched``).
         ``None`` without Redis: then only the grace is kept."""
         if self._store is None:

@@ -18,8 +18,8 @@ import math
 from collections import defaultdict
 from typing import Protocol
 
-from app.redisclient import RedisUnavailable
-from app.store import RedisStore, Renewal
+from app.store.client import RedisUnavailable
+from app.store.generations import RedisStore, Renewal
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Leased(Protocol):
 
 def batch_time(at: float) -> float:
     """The first of the worker's batch times (every ``BATCH_SECONDS`` of the loop's clock) not
-    before ``at``: what is written at one batch time shares a round trip (app.pipelines)."""
+    before ``at``: what is written at one batch time shares a round trip (app.store.pipeline)."""
     return math.ceil(at / BATCH_SECONDS) * BATCH_SECONDS
 
 

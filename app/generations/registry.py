@@ -19,16 +19,17 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app import cache, keys
-from app.cache import LocalCopies
+from app.access.quotas import Account
 from app.errors import Cancelled, ServiceError, ShuttingDown
-from app.feeds import CachedFeed, Feed, LocalFeed, RemoteFeed
-from app.generation import Generation, Policy, TokenSource, new_generation_id
-from app.leases import Leases
-from app.limiter import Account
-from app.redisclient import RedisUnavailable
-from app.schema import CompletionRequest
-from app.store import Meta, RedisStore
+from app.generations import cache
+from app.generations.cache import LocalCopies
+from app.generations.feeds import CachedFeed, Feed, LocalFeed, RemoteFeed
+from app.generations.generation import Generation, Policy, TokenSource, new_generation_id
+from app.generations.leases import Leases
+from app.generations.request import CompletionRequest
+from app.store import keys
+from app.store.client import RedisUnavailable
+from app.store.generations import Meta, RedisStore
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Registry:
     def __init__(self, source: TokenSource, store: RedisStore, policy: Policy,
                  on_slots: Callable[[], None] = lambda: None) -> None:  # fmt: skip
         self._source = source
-        self._on_slots = on_slots  # a host's slot was freed somewhere (app.fairqueue)
+        self._on_slots = on_slots  # a host's slot was freed somewhere (app.upstream.fair_queue)
         self._store = store
         self._policy = policy
         self._by_id: dict[str, Generation] = {}

@@ -16,8 +16,8 @@ it: it becomes part of the next block, which every reader ignores (``EventSource
 ``openai`` SDK, fetch readers), and still keeps proxies from timing the connection out.
 
 ``Wire`` is what a feed needs of a wire format to encode a generation's events; ``NATIVE`` is
-this module's, and the other surfaces bring their own (``app.openai_wire``,
-``app.ollama_wire``).
+this module's, and the other surfaces bring their own (``app.api.openai.wire``,
+``app.api.ollama.wire``).
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from typing import Any, NamedTuple, Protocol
 
 import orjson
 
-from app import jsonbytes
 from app.errors import ServiceError
+from app.ops import jsonbytes
 
 RETRY_MILLISECONDS = 2000
 RETRY = b"retry: %d\n" % RETRY_MILLISECONDS  # a field of the block it precedes

@@ -24,7 +24,7 @@ from typing import Any, Literal
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from app import metrics
+from app.ops import metrics
 from app.settings import Settings
 
 _SAID = b"The request came too slowly."

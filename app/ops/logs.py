@@ -1,7 +1,7 @@
 """Log formatting: one JSON object per line (``LOG_FORMAT=json``) or plain text for people.
 
 ``python -m app`` hands ``uvicorn_config`` to uvicorn, which applies it in every worker; the
-request lines come from ``app.requestlog`` through the ``bib.access`` logger with their fields
+request lines come from ``app.ops.request_log`` through the ``bib.access`` logger with their fields
 in ``extra={"fields": ...}``.
 """
 
@@ -40,7 +40,9 @@ class TextFormatter(logging.Formatter):
 
 def uvicorn_config(level: str, log_format: str) -> dict[str, Any]:
     """A ``logging.config.dictConfig`` for uvicorn and the service alike."""
-    formatter = "app.logs.JsonFormatter" if log_format == "json" else "app.logs.TextFormatter"
+    formatter = (
+        "app.ops.logs.JsonFormatter" if log_format == "json" else "app.ops.logs.TextFormatter"
+    )
     handler = {
         "class": "logging.StreamHandler",
         "formatter": "default",

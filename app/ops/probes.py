@@ -1,7 +1,7 @@
 """Health endpoints for orchestrators and people; never rate limited, never cached by clients.
 
 ``/livez`` checks nothing but that the process serves. ``/readyz`` and ``/v1/health`` share the
-cached dependency checks of ``app.checks``; Ollama passes while at least one host serves.
+cached dependency checks of ``app.ops.checks``; Ollama passes while at least one host serves.
 ``/v1/health`` calls the service degraded, not unhealthy, when only Redis is down, because
 generation still works without it (uncached).
 """

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app import metrics
+from app.ops import metrics
 
 logger = logging.getLogger("bib.access")
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")

@@ -26,7 +26,7 @@ from typing import Any, TypeAlias, TypeVar
 from redis.asyncio import Redis, RedisCluster
 from redis.exceptions import RedisError
 
-from app import metrics
+from app.ops import metrics
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

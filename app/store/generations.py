@@ -1,11 +1,11 @@
 """Every Redis operation of the service's generations and hosts, and its scripts.
 
-The keys are built by ``app.keys`` (its docstring has the layout) and the generation's stream
-entries by ``app.entries``. Every call goes through one ``Guarded``: a failure is
+The keys are built by ``app.store.keys`` (its docstring has the layout) and the generation's stream
+entries by ``app.store.entries``. Every call goes through one ``Guarded``: a failure is
 ``RedisUnavailable``, and for a second after one the store refuses calls without touching the
 network, so an outage costs requests nothing but a bypassed cache. What every stream writes
 often (its batches, renewals and watches) and what every request does (its claim, its host,
-its end) share one pipeline per turn of the event loop (``app.pipelines``).
+its end) share one pipeline per turn of the event loop (``app.store.pipeline``).
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from typing import Any, Literal, cast
 
 import orjson
 
-from app import keys
-from app.pipelines import SharedPipeline
-from app.redisclient import REDIS_FAULTS, RETRY_AFTER_SECONDS, Guarded, RedisClient
-from app.schema import Kind
+from app.generations.request import Kind
+from app.store import keys
+from app.store.client import REDIS_FAULTS, RETRY_AFTER_SECONDS, Guarded, RedisClient
+from app.store.pipeline import SharedPipeline
 
 LEASE_SECONDS = 5.0
 WATCH_SECONDS = 3.0  # a remote client's presence lasts this long unless renewed

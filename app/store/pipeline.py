@@ -22,7 +22,7 @@ from typing import Any
 from redis.commands.core import AsyncScript
 from redis.exceptions import NoScriptError
 
-from app.redisclient import Guarded, RedisClient, RedisUnavailable
+from app.store.client import Guarded, RedisClient, RedisUnavailable
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 replica through Redis, served round-robin between clients.
 
 With ``OLLAMA_SLOTS`` (or a host's own ``;slots=N``) a host never has more generations in flight
-than its slots, counted in the in-flight sets that routing already keeps (``app.hosts``). A
+than its slots, counted in the in-flight sets that routing already keeps (``app.upstream.hosts``). A
 generation that finds no free slot on a host with its model joins the queue; one Lua script
 (``fair_queue.lua``) joins, tries and leaves atomically. Each client's n-th waiting generation
 is served in the n-th round (start-time fair queuing on a tag per client), so one client's
@@ -32,10 +32,11 @@ from typing import Any
 
 import anyio
 
-from app import keys, metrics
 from app.errors import QueueTimeout, RateLimited
-from app.pipelines import SharedPipeline
-from app.redisclient import Guarded, RedisClient, RedisUnavailable
+from app.ops import metrics
+from app.store import keys
+from app.store.client import Guarded, RedisClient, RedisUnavailable
+from app.store.pipeline import SharedPipeline
 
 POLL_SECONDS = 0.5
 LEASE_SECONDS = 5.0
@@ -62,7 +63,7 @@ class FairQueue:
     def __init__(self, redis: RedisClient, *, max_per_client: int, timeout_seconds: float,
                  gate: asyncio.Semaphore | None = None) -> None:  # fmt: skip
         self._script = redis.register_script(
-            resources.files("app").joinpath("fair_queue.lua").read_text()
+            resources.files("app.upstream").joinpath("fair_queue.lua").read_text()
         )
         self._redis = redis
         self._call = Guarded("queue", "routing without the queue", gate=gate)

@@ -24,8 +24,8 @@ single host there is nothing to choose and nothing is counted in Redis; without 
 worker counts only its own generations.
 
 With slots (``OLLAMA_SLOTS``, or a host's ``;slots=N``), a generation takes a free slot of a
-candidate host or waits its turn in ``app.fairqueue``, even with a single host; a freed slot is
-announced to every waiter. Redis down: as without slots.
+candidate host or waits its turn in ``app.upstream.fair_queue``, even with a single host; a freed
+slot is announced to every waiter. Redis down: as without slots.
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ from typing import Any
 import anyio
 import httpx
 
-from app import metrics
 from app.errors import (
     ModelNotFound,
     ServiceError,
@@ -51,13 +50,14 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from app.fairqueue import FairQueue
-from app.generation import Emit, Finished, Queued, Token
-from app.ollama import OllamaClient
-from app.redisclient import RedisUnavailable
-from app.schema import CompletionRequest
+from app.generations.generation import Emit, Finished, Queued, Token
+from app.generations.request import CompletionRequest
+from app.ops import metrics
 from app.settings import Settings
-from app.store import RedisStore
+from app.store.client import RedisUnavailable
+from app.store.generations import RedisStore
+from app.upstream.fair_queue import FairQueue
+from app.upstream.ollama import OllamaClient
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,6 @@ import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
 
-from app import jsonbytes
 from app.errors import (
     InvalidRequest,
     ModelNotFound,
@@ -31,8 +30,9 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from app.generation import Finished, Relay, Token
-from app.schema import CompletionRequest, Kind
+from app.generations.generation import Finished, Relay, Token
+from app.generations.request import CompletionRequest, Kind
+from app.ops import jsonbytes
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 _PATHS: dict[Kind, bytes] = {"chat": b"api/chat", "generate": b"api/generate"}

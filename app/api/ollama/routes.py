@@ -1,11 +1,11 @@
 """The Ollama-compatible endpoints, at the root, so that ``OLLAMA_HOST=http://<service>`` is
 all a client of Ollama needs: ``/api/generate`` and ``/api/chat`` over the same generations as
-every surface (cache, joins, limits, routing), embeddings (cached, ``app.embeddings``), the
-model lists merged over every host,
+every surface (cache, joins, limits, routing), embeddings (cached, ``app.generations.embeddings``),
+the model lists merged over every host,
 ``/api/show`` from a host that has the model, ``/api/version`` and ``/``.
 
-Their bodies are the native request's fields, which are Ollama's own (``app.schema``), so they
-go through the native checks; what the service cannot honour (``suffix``, ``template``,
+Their bodies are the native request's fields, which are Ollama's own (``app.generations.request``),
+so they go through the native checks; what the service cannot honour (``suffix``, ``template``,
 ``raw``, ``context``, images outside messages, ``logprobs``) is refused with a 400. Model
 management (``pull``, ``push``, ``create``, ``copy``, ``delete``, blobs) is not for a public
 gateway: ``403``, to be done on the Ollama host, unless ``OLLAMA_MANAGEMENT=true`` passes it on
@@ -21,13 +21,14 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from app import embeddings, ollama_wire
-from app.admission import count, read_json
+from app.access.admission import count, read_json
+from app.api.ollama import wire as ollama_wire
+from app.api.pipeline import respond_json, respond_stream
 from app.errors import Forbidden, InvalidJSON, InvalidRequest, Unsupported
+from app.generations import embeddings
+from app.generations.request import Kind, parse_body
 from app.lifespan import State
 from app.responses import NO_STORE, JSONBody
-from app.routes import respond_json, respond_stream
-from app.schema import Kind, parse_body
 
 MANAGEMENT = (  # Ollama's model management paths, refused
     ("/api/pull", ["POST"]),
@@ -54,7 +55,7 @@ async def chat(request: Request[State]) -> Response:
 
 
 async def embed(request: Request[State]) -> Response:
-    """``POST /api/embed``: cached (``app.embeddings``)."""
+    """``POST /api/embed``: cached (``app.generations.embeddings``)."""
     return await _embed(request, embeddings.embed_request)
 
 

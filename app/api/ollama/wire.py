@@ -15,9 +15,9 @@ from typing import Any
 
 import orjson
 
-from app import events
 from app.errors import RateLimited, ServiceError
-from app.schema import Kind
+from app.generations import wire as events
+from app.generations.request import Kind
 
 MEDIA_TYPE = "application/x-ndjson"
 RUNNING = "Ollama is running"
@@ -118,7 +118,7 @@ _NOT_STATS = frozenset({"model", "created_at", "response", "thinking", "message"
 
 
 def answer(kind: Kind, whole: Mapping[str, Any]) -> dict[str, Any]:
-    """A whole answer (``app.feeds.as_json``) as Ollama's non-streamed body."""
+    """A whole answer (``app.generations.feeds.as_json``) as Ollama's non-streamed body."""
     message = whole.get("message") or {}
     fields = {**whole, "tool_calls": message.get("tool_calls")}
     return {"model": whole.get("model"), "created_at": _now(), **_text(kind, fields),

@@ -3,7 +3,7 @@
 ``/v1/chat/completions``:
 
 ==========================================  =================================================
-OpenAI                                       native (``app.schema``), hence Ollama
+OpenAI                                       native (``app.generations.request``), hence Ollama
 ==========================================  =================================================
 ``model``                                    ``model`` (``DEFAULT_MODEL`` when absent)
 ``messages``                                 ``messages``: ``developer`` is ``system``; text
@@ -45,9 +45,9 @@ from typing import Any
 
 import orjson
 
-from app.embeddings import Embedding, embed_request
 from app.errors import InvalidRequest, Unsupported
-from app.schema import THINK_LEVELS, CompletionRequest, parse_body
+from app.generations.embeddings import Embedding, embed_request
+from app.generations.request import THINK_LEVELS, CompletionRequest, parse_body
 
 _OPTIONS = {"temperature": "temperature", "top_p": "top_p", "seed": "seed",
             "frequency_penalty": "frequency_penalty", "presence_penalty": "presence_penalty",

@@ -1,10 +1,10 @@
 """The OpenAI-compatible endpoints: ``/v1/chat/completions``, ``/v1/completions``,
-``/v1/embeddings`` (cached, ``app.embeddings``), and the model list ``/v1/models``, which native
-clients read too.
+``/v1/embeddings`` (cached, ``app.generations.embeddings``), and the model list ``/v1/models``,
+which native clients read too.
 
 Each generating request is counted by the rate limiter like a native one, then mapped onto the
-native request (``app.openai_schema``) and opened in the same registry, so it shares the cache
-and running generations with every surface; only the wire differs (``app.openai_wire``).
+native request (``app.api.openai.requests``) and opened in the same registry, so it shares the cache
+and running generations with every surface; only the wire differs (``app.api.openai.wire``).
 Errors take OpenAI's shape (``app.responses.error_response`` knows these paths).
 """
 
@@ -15,13 +15,13 @@ from collections.abc import Callable
 from starlette.requests import Request
 from starlette.responses import Response
 
-from app import openai_wire
-from app.admission import count, read_json
+from app.access.admission import count, read_json
+from app.api.openai import wire as openai_wire
+from app.api.openai.requests import OpenAIRequest, parse_chat, parse_embeddings, parse_text
+from app.api.openai.wire import Endpoint
+from app.api.pipeline import respond_json, respond_stream
 from app.lifespan import State
-from app.openai_schema import OpenAIRequest, parse_chat, parse_embeddings, parse_text
-from app.openai_wire import Endpoint
 from app.responses import NO_STORE, JSONBody
-from app.routes import respond_json, respond_stream
 
 
 async def chat_completions(request: Request[State]) -> Response:

@@ -5,7 +5,7 @@ A stream is ``data: <chunk>`` blocks ending with ``data: [DONE]``. The ``openai`
 data of every block that is not ``[DONE]`` as JSON and keeps an ``id:`` once seen, so that
 later a bare blank line would become an event with empty data and crash it: these streams
 never carry ``id:``, ``retry:`` or ``event:``, and their heartbeat is the native one, a comment
-line with no blank line after it (``app.events``), which the SDK and fetch readers skip.
+line with no blank line after it (``app.generations.wire``), which the SDK and fetch readers skip.
 
 Ids are the generation's (``chatcmpl-<generation>``), so a cached answer keeps the id it had and
 a client can follow the generation at ``/v1/chats/generations/<generation>/events``. Thinking
@@ -24,8 +24,8 @@ from typing import Any, Literal
 
 import orjson
 
-from app import events
 from app.errors import InvalidRequest, RateLimited, ServiceError, Unsupported
+from app.generations import wire as events
 
 Endpoint = Literal["chat", "text"]  # /v1/chat/completions, /v1/completions
 DONE = b"data: [DONE]\n\n"
@@ -174,7 +174,8 @@ class Stream:
 
 
 def completion(endpoint: Endpoint, generation: str, answer: Mapping[str, Any]) -> dict[str, Any]:
-    """A whole answer (``app.feeds.as_json``) as ``chat.completion`` or ``text_completion``."""
+    """A whole answer (``app.generations.feeds.as_json``) as ``chat.completion`` or
+    ``text_completion``."""
     calls = (answer.get("message") or {}).get("tool_calls") or []
     reason = finish_reason(answer, tool_calls=bool(calls))
     if endpoint == "chat":

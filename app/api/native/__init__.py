@@ -1,0 +1,1 @@
+"""The service's own API (``docs/api.md``): ``/v1/chats/...``, server-sent events."""

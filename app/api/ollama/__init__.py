@@ -1,0 +1,1 @@
+"""The Ollama-compatible API at the root: ``/api/...`` as Ollama answers it."""

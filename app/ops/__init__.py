@@ -1,0 +1,2 @@
+"""What keeps a worker operable: metrics, logs, the request log, dependency checks, probes,
+shutdown, request deadlines, garbage-collector tuning."""

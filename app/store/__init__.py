@@ -1,0 +1,2 @@
+"""Redis: the client, the shared pipeline of a turn, every key, the generations' stream entries
+and their scripts."""
