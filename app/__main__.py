@@ -42,7 +42,7 @@ def main() -> None:
         log_level=settings.log_level,
         log_config=uvicorn_config(settings.log_level, settings.log_format),
         access_log=False,  # app.requestlog logs each request, with more to say
-        proxy_headers=False,  # the app does it (TrustedProxies: FORWARDED_ALLOW_IPS)
+        proxy_headers=False,  # the app does it (TrustedProxiesMiddleware: FORWARDED_ALLOW_IPS)
         # httptools with deadlines for a request's head and body; named, not imported, as it
         # imports app.metrics (see _keys)
         http="app.ops.deadlines:DeadlineProtocol",

@@ -68,7 +68,7 @@ class Unauthorized(ServiceError):
     code = "unauthorized"
 
     def __init__(self, detail: str | None = None) -> None:
-        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+        super().__init__(detail, headers={"WWW-AuthenticationMiddleware": "Bearer"})
 
 
 class AuthUnavailable(ServiceError):

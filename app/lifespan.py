@@ -16,8 +16,8 @@ from typing import Any, TypedDict
 import httpx
 from starlette.applications import Starlette
 
-from app.access.api_keys import Keyring
-from app.access.quotas import Limits, SlidingWindowLimiter
+from app.access.api_keys import ApiKeys
+from app.access.quotas import Limits, Quotas
 from app.generations.embeddings import Embedder
 from app.generations.feeds import READ_BLOCK_MILLISECONDS
 from app.generations.generation import Policy
@@ -30,7 +30,7 @@ from app.store.client import RedisClient
 from app.store.client import connect as connect_redis
 from app.store.generations import RedisStore
 from app.upstream.fair_queue import FairQueue
-from app.upstream.hosts import OllamaHosts, Timings
+from app.upstream.hosts import Hosts, Timings
 
 REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
 # of REDIS_MAX_CONNECTIONS, outside the gate: the stop listener's subscription, the readiness ping
@@ -42,22 +42,22 @@ REDIS_MAX_BLOCKING_CONNECTIONS = 10000
 
 class State(TypedDict):
     settings: Settings
-    ollama: OllamaHosts
+    hosts: Hosts
     redis: RedisClient
     registry: Registry
     embedder: Embedder
-    ollama_check: CachedCheck[list[dict[str, Any]]]
+    hosts_check: CachedCheck[list[dict[str, Any]]]
     redis_check: CachedCheck[bool]
-    limiter: SlidingWindowLimiter | None  # None: no quota on and no keys, no limit
-    keyring: Keyring
+    quotas: Quotas | None  # None: no quota on and no keys, no limit
+    api_keys: ApiKeys
     drain: Drain
     started_at: float
 
 
 def lifespan(
-    settings: Settings, ollama_transport: httpx.AsyncBaseTransport | None
+    settings: Settings, upstream_transport: httpx.AsyncBaseTransport | None
 ) -> Callable[[Starlette], AbstractAsyncContextManager[State]]:
-    """Builds the lifespan for ``settings``; ``ollama_transport`` replaces aiohttp in tests."""
+    """Builds the lifespan for ``settings``; ``upstream_transport`` replaces aiohttp in tests."""
 
     @asynccontextmanager
     async def run(app: Starlette) -> AsyncIterator[State]:
@@ -75,7 +75,7 @@ def lifespan(
             max_connections=REDIS_MAX_BLOCKING_CONNECTIONS,
         )
         store = RedisStore(redis, blocking, gate)
-        ollama = OllamaHosts.connect(
+        hosts = Hosts.connect(
             settings.upstream_urls,
             store,
             first_token_timeout_seconds=settings.upstream_timeout_seconds,
@@ -88,12 +88,12 @@ def lifespan(
                 timeout_seconds=settings.queue_timeout_seconds,
                 gate=gate,
             ),
-            transport=ollama_transport,
+            transport=upstream_transport,
         )
-        registry = Registry(ollama, store, Policy.of(settings), on_slots=ollama.slots_freed)
+        registry = Registry(hosts, store, Policy.of(settings), on_slots=hosts.slots_freed)
         stop_listener = asyncio.create_task(registry.listen())
-        await ollama.refresh()  # each host's models, before the first request needs them
-        host_keeper = asyncio.create_task(ollama.run())
+        await hosts.refresh()  # each host's models, before the first request needs them
+        host_keeper = asyncio.create_task(hosts.run())
         drain = Drain(
             settings.shutdown_grace_seconds, refuse=registry.refuse_new, halt=registry.halt
         )
@@ -103,18 +103,18 @@ def lifespan(
         try:
             yield State(
                 settings=settings,
-                ollama=ollama,
+                hosts=hosts,
                 redis=redis,
                 registry=registry,
                 embedder=Embedder(
-                    ollama,
+                    hosts,
                     store,
                     ttl_seconds=settings.cache_ttl_seconds,
                     max_bytes=settings.cache_max_bytes,
                 ),
-                ollama_check=CachedCheck(ollama.check),
+                hosts_check=CachedCheck(hosts.check),
                 redis_check=CachedCheck(redis.ping),
-                limiter=SlidingWindowLimiter(
+                quotas=Quotas(
                     redis,
                     defaults=Limits(
                         requests=settings.rate_limit_max,
@@ -127,7 +127,7 @@ def lifespan(
                 )
                 if settings.limits_requests
                 else None,
-                keyring=Keyring(redis, gate=gate),
+                api_keys=ApiKeys(redis, gate=gate),
                 started_at=time.monotonic(),
                 drain=drain,
             )
@@ -137,7 +137,7 @@ def lifespan(
             stop_listener.cancel()
             host_keeper.cancel()
             await registry.aclose()
-            await ollama.aclose()
+            await hosts.aclose()
             await redis.aclose()
             await blocking.aclose()
             metrics.forget_worker()

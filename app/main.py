@@ -1,7 +1,7 @@
 """The application factory: routes, middleware, error handlers and lifespan, nothing else.
 
 Run with ``python -m app`` (which validates settings first), or ``uvicorn app.main:create_app
---factory``. In-process tests call ``create_app(settings, ollama_transport=...)`` with a mock
+--factory``. In-process tests call ``create_app(settings, upstream_transport=...)`` with a mock
 Ollama transport.
 """
 
@@ -19,13 +19,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from app.access.identity import Authenticate, TrustedProxies
+from app.access.identity import AuthenticationMiddleware, TrustedProxiesMiddleware
 from app.access.quota_headers import RateLimitMiddleware
 from app.api import docs as openapi
 from app.api import pipeline as routes
 from app.api.ollama import routes as ollama_routes
 from app.api.openai import routes as openai_routes
-from app.api.relay import BodyShortcut
+from app.api.relay import BodyShortcutMiddleware
 from app.errors import MethodNotAllowed, NotFound, ServiceError
 from app.lifespan import lifespan
 from app.ops import metrics, probes
@@ -37,14 +37,14 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(
-    settings: Settings | None = None, *, ollama_transport: httpx.AsyncBaseTransport | None = None
+    settings: Settings | None = None, *, upstream_transport: httpx.AsyncBaseTransport | None = None
 ) -> Starlette:
     settings = settings or Settings.from_environ(os.environ)
     middleware = [
         # first, so that every layer sees the client's address, and identity whether its proxy
         # is trusted (python -m app turns uvicorn's own off)
-        Middleware(TrustedProxies, trusted_hosts=settings.forwarded_allow_ips),
-        Middleware(BodyShortcut),  # a layer below that reads body messages must go above it
+        Middleware(TrustedProxiesMiddleware, trusted_hosts=settings.forwarded_allow_ips),
+        Middleware(BodyShortcutMiddleware),  # a layer that reads body messages must go above it
         Middleware(RequestLogMiddleware),
         Middleware(
             CORSMiddleware,
@@ -68,7 +68,7 @@ def create_app(
         ),
     ]
     # on the API routes of every surface, so a 401 is already routed (logs, metrics)
-    api = [Middleware(Authenticate)]
+    api = [Middleware(AuthenticationMiddleware)]
     # on the routes that start generations, so a 429 is already routed (logs, metrics)
     limited = list(api)
     if settings.limits_requests:
@@ -130,7 +130,7 @@ def create_app(
             HTTPException: _http_exception,
             Exception: _unexpected_error,
         },
-        lifespan=lifespan(settings, ollama_transport),
+        lifespan=lifespan(settings, upstream_transport),
     )
 
 

@@ -31,7 +31,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from app.access.quotas import Limits, SlidingWindowLimiter
+from app.access.quotas import Limits, Quotas
 from app.ops.logs import uvicorn_config
 
 SSE_START = {
@@ -49,7 +49,7 @@ def hello_app(limiter_url: str | None, log: bool) -> Any:
     """The hello world with the service's rate-limit check and request log line, as asked."""
     limiter = None
     if limiter_url:
-        limiter = SlidingWindowLimiter(redis.asyncio.Redis.from_url(limiter_url),
+        limiter = Quotas(redis.asyncio.Redis.from_url(limiter_url),
                                        defaults=Limits(requests=10**9),
                                        window_seconds=60)  # fmt: skip
     if log:

@@ -268,7 +268,7 @@ async def in_process(
     here can show tokens arriving one by one: that needs a real server."""
     simulator = create_simulator(Behaviour(tokens=12, token_delay=0))
     app = create_app(
-        Settings.from_environ(env), ollama_transport=ollama or httpx.ASGITransport(app=simulator)
+        Settings.from_environ(env), upstream_transport=ollama or httpx.ASGITransport(app=simulator)
     )
     async with app.router.lifespan_context(app) as state:
 

@@ -143,12 +143,12 @@ def test_a_copy_keeps_one_replay_per_surface_and_counts_them() -> None:
     payloads = [events.token_payload({"text": f" {n}"}) for n in range(50)]
     completion = CachedCompletion("g_" + "x" * 22, "chat", "m", payloads, {"eval_count": 50})
     feed = CachedFeed(completion)
-    wires = [events.NATIVE, openai_wire.Stream("chat", "m", include_usage=True),
-             openai_wire.Stream("chat", "m", include_usage=False),
-             ollama_wire.Stream("chat", "m")]  # fmt: skip
+    wires = [events.NATIVE, openai_wire.ChunkWire("chat", "m", include_usage=True),
+             openai_wire.ChunkWire("chat", "m", include_usage=False),
+             ollama_wire.LineWire("chat", "m")]  # fmt: skip
     replays = [feed.replay(0, wire).data for wire in wires]
-    again = openai_wire.Stream("chat", "m", include_usage=True)  # another response's wire
+    again = openai_wire.ChunkWire("chat", "m", include_usage=True)  # another response's wire
     assert feed.replay(0, again).data is replays[1]  # kept: encoded once for every hit
     assert feed.held_bytes >= sum(map(len, replays)) + sum(map(len, payloads))
-    one_more = openai_wire.Stream("text", "m", include_usage=False)  # past the four kept
+    one_more = openai_wire.ChunkWire("text", "m", include_usage=False)  # past the four kept
     assert feed.replay(0, one_more).data is not feed.replay(0, one_more).data

@@ -153,7 +153,7 @@ async def test_a_waiter_whose_lease_lapsed_gets_back_in_line(
 ) -> None:
     """A worker's loop stalled past a waiter's lease: its entry was reaped, and its next try
     joins again instead of waiting for an entry that is gone."""
-    monkeypatch.setattr(fairqueue, "LEASE_SECONDS", 0.2)
+    monkeypatch.setattr(fairqueue, "WAITER_LEASE_SECONDS", 0.2)
     monkeypatch.setattr(fairqueue, "POLL_SECONDS", 0.5)  # each try comes after the lease
     line, host = await queue(redis), Host(redis, slots=1)
     await take(line, [host], "alice", "running")

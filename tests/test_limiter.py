@@ -12,7 +12,7 @@ import warnings
 import pytest
 from redis.asyncio import RedisCluster
 
-from app.access.quotas import Decision, Limits, SlidingWindowLimiter, client_key
+from app.access.quotas import Decision, Limits, Quotas, client_key
 from app.store import keys
 from app.store.client import RedisClient, RedisUnavailable, connect
 from app.store.generations import Meta, RedisStore, Renewal
@@ -34,7 +34,7 @@ class Requests:
     """The request quota alone, each check answering its one decision."""
 
     def __init__(self, redis: RedisClient, clock: Clock, limit: int, window: int) -> None:
-        self.limiter = SlidingWindowLimiter(redis, defaults=Limits(requests=limit),
+        self.limiter = Quotas(redis, defaults=Limits(requests=limit),
                                             window_seconds=window, clock=clock)  # fmt: skip
 
     @property
@@ -50,8 +50,8 @@ def limiter(redis: RedisClient, clock: Clock, limit: int = 3, window: int = 60) 
     return Requests(redis, clock, limit, window)
 
 
-def quotas(redis: RedisClient, clock: Clock, limits: Limits) -> SlidingWindowLimiter:
-    return SlidingWindowLimiter(redis, defaults=limits, window_seconds=60,
+def quotas(redis: RedisClient, clock: Clock, limits: Limits) -> Quotas:
+    return Quotas(redis, defaults=limits, window_seconds=60,
                                 token_window_seconds=100, clock=clock)  # fmt: skip
 
 
@@ -270,7 +270,9 @@ async def test_a_generations_renewals_keep_its_ticket(redis: RedisClient) -> Non
     running, ticket = held.lease
     store = RedisStore(redis, redis)
     meta = Meta("0" * 64, "generate", "llama3.2")
-    renewal = Renewal("g_test", meta, 60, False, describe=False, count=False, slot=held.lease)
+    renewal = Renewal(
+        "g_test", meta, 60, False, describe=False, count=False, concurrency_ticket=held.lease
+    )
     before = await redis.zscore(running, ticket)
     await asyncio.sleep(0.2)
     await store.renew([renewal])

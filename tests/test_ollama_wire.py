@@ -16,7 +16,7 @@ GENERATION = "g_" + "x" * 22
 @given(st.text())
 def test_any_text_is_one_line_that_splitlines_keeps_whole(text: str) -> None:
     for kind in ("generate", "chat"):
-        stream = ollama_wire.Stream(kind, "llama3.2")
+        stream = ollama_wire.LineWire(kind, "llama3.2")
         data = stream.tokens(GENERATION, 0, [events.token_payload({"text": text})])
         (line,) = data.decode().splitlines()  # what httpx's iter_lines does
         parsed = json.loads(line)
@@ -30,7 +30,7 @@ def test_any_text_is_one_line_that_splitlines_keeps_whole(text: str) -> None:
 
 
 def test_thinking_the_end_and_an_error() -> None:
-    stream = ollama_wire.Stream("chat", "qwen3")
+    stream = ollama_wire.LineWire("chat", "qwen3")
     thinking = json.loads(stream.tokens(GENERATION, 0, [events.token_payload({"thinking": "hm"})]))
     assert thinking["message"] == {"role": "assistant", "content": "", "thinking": "hm"}
     done = json.loads(stream.done(GENERATION, {"model": "qwen3", "done_reason": "stop",

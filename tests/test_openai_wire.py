@@ -27,7 +27,7 @@ def chunks(stream: bytes) -> list[dict[str, object]]:
 
 @given(st.text())
 def test_any_text_is_one_chunk_with_that_content(text: str) -> None:
-    wire = openai_wire.Stream("chat", "llama3.2", include_usage=False)
+    wire = openai_wire.ChunkWire("chat", "llama3.2", include_usage=False)
     (chunk,) = chunks(wire.tokens(GENERATION, 0, [events.token_payload({"text": text})]))
     assert chunk["choices"] == [{"index": 0, "delta": {"role": "assistant", "content": text},
                                  "finish_reason": None}]  # fmt: skip
@@ -37,14 +37,14 @@ def test_any_text_is_one_chunk_with_that_content(text: str) -> None:
 
 @given(st.text())
 def test_any_text_completion_chunk(text: str) -> None:
-    wire = openai_wire.Stream("text", "llama3.2", include_usage=False)
+    wire = openai_wire.ChunkWire("text", "llama3.2", include_usage=False)
     (chunk,) = chunks(wire.tokens(GENERATION, 0, [events.token_payload({"text": text})]))
     assert chunk["choices"] == [{"index": 0, "text": text, "finish_reason": None}]
     assert chunk["object"] == "text_completion"
 
 
 def test_thinking_tool_calls_the_end_and_usage() -> None:
-    wire = openai_wire.Stream("chat", "qwen3", include_usage=True)
+    wire = openai_wire.ChunkWire("chat", "qwen3", include_usage=True)
     payloads = [
         events.token_payload({"thinking": "hm"}),
         events.token_payload({"tool_calls": [{"function": {"name": "f", "arguments": {"q": 1}}}]}),
@@ -64,7 +64,7 @@ def test_thinking_tool_calls_the_end_and_usage() -> None:
 
 
 def test_an_error_chunk_in_openais_shape() -> None:
-    wire = openai_wire.Stream("chat", "m", include_usage=False)
+    wire = openai_wire.ChunkWire("chat", "m", include_usage=False)
     error = wire.error(GENERATION, RateLimited("slow down"))
     assert json.loads(error.removeprefix(b"data: ")) == {"error": {
         "message": "slow down", "type": "rate_limit_error", "param": None,

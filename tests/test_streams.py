@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from starlette.background import BackgroundTask
 
-from app.api.relay import BodyShortcut, EventStream
+from app.api.relay import BodyShortcutMiddleware, RelayResponse
 from app.generations.wire import PING
 from app.ops.shutdown import Drain
 
@@ -60,8 +60,10 @@ def drain() -> Drain:
     return Drain(30, refuse=lambda: None, halt=lambda: None)
 
 
-def stream(body: Body, worker: Drain, *, ping: float = 60, send_timeout: float = 5) -> EventStream:
-    return EventStream(body(), headers={"X-Cache": "MISS"}, ping_seconds=ping,
+def stream(
+    body: Body, worker: Drain, *, ping: float = 60, send_timeout: float = 5
+) -> RelayResponse:
+    return RelayResponse(body(), headers={"X-Cache": "MISS"}, ping_seconds=ping,
                        send_timeout_seconds=send_timeout, drain=worker)  # fmt: skip
 
 
@@ -163,12 +165,12 @@ async def test_a_cancellation_that_is_not_its_own_goes_on() -> None:
 
 async def test_body_messages_take_the_shortcut_past_the_layers_inside() -> None:
     """The start goes through every middleware (they stamp headers, note the status); the
-    body goes to the send ``BodyShortcut`` kept, which none of them wraps."""
+    body goes to the send ``BodyShortcutMiddleware`` kept, which none of them wraps."""
     outer, inner, worker = Client(), Client(), drain()
 
     async def app(scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
         await stream(Body(b"a\n\n", ends=True), worker)(scope, receive, inner.send)
 
-    await BodyShortcut(app)({"type": "http"}, outer.receive, outer.send)
+    await BodyShortcutMiddleware(app)({"type": "http"}, outer.receive, outer.send)
     assert [m["type"] for m in inner.sent] == ["http.response.start"]
     assert outer.bodies() == [b"a\n\n", b""]

@@ -81,7 +81,7 @@ async def count(request: Request[State], *, generates: bool = True) -> Account:
     raises ``RateLimited`` when one refuses it. Returns who it is and what it owes (nothing
     when nothing is limited, or Redis is down and admission fails open); ``generates`` false
     (embeddings): it takes no concurrency slot."""
-    limiter = request.state["limiter"]
+    limiter = request.state["quotas"]
     asking = identity(request.scope)
     if limiter is None:
         return Account(asking.client)

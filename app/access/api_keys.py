@@ -103,7 +103,7 @@ async def revoke(redis: RedisClient, name: str) -> bool:
     return True
 
 
-class Keyring:
+class ApiKeys:
     """The service's lookups: which key, if any, a request's secret is."""
 
     def __init__(

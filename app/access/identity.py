@@ -1,19 +1,19 @@
-"""Who is asking: ``Authenticate``, the middleware of every API route, finds the request's API
-key (``Authorization: Bearer <key>``, what the OpenAI SDK sends, or ``X-API-Key``), else the
-trusted identity header, else the client's address, and leaves an ``Identity`` in the scope for
-the limits, the log line and the metrics.
+"""Who is asking: ``AuthenticationMiddleware``, the middleware of every API route, finds the
+request's API key (``Authorization: Bearer <key>``, what the OpenAI SDK sends, or ``X-API-Key``),
+else the trusted identity header, else the client's address, and leaves an ``Identity`` in the scope
+for the limits, the log line and the metrics.
 
-``IDENTITY_HEADER`` (say ``X-OpenWebUI-User-Id``) names a header that a proxy in front sets to
-the user it serves: believed only on a connection from a proxy in ``FORWARDED_ALLOW_IPS``
-(``TrustedProxies`` notes that, before it takes the client's address from X-Forwarded-For as
-uvicorn does), ignored from anyone else.
+``IDENTITY_HEADER`` (say ``X-OpenWebUI-User-Id``) names a header that a proxy in front sets to the
+user it serves: believed only on a connection from a proxy in ``FORWARDED_ALLOW_IPS``
+(``TrustedProxiesMiddleware`` notes that, before it takes the client's address from X-Forwarded-For
+as uvicorn does), ignored from anyone else.
 
-``AUTH=off`` (the default) reads no key: every client is its address, as before. ``optional``:
-a valid key gets its own limits, no key the per-address defaults. ``required``: a request
-without a valid key is ``401`` with ``WWW-Authenticate: Bearer``. In both, a key that is not
-valid (unknown, revoked) is ``401``: a typo should not quietly become anonymous. With Redis
-down, a key this worker checked in the last ``keyring.LOOKUP_SECONDS`` still counts; any other
-is refused with ``503`` under ``required`` and treated as no key under ``optional``.
+``AUTH=off`` (the default) reads no key: every client is its address, as before. ``optional``: a
+valid key gets its own limits, no key the per-address defaults. ``required``: a request without a
+valid key is ``401`` with ``WWW-AuthenticationMiddleware: Bearer``. In both, a key that is not valid
+(unknown, revoked) is ``401``: a typo should not quietly become anonymous. With Redis down, a key
+this worker checked in the last ``keyring.LOOKUP_SECONDS`` still counts; any other is refused with
+``503`` under ``required`` and treated as no key under ``optional``.
 
 Probes, metrics, the docs, the playground and a generation's events and stop URLs (their ids
 are unguessable: whoever holds one was given it) are not API routes and need no key, so that
@@ -29,7 +29,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
 
-from app.access.api_keys import LIMITS, ApiKey, Keyring
+from app.access.api_keys import LIMITS, ApiKey, ApiKeys
 from app.access.quotas import Limits, client_key
 from app.errors import AuthUnavailable, Unauthorized
 from app.ops import metrics
@@ -41,7 +41,7 @@ _TRUSTED = "bib.trusted_peer"
 MAX_USER_CHARACTERS = 256  # a longer identity header is not believed
 
 
-class TrustedProxies(ProxyHeadersMiddleware):
+class TrustedProxiesMiddleware(ProxyHeadersMiddleware):
     """uvicorn's own X-Forwarded-For handling, run in the app (``python -m app`` turns uvicorn's
     off) so that it can note first whether the connection comes from a trusted proxy."""
 
@@ -86,7 +86,7 @@ def presented_key(headers: Headers) -> str | None:
     return headers.get("x-api-key") or None
 
 
-class Authenticate:
+class AuthenticationMiddleware:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
@@ -94,11 +94,11 @@ class Authenticate:
         settings = scope["state"]["settings"]
         if scope["type"] == "http" and (settings.auth != "off" or settings.identity_header):
             scope[_IDENTITY] = await self._identify(scope, settings.auth, settings.identity_header,
-                                                    scope["state"]["keyring"])  # fmt: skip
+                                                    scope["state"]["api_keys"])  # fmt: skip
         await self.app(scope, receive, send)
 
     @staticmethod
-    async def _identify(scope: Scope, mode: str, header: str, keyring: Keyring) -> Identity:
+    async def _identify(scope: Scope, mode: str, header: str, keyring: ApiKeys) -> Identity:
         headers = Headers(scope=scope)
         anonymous = _as_user(scope, headers, header) or identity(scope)
         key = presented_key(headers) if mode != "off" else None

@@ -24,11 +24,12 @@ own. All keys of one client share its hash tag (Redis Cluster), and each expires
 ``Retry-After`` is rounded up, so waiting that long is enough unless more is charged meanwhile.
 
 Clients are whom ``app.access.identity`` names: an API key, a trusted proxy's user, else
-``scope["client"]`` as ``TrustedProxies`` leaves it (it alone applies ``FORWARDED_ALLOW_IPS``):
-IPv4-mapped IPv6 counts as its IPv4 address, other IPv6 per /64, since one host commonly holds a
-whole /64. When Redis fails, ``RedisUnavailable`` is raised (``app.store.client.Guarded``: for a
-second after a failure, without trying to connect again) and admission decides for every quota
-(fail open by default); it is logged at most once a minute and counted in ``failures``.
+``scope["client"]`` as ``TrustedProxiesMiddleware`` leaves it (it alone applies
+``FORWARDED_ALLOW_IPS``): IPv4-mapped IPv6 counts as its IPv4 address, other IPv6 per /64, since one
+host commonly holds a whole /64. When Redis fails, ``RedisUnavailable`` is raised
+(``app.store.client.Guarded``: for a second after a failure, without trying to connect again) and
+admission decides for every quota (fail open by default); it is logged at most once a minute and
+counted in ``failures``.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from typing import Any, Literal
 
 from app.store import keys
 from app.store.client import Guarded, RedisClient
-from app.store.generations import LEASE_SECONDS
+from app.store.generations import GENERATION_LEASE_SECONDS
 from app.store.pipeline import Queue, SharedPipeline
 
 Quota = Literal["requests", "tokens", "concurrency"]
@@ -109,7 +110,7 @@ class Account:
     __slots__ = ("_counts_tokens", "_limiter", "client", "held", "ticket")
 
     def __init__(self, client: str, ticket: str | None = None, *,
-                 limiter: SlidingWindowLimiter | None = None,
+                 limiter: Quotas | None = None,
                  counts_tokens: bool = False) -> None:  # fmt: skip
         self.client = client
         self.ticket = ticket
@@ -136,7 +137,7 @@ class Account:
             await limiter.shared.run(limiter.settlement(self.client, self.ticket, tokens))
 
 
-class SlidingWindowLimiter:
+class Quotas:
     """Args:
     defaults: every client's quotas, unless its API key has its own.
     window_seconds, token_window_seconds: the requests' and the tokens' sliding windows.
@@ -186,7 +187,7 @@ class SlidingWindowLimiter:
         args: list[int | str] = [
             limits.requests, self.window_seconds, repr(elapsed),
             limits.tokens, self.token_window_seconds, repr(token_elapsed),
-            limits.concurrency, repr(now), ticket, repr(LEASE_SECONDS),
+            limits.concurrency, repr(now), ticket, repr(GENERATION_LEASE_SECONDS),
         ]  # fmt: skip
         reply = await self.shared.script(self._script, names, args)
         admitted, request_fits, requests_left, request_wait = reply[:4]

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from app.access.admission import admit
-from app.api.relay import EventStream
+from app.api.relay import RelayResponse
 from app.errors import NotFound
 from app.generations import wire as events
 from app.generations.feeds import CachedFeed, Feed
@@ -154,7 +154,7 @@ async def _event_stream(
         replay = feed.replay(index, wire)
         record.saw_tokens(replay.tokens)
         return Response(head + replay.data, headers=headers, media_type=media_type)
-    return EventStream(
+    return RelayResponse(
         _relay(record, feed, index, b"" if ready else head + ping, head if ready else b"", wire),
         headers=headers,
         ping_seconds=settings.heartbeat_interval_seconds,

@@ -39,7 +39,7 @@ Stopped = Literal["left", "unread", "shutdown"]
 _BODY_SEND = "bib.body_send"
 
 
-class BodyShortcut:
+class BodyShortcutMiddleware:
     """Middleware, the outermost of ours after the proxy handling (``app.main``), which does
     not touch sends: keeps the send it is given in the
     scope, so that a stream's body messages skip the layers inside it (Starlette's exception
@@ -60,7 +60,7 @@ class _SendTimedOut(Exception):
     pass
 
 
-class EventStream(Response):
+class RelayResponse(Response):
     """Sends each chunk of ``body`` as it comes, ``ping`` every ``ping_seconds`` (the first at a
     random point of the first interval, so streams opened together do not ping together; no
     pings when ``ping`` is empty, as NDJSON has no form for them), and ends when ``body`` does,

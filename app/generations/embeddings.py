@@ -1,4 +1,4 @@
-"""Embeddings: requests of every surface as one ``Embedding``, answered by Ollama and cached.
+"""Embeddings: requests of every surface as one ``EmbeddingRequest``, answered by Ollama and cached.
 
 ``/api/embed`` (Ollama) and ``/v1/embeddings`` (OpenAI) are both Ollama's ``/api/embed`` upstream,
 so the same input asked through either is one cache entry; the legacy ``/api/embeddings``
@@ -24,13 +24,13 @@ from app.generations.feeds import XCache
 from app.settings import MODEL_NAME
 from app.store.client import RedisUnavailable
 from app.store.generations import RedisStore
-from app.upstream.hosts import OllamaHosts
+from app.upstream.hosts import Hosts
 
 Upstream = Literal["/api/embed", "/api/embeddings"]
 
 
 @dataclass(frozen=True, slots=True)
-class Embedding:
+class EmbeddingRequest:
     """What Ollama is asked; ``upstream`` is its endpoint."""
 
     upstream: Upstream
@@ -46,7 +46,7 @@ class Embedding:
         return hashlib.sha256(orjson.dumps(content, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def embed_request(data: dict[str, Any], default_model: str) -> Embedding:
+def embed_request(data: dict[str, Any], default_model: str) -> EmbeddingRequest:
     """An ``/api/embed`` body (``model``, ``input``, ``truncate``, ``dimensions``,
     ``options``, ``keep_alive``), checked; ``input`` becomes a list."""
     problems: dict[str, str] = {}
@@ -72,30 +72,30 @@ def embed_request(data: dict[str, Any], default_model: str) -> Embedding:
     if problems:
         summary = "; ".join(f"{name} {why}" for name, why in problems.items())
         raise InvalidRequest(summary + ".", problems)
-    return Embedding("/api/embed", body)
+    return EmbeddingRequest("/api/embed", body)
 
 
-def legacy_request(data: dict[str, Any], default_model: str) -> Embedding:
+def legacy_request(data: dict[str, Any], default_model: str) -> EmbeddingRequest:
     """An ``/api/embeddings`` body: ``model``, ``prompt``, ``options``, ``keep_alive``."""
     if not isinstance(data.get("prompt"), str):
         raise InvalidRequest("prompt must be a string.", {"prompt": "must be a string"})
     checked = embed_request({**{k: v for k, v in data.items() if k != "prompt"},
                              "input": data["prompt"]}, default_model)  # fmt: skip
     body = {k: v for k, v in checked.body.items() if k != "input"}
-    return Embedding("/api/embeddings", {**body, "prompt": data["prompt"]})
+    return EmbeddingRequest("/api/embeddings", {**body, "prompt": data["prompt"]})
 
 
 class Embedder:
     """Answers embeddings from the cache, else from an Ollama host that has the model."""
 
-    def __init__(self, hosts: OllamaHosts, store: RedisStore, *, ttl_seconds: int,
+    def __init__(self, hosts: Hosts, store: RedisStore, *, ttl_seconds: int,
                  max_bytes: int) -> None:  # fmt: skip
         self._hosts = hosts
         self._store = store
         self._ttl_seconds = ttl_seconds
         self._max_bytes = max_bytes
 
-    async def embed(self, request: Embedding, account: Account | None = None
+    async def embed(self, request: EmbeddingRequest, account: Account | None = None
                     ) -> tuple[dict[str, Any], XCache]:  # fmt: skip
         """Ollama's answer, and whether it came from the cache (``HIT``) or not (``MISS``);
         what Ollama counted (``prompt_eval_count``) is charged to ``account``, a hit is free."""

@@ -1,11 +1,11 @@
 """Feeds: what one client follows, wherever the generation is.
 
-``LocalFeed`` follows a generation running on this worker (no Redis on the path), ``RemoteFeed``
-one running on another worker or replica, through its Redis stream, and ``CachedFeed`` a finished
-completion from the cache. All three give the same bytes for the same token, so a client cannot
-tell where its answer came from, except by ``X-Cache`` and ``cached``. A remote generation whose
-leader stops renewing its lease (its worker died) ends with an ``upstream_error`` event within
-about ``LEASE_SECONDS`` plus a second. Whoever opens a feed closes it (``aclose``), once it no
+``LocalFeed`` follows a generation running on this worker (no Redis on the path), ``RemoteFeed`` one
+running on another worker or replica, through its Redis stream, and ``CachedFeed`` a finished
+completion from the cache. All three give the same bytes for the same token, so a client cannot tell
+where its answer came from, except by ``X-Cache`` and ``cached``. A remote generation whose leader
+stops renewing its lease (its worker died) ends with an ``upstream_error`` event within about
+``GENERATION_LEASE_SECONDS`` plus a second. Whoever opens a feed closes it (``aclose``), once it no
 longer reads: the routes do, in one place.
 """
 
@@ -183,8 +183,8 @@ def _widest_wires(completion: CachedCompletion) -> list[Wire]:
     """One wire of each surface that can replay ``completion``, for the framing they add."""
     endpoint: openai_wire.Endpoint = "chat" if completion.kind == "chat" else "text"
     return [events.NATIVE,
-            openai_wire.Stream(endpoint, completion.model, include_usage=True),
-            ollama_wire.Stream(completion.kind, completion.model)]  # fmt: skip
+            openai_wire.ChunkWire(endpoint, completion.model, include_usage=True),
+            ollama_wire.LineWire(completion.kind, completion.model)]  # fmt: skip
 
 
 class Halting(Protocol):

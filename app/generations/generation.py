@@ -52,7 +52,7 @@ from app.settings import Settings
 from app.store import entries
 from app.store.client import RedisUnavailable
 from app.store.generations import (
-    LEASE_SECONDS,
+    GENERATION_LEASE_SECONDS,
     STREAM_RETENTION_SECONDS,
     Meta,
     RedisStore,
@@ -61,8 +61,8 @@ from app.store.generations import (
 
 logger = logging.getLogger(__name__)
 
-TICK_SECONDS = 1.0
-RENEW_SECONDS = 2.0  # well inside the 5 s lease
+KEEPER_TICK_SECONDS = 1.0
+LEASE_RENEW_SECONDS = 2.0  # well inside the 5 s lease
 DESCRIBE_SECONDS = 60.0  # the meta and the events' expiry, which last ten minutes and more
 
 
@@ -222,7 +222,7 @@ class Generation:
 
     def start(self, source: TokenSource) -> list[asyncio.Task[None]]:
         if self._leases is not None:  # the first renewal at a random share, to spread them
-            self._leases.renew_in(self, RENEW_SECONDS * random.uniform(0.5, 1.0))
+            self._leases.renew_in(self, LEASE_RENEW_SECONDS * random.uniform(0.5, 1.0))
         self._producer = asyncio.create_task(self._produce(source), name=self.id)
         return [self._producer, asyncio.create_task(self._keep(), name=f"{self.id} keeper")]
 
@@ -359,21 +359,21 @@ class Generation:
             self.claimed,
             describe=time.monotonic() - self._described_at >= DESCRIBE_SECONDS,
             count=not self._clients or self._remote_clients > 0,
-            slot=None if self._account is None else self._account.lease,
+            concurrency_ticket=None if self._account is None else self._account.lease,
         )
 
     def renewed(self, renewal: Renewal | None, counted: int | None) -> float:
         """Takes a renewal's outcome (``None``: Redis failed, retried a tick later); returns
-        the seconds until the next: ``RENEW_SECONDS``, or a tick while nobody follows here."""
+        the seconds until the next: ``LEASE_RENEW_SECONDS``, or a tick while nobody follows here."""
         if counted is None:
             self._cancel_if_unread(read=True)  # cannot tell
-            return TICK_SECONDS
+            return KEEPER_TICK_SECONDS
         if renewal is not None and renewal.describe:
             self._described_at = time.monotonic()
         if renewal is not None and renewal.count:
             self._remote_clients = counted
         self._cancel_if_unread(read=self._remote_clients > 0)
-        return RENEW_SECONDS if self._clients else TICK_SECONDS
+        return LEASE_RENEW_SECONDS if self._clients else KEEPER_TICK_SECONDS
 
     async def _keep(self) -> None:
         """The keeper: publishes while the generation runs, then writes its end and settles its
@@ -398,7 +398,7 @@ class Generation:
     async def _publish_while_running(self) -> int:
         """Tokens go to Redis in batches until the generation ends; returns how many tokens are
         published. A batch goes out at the first batch time ``BATCH_SECONDS`` after the last one
-        while a client on another worker follows, else a tick (``TICK_SECONDS``) after it:
+        while a client on another worker follows, else a tick (``KEEPER_TICK_SECONDS``) after it:
         nobody reads the stream then but a resume elsewhere, which tells this worker at once
         that it now follows (``watched``). Redis refusing a batch is retried a tick later."""
         clock = asyncio.get_running_loop().time
@@ -408,7 +408,7 @@ class Generation:
             if len(self.payloads) == published:
                 await self._sleep_until(None, tokens_wake=True)
                 continue
-            interval = BATCH_SECONDS if self._remote_clients else TICK_SECONDS
+            interval = BATCH_SECONDS if self._remote_clients else KEEPER_TICK_SECONDS
             due = batch_time(published_at + interval)
             if due > now:
                 await self._sleep_until(due, tokens_wake=False)
@@ -465,10 +465,10 @@ class Generation:
                 await self._finish(self._store)
                 return
             except RedisUnavailable:
-                if time.monotonic() >= self._ended_at + LEASE_SECONDS:
+                if time.monotonic() >= self._ended_at + GENERATION_LEASE_SECONDS:
                     return
                 self._settled.set()
-                await asyncio.sleep(TICK_SECONDS)
+                await asyncio.sleep(KEEPER_TICK_SECONDS)
 
     async def _finish(self, store: RedisStore) -> None:
         sha = self.sha if self.claimed else None

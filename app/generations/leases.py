@@ -1,12 +1,12 @@
 """``Leases``: the worker's one loop that renews the leases of its running generations.
 
-A generation's lease and its claim on its content say that its leader's worker is alive; they
-last ``LEASE_SECONDS`` and each generation asks to be renewed every ``RENEW_SECONDS`` (every
-tick while no client follows it here, to count the clients elsewhere for ``RESUME_GRACE``). One
-loop does it for all of them: at each of the worker's batch times it takes the generations due
-then and renews them all in one pipelined round trip, so thousands of generations cost a few
-round trips a second and no task of their own wakes for it (issue 12: a keeper per generation
-renewing on its own spent about 120 µs of CPU per renewal).
+A generation's lease and its claim on its content say that its leader's worker is alive; they last
+``GENERATION_LEASE_SECONDS`` and each generation asks to be renewed every ``LEASE_RENEW_SECONDS``
+(every tick while no client follows it here, to count the clients elsewhere for ``RESUME_GRACE``).
+One loop does it for all of them: at each of the worker's batch times it takes the generations due
+then and renews them all in one pipelined round trip, so thousands of generations cost a few round
+trips a second and no task of their own wakes for it (issue 12: a keeper per generation renewing on
+its own spent about 120 µs of CPU per renewal).
 """
 
 from __future__ import annotations
@@ -48,32 +48,32 @@ class Leases:
     def __init__(self, store: RedisStore | None) -> None:
         self._store = store
         self._due: defaultdict[int, list[Leased]] = defaultdict(list)  # by batch number
-        self._slot: dict[Leased, int] = {}  # each one's batch number; earlier entries are stale
+        self._batch: dict[Leased, int] = {}  # each one's batch number; earlier entries are stale
         self._task: asyncio.Task[None] | None = None
 
     def renew_in(self, generation: Leased, seconds: float) -> None:
         """Renews ``generation`` at the first batch time ``seconds`` from now (or sooner, if
         so asked already), and after that as it says, until it has ended."""
         loop = asyncio.get_running_loop()
-        slot = round(batch_time(loop.time() + seconds) / BATCH_SECONDS)
-        if self._slot.get(generation, slot + 1) <= slot:
+        batch = round(batch_time(loop.time() + seconds) / BATCH_SECONDS)
+        if self._batch.get(generation, batch + 1) <= batch:
             return  # due sooner already (a renewal asked for while one was under way)
-        self._slot[generation] = slot
-        self._due[slot].append(generation)
+        self._batch[generation] = batch
+        self._due[batch].append(generation)
         if self._task is None:
             self._task = asyncio.create_task(self._run(), name="leases")
 
     async def _run(self) -> None:
         clock = asyncio.get_running_loop().time
-        while self._slot:
+        while self._batch:
             await asyncio.sleep(max(0.0, batch_time(clock()) - clock()) or BATCH_SECONDS)
             now = round(clock() / BATCH_SECONDS)
             due: list[Leased] = []
-            for slot in [slot for slot in self._due if slot <= now]:
-                for generation in self._due.pop(slot):
+            for batch in [batch for batch in self._due if batch <= now]:
+                for generation in self._due.pop(batch):
                     # once each: a bucket can hold one twice, a stale entry and a new one
-                    if self._slot.get(generation) == slot:
-                        del self._slot[generation]
+                    if self._batch.get(generation) == batch:
+                        del self._batch[generation]
                         if not generation.ended:
                             due.append(generation)
             if due:
@@ -82,7 +82,7 @@ class Leases:
                 except Exception:  # a bug: logged, and these tried again, the others untouched
                     logger.exception("renewing %d leases failed", len(due))
                     for generation in due:
-                        if not generation.ended and generation not in self._slot:
+                        if not generation.ended and generation not in self._batch:
                             self.renew_in(generation, RETRY_SECONDS)
         self._task = None
 

@@ -32,7 +32,7 @@ async def readyz(request: Request[State]) -> Response:
         draining = {"status": "fail", "output": "shutting down"}
         return HealthBody(draining, status_code=503, headers=NO_STORE)
     redis = await request.state["redis_check"]()
-    ollama = await request.state["ollama_check"]()
+    ollama = await request.state["hosts_check"]()
     passed = redis.passed and ollama.passed
     body = {
         "status": "pass" if passed else "fail",
@@ -43,8 +43,8 @@ async def readyz(request: Request[State]) -> Response:
 
 async def health(request: Request[State]) -> Response:
     redis = await request.state["redis_check"]()
-    ollama = await request.state["ollama_check"]()
-    ollama_hosts = request.state["ollama"]
+    ollama = await request.state["hosts_check"]()
+    ollama_hosts = request.state["hosts"]
     queued = await ollama_hosts.queue_lengths()  # one read for both views of the queue
     status = "healthy" if redis.passed else "degraded"
     if not ollama.passed:

@@ -24,7 +24,7 @@ from app.store import keys
 from app.store.client import REDIS_FAULTS, RETRY_AFTER_SECONDS, Guarded, RedisClient
 from app.store.pipeline import SharedPipeline
 
-LEASE_SECONDS = 5.0
+GENERATION_LEASE_SECONDS = 5.0
 WATCH_SECONDS = 3.0  # a remote client's presence lasts this long unless renewed
 STREAM_RETENTION_SECONDS = 600  # a finished generation's events stay resumable this long
 
@@ -85,7 +85,7 @@ class Renewal:
     claimed: bool
     describe: bool  # the meta and the events' expiry too
     count: bool  # the clients on other workers
-    slot: tuple[str, str] | None = None  # the leader's concurrency ticket: its set, its name
+    concurrency_ticket: tuple[str, str] | None = None  # the leader's: its running set, its name
 
 
 class RedisStore:
@@ -108,7 +108,7 @@ class RedisStore:
 
     async def claim(self, sha: str, generation: str, *, read_cache: bool) -> Claim:
         names = [keys.content(sha, "cache"), keys.content(sha, "live")]
-        args: list[str | int] = [generation, int(LEASE_SECONDS * 1000), int(read_cache)]
+        args: list[str | int] = [generation, int(GENERATION_LEASE_SECONDS * 1000), int(read_cache)]
         outcome, value, *ttl = await self._shared.script(self._claim, names, args)
         return Claim(outcome.decode(), value, ttl[0] / 1000 if ttl else 0.0)
 
@@ -154,7 +154,7 @@ class RedisStore:
         counted: list[int | None] = []  # where each one's count is among the replies
 
         def queue(pipe: Any) -> None:
-            start, lease_ms = len(pipe), int(LEASE_SECONDS * 1000)
+            start, lease_ms = len(pipe), int(GENERATION_LEASE_SECONDS * 1000)
             for r in renewals:
                 pipe.set(keys.generation(r.generation, "lease"), 1, px=lease_ms)
                 if r.claimed:
@@ -164,9 +164,11 @@ class RedisStore:
                     pipe.set(keys.generation(r.generation, "meta"), orjson.dumps(described),
                              ex=r.meta_ttl)  # fmt: skip
                     pipe.expire(keys.generation(r.generation, "events"), STREAM_RETENTION_SECONDS)
-                if r.slot is not None:  # xx: a ticket given back stays given back
-                    pipe.zadd(r.slot[0], {r.slot[1]: time.time() + LEASE_SECONDS}, xx=True)
-                    pipe.expire(r.slot[0], math.ceil(LEASE_SECONDS))
+                if r.concurrency_ticket is not None:  # xx: a ticket given back stays given back
+                    running, ticket = r.concurrency_ticket
+                    expires = time.time() + GENERATION_LEASE_SECONDS
+                    pipe.zadd(running, {ticket: expires}, xx=True)
+                    pipe.expire(running, math.ceil(GENERATION_LEASE_SECONDS))
                 if r.count:
                     pipe.zcount(keys.generation(r.generation, "watchers"), time.time(), "+inf")
                 counted.append(len(pipe) - 1 - start if r.count else None)

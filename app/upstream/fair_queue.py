@@ -12,7 +12,7 @@ can use that same host.
 
 A waiter tries again whenever a slot is freed or a waiter leaves anywhere (the ``bib:slots``
 channel, heard by ``wake``), and at least every ``POLL_SECONDS``; each try renews its lease, so
-a dead worker's entries leave the queue within ``LEASE_SECONDS``, and its slots within the
+a dead worker's entries leave the queue within ``WAITER_LEASE_SECONDS``, and its slots within the
 in-flight lease. Each try answers the waiter's position: how many entries ahead of it could
 take a slot it could use. A waiter that is cancelled (its client left) or waited
 ``QUEUE_TIMEOUT`` leaves at once; a client with ``QUEUE_MAX_PER_CLIENT`` waiting is refused.
@@ -39,7 +39,7 @@ from app.store.client import Guarded, RedisClient, RedisUnavailable
 from app.store.pipeline import SharedPipeline
 
 POLL_SECONDS = 0.5
-LEASE_SECONDS = 5.0
+WAITER_LEASE_SECONDS = 5.0
 UNLIMITED = 10**9  # the slots of a host without any: never full
 
 
@@ -97,9 +97,9 @@ class FairQueue:
         for url, n in zip(urls, slots, strict=True):
             hosts += [url, n or UNLIMITED]
         total = sum(n or UNLIMITED for n in slots)
-        reply = await self._run(names, ["join", time.time(), secrets.token_hex(8), LEASE_SECONDS,
-                                        client, model, self._max_per_client, ticket,
-                                        ticket_lease, *hosts])  # fmt: skip
+        reply = await self._run(names, ["join", time.time(), secrets.token_hex(8),
+                                        WAITER_LEASE_SECONDS, client, model, self._max_per_client,
+                                        ticket, ticket_lease, *hosts])  # fmt: skip
         if reply[0] == b"full":
             metrics.RATE_LIMITED.labels("queue").inc()
             wait = self.durations.retry_after(int(reply[1]), total)
@@ -134,12 +134,12 @@ class FairQueue:
                 wake.clear()
                 with anyio.move_on_after(min(POLL_SECONDS, left)):
                     await wake.wait()
-                reply = await self._run(names, ["try", time.time(), member, LEASE_SECONDS,
+                reply = await self._run(names, ["try", time.time(), member, WAITER_LEASE_SECONDS,
                                                 ticket, ticket_lease, *hosts])  # fmt: skip
                 if reply[0] == b"gone":  # its lease ran out (a stalled loop): in line again
                     reply = await self._run(names, [
-                        "join", time.time(), secrets.token_hex(8), LEASE_SECONDS, client, model,
-                        UNLIMITED, ticket, ticket_lease, *hosts])  # fmt: skip
+                        "join", time.time(), secrets.token_hex(8), WAITER_LEASE_SECONDS, client,
+                        model, UNLIMITED, ticket, ticket_lease, *hosts])  # fmt: skip
                     member = reply[2] if reply[0] == b"wait" else member
             metrics.QUEUE_WAIT.observe(loop.time() - started)
             return int(reply[1])
@@ -154,7 +154,7 @@ class FairQueue:
 
     async def leave(self, member: bytes) -> None:
         """Takes ``member`` out of the queue, and tells the waiters behind it."""
-        await self._run(keys.queue(), ["leave", time.time(), member, LEASE_SECONDS])
+        await self._run(keys.queue(), ["leave", time.time(), member, WAITER_LEASE_SECONDS])
         await self._call(lambda: self._redis.publish(keys.SLOTS_CHANNEL, ""))
 
     async def _run(self, names: list[str], args: list[Any]) -> list[Any]:

@@ -61,10 +61,10 @@ from app.upstream.ollama import OllamaClient
 
 logger = logging.getLogger(__name__)
 
-TICK_SECONDS = 0.25
+PROBE_TICK_SECONDS = 0.25
 PROBE_TIMEOUT_SECONDS = 0.8  # inside the readiness check's one second
 IN_FLIGHT_LEASE_SECONDS = 10.0  # a dead worker's generations stop counting after this
-RENEW_SECONDS = 3.0
+IN_FLIGHT_RENEW_SECONDS = 3.0
 HOST_FAULTS = (UpstreamUnavailable, UpstreamTimeout, UpstreamFailed)
 SERVING_SECONDS = 5.0  # a host that sent a token this recently is serving, if slowly
 MAX_DOUBLINGS = 64  # 2 ** 64 first cool-downs: longer than any OLLAMA_EJECT_MAX_SECONDS
@@ -153,7 +153,7 @@ class Host:
         return now - self.refreshed_at >= timings.refresh_seconds
 
 
-class OllamaHosts:
+class Hosts:
     """The token source of the service: every configured Ollama host, chosen per generation."""
 
     def __init__(self, hosts: Sequence[Host], store: RedisStore | None, timings: Timings,
@@ -183,7 +183,7 @@ class OllamaHosts:
         slots: Sequence[int] = (),
         queue: FairQueue | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
-    ) -> OllamaHosts:
+    ) -> Hosts:
         clients = [
             OllamaClient.connect(
                 url,
@@ -418,10 +418,10 @@ class OllamaHosts:
         renewed_at = time.monotonic()
         while True:
             await self.refresh()
-            if self._store is not None and time.monotonic() - renewed_at >= RENEW_SECONDS:
+            if self._store is not None and time.monotonic() - renewed_at >= IN_FLIGHT_RENEW_SECONDS:
                 renewed_at = time.monotonic()
                 tickets = {h.url: sorted(h.tickets) for h in self.hosts if h.tickets}
                 if tickets:
                     with contextlib.suppress(RedisUnavailable):  # tried again next time
                         await self._store.renew_host_tickets(tickets, IN_FLIGHT_LEASE_SECONDS)
-            await asyncio.sleep(TICK_SECONDS)
+            await asyncio.sleep(PROBE_TICK_SECONDS)

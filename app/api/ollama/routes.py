@@ -64,7 +64,7 @@ async def legacy_embeddings(request: Request[State]) -> Response:
     return await _embed(request, embeddings.legacy_request)
 
 
-EmbedParser = Callable[[dict[str, Any], str], embeddings.Embedding]
+EmbedParser = Callable[[dict[str, Any], str], embeddings.EmbeddingRequest]
 
 
 async def _embed(request: Request[State], parse: EmbedParser) -> Response:
@@ -80,12 +80,12 @@ async def _embed(request: Request[State], parse: EmbedParser) -> Response:
 
 async def tags(request: Request[State]) -> Response:
     """``GET /api/tags``: the models of every serving host, each once."""
-    return JSONBody({"models": await request.state["ollama"].check()}, headers=NO_STORE)
+    return JSONBody({"models": await request.state["hosts"].check()}, headers=NO_STORE)
 
 
 async def ps(request: Request[State]) -> Response:
     """``GET /api/ps``: the models the serving hosts hold in memory, each once."""
-    return JSONBody({"models": await request.state["ollama"].running()}, headers=NO_STORE)
+    return JSONBody({"models": await request.state["hosts"].running()}, headers=NO_STORE)
 
 
 async def show(request: Request[State]) -> Response:
@@ -94,12 +94,12 @@ async def show(request: Request[State]) -> Response:
     model = body.get("model", body.get("name")) if isinstance(body, dict) else None
     if not isinstance(body, dict) or not isinstance(model, str):
         raise InvalidRequest("model is required.", {"model": "is required"})
-    return JSONBody(await request.state["ollama"].show(model, body), headers=NO_STORE)
+    return JSONBody(await request.state["hosts"].show(model, body), headers=NO_STORE)
 
 
 async def version(request: Request[State]) -> Response:
     """``GET /api/version``: a serving host's."""
-    return JSONBody({"version": await request.state["ollama"].version()}, headers=NO_STORE)
+    return JSONBody({"version": await request.state["hosts"].version()}, headers=NO_STORE)
 
 
 async def root(request: Request[State]) -> Response:
@@ -116,7 +116,7 @@ async def manage(request: Request[State]) -> Response:
             "not through this service."
         )
     body = await request.body()
-    status, content, media = await request.state["ollama"].forward(
+    status, content, media = await request.state["hosts"].forward(
         request.method, request.url.path, body
     )
     return Response(content, status_code=status, media_type=media)
@@ -147,5 +147,5 @@ async def _complete(request: Request[State], kind: Kind) -> Response:
     feed = await request.state["registry"].open(completion, account)
     if not completion.stream:
         return await respond_json(request, feed, lambda whole: ollama_wire.answer(kind, whole))
-    return await respond_stream(request, feed, wire=ollama_wire.Stream(kind, completion.model),
+    return await respond_stream(request, feed, wire=ollama_wire.LineWire(kind, completion.model),
                                 media_type=ollama_wire.MEDIA_TYPE, ping=b"")  # fmt: skip

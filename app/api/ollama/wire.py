@@ -65,7 +65,7 @@ def _text(kind: Kind, fields: Mapping[str, Any]) -> dict[str, Any]:
     return {"message": message}
 
 
-class Stream:
+class LineWire:
     """The ``Wire`` of one NDJSON stream."""
 
     queued = staticmethod(events.unsaid)

@@ -46,7 +46,7 @@ from typing import Any
 import orjson
 
 from app.errors import InvalidRequest, Unsupported
-from app.generations.embeddings import Embedding, embed_request
+from app.generations.embeddings import EmbeddingRequest, embed_request
 from app.generations.request import THINK_LEVELS, CompletionRequest, parse_body
 
 _OPTIONS = {"temperature": "temperature", "top_p": "top_p", "seed": "seed",
@@ -108,7 +108,7 @@ def parse_text(data: object, default_model: str) -> OpenAIRequest:
     return _request(body, native, default_model)
 
 
-def parse_embeddings(data: object, default_model: str) -> tuple[Embedding, str]:
+def parse_embeddings(data: object, default_model: str) -> tuple[EmbeddingRequest, str]:
     """A ``/v1/embeddings`` body: the upstream request, and the encoding asked for."""
     body = _checked(data, frozenset({"model", "input", "dimensions", "encoding_format", "user"}))
     encoding = body.get("encoding_format") or "float"

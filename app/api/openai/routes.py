@@ -49,7 +49,7 @@ async def models(request: Request[State]) -> Response:
     """``GET /v1/models``: what the OpenAI SDK's ``models.list()`` reads (``object``, ``data``),
     and the ``models`` that Ollama's ``/api/tags`` lists, which native clients read, merged over
     every serving host."""
-    listed = await request.state["ollama"].check()
+    listed = await request.state["hosts"].check()
     body = {"object": "list", "data": openai_wire.model_list(listed), "models": listed}
     return JSONBody(body, headers=NO_STORE)
 
@@ -67,5 +67,5 @@ async def _complete(
         return await respond_json(
             request, feed, lambda answer: openai_wire.completion(endpoint, generation, answer)
         )
-    wire = openai_wire.Stream(endpoint, completion.model, include_usage=asked.include_usage)
+    wire = openai_wire.ChunkWire(endpoint, completion.model, include_usage=asked.include_usage)
     return await respond_stream(request, feed, wire=wire)

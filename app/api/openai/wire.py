@@ -105,7 +105,7 @@ def tool_calls(
     return found
 
 
-class Stream:
+class ChunkWire:
     """The ``Wire`` of one OpenAI stream (see the module docstring)."""
 
     queued = staticmethod(events.unsaid)
