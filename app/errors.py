@@ -52,14 +52,14 @@ class InvalidJSON(ServiceError):
 
 
 class Unsupported(ServiceError):
-    """A field of the OpenAI or Ollama API that the service cannot honour; ``field`` names it.
-    Refused rather than ignored, so that nobody relies on what does not happen."""
+    """A field of another API that the service cannot honour; ``field`` names it. Refused
+    rather than ignored, so that nobody relies on what does not happen."""
 
     status_code = 400
     code = "unsupported"
 
-    def __init__(self, detail: str, field: str | None = None) -> None:
-        super().__init__(detail)
+    def __init__(self, detail: str | None = None, field: str | None = None) -> None:
+        super().__init__(detail or f"{field} is not supported by this service.")
         self.field = field
 
 
@@ -68,7 +68,7 @@ class Unauthorized(ServiceError):
     code = "unauthorized"
 
     def __init__(self, detail: str | None = None) -> None:
-        super().__init__(detail, headers={"WWW-AuthenticationMiddleware": "Bearer"})
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
 class AuthUnavailable(ServiceError):
@@ -108,19 +108,28 @@ class InvalidRequest(ServiceError):
         super().__init__(detail)
         self.fields = dict(fields or {})
 
+    @classmethod
+    def listing(cls, problems: Mapping[str, str]) -> InvalidRequest:
+        """Every problem of a request at once, each keyed by its field's path."""
+        return cls("; ".join(f"{name} {why}" for name, why in problems.items()) + ".", problems)
+
     def problem(self) -> dict[str, Any]:
         return {**super().problem(), "fields": self.fields}
 
 
 class RateLimited(ServiceError):
-    """``quota`` names the one that refused: ``requests``, ``tokens`` or ``concurrency``."""
+    """``quota`` names the one that refused: ``requests``, ``tokens``, ``concurrency`` or
+    ``queue``. Its headers say when to come back (``Retry-After``, whole seconds) and that the
+    refusal is not to be stored, beside ``headers`` (the quotas' own)."""
 
     status_code = 429
     code = "rate_limited"
 
-    def __init__(self, detail: str | None = None, quota: str = "requests",
+    def __init__(self, detail: str | None = None, quota: str = "requests", *,
+                 retry_after_seconds: int = 1,
                  headers: Mapping[str, str] | None = None) -> None:  # fmt: skip
-        super().__init__(detail, headers)
+        super().__init__(detail, {**(headers or {}), "Retry-After": str(retry_after_seconds),
+                                  "Cache-Control": "no-store"})  # fmt: skip
         self.quota = quota
 
     def problem(self) -> dict[str, Any]:

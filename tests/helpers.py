@@ -28,12 +28,12 @@ import yaml
 from starlette.types import Receive, Scope, Send
 
 from app.errors import ServiceError
-from app.generations.generation import Emit, Finished, Token
 from app.generations.request import CompletionRequest
 from app.lifespan import State
 from app.main import create_app
 from app.settings import Settings
 from app.store.client import RedisClient
+from app.upstream.engine import Emit, Finished, Token
 from harness import servers
 from harness.servers import Server, redis_client
 from simulator.app import Behaviour

@@ -6,12 +6,13 @@ import time
 
 import pytest
 
+from app.api.native.events import NATIVE
 from app.api.ollama import wire as ollama_wire
 from app.api.openai import wire as openai_wire
-from app.generations import wire as events
 from app.generations.cache import CachedCompletion, LocalCopies, content_hash, decode, encode
-from app.generations.feeds import CachedFeed
+from app.generations.feeds import MAX_FRAMING_BYTES, CachedFeed
 from app.generations.request import parse_body
+from app.generations.wire import Wire, token_payload
 
 
 def test_entries_round_trip_byte_for_byte() -> None:
@@ -134,21 +135,37 @@ def test_a_copy_costs_what_it_holds_replay_included() -> None:
     completion = CachedCompletion("g_" + "x" * 22, "generate", "m", payloads, {"eval_count": 500})
     feed = CachedFeed(completion)
     held = feed.held_bytes
-    replay = feed.replay(0).data
+    replay = feed.replay(0, NATIVE).data
     assert held >= len(replay) + sum(len(p) for p in payloads)
     assert held > 3 * len(encode(completion))
 
 
 def test_a_copy_keeps_one_replay_per_surface_and_counts_them() -> None:
-    payloads = [events.token_payload({"text": f" {n}"}) for n in range(50)]
+    payloads = [token_payload({"text": f" {n}"}) for n in range(50)]
     completion = CachedCompletion("g_" + "x" * 22, "chat", "m", payloads, {"eval_count": 50})
     feed = CachedFeed(completion)
-    wires = [events.NATIVE, openai_wire.ChunkWire("chat", "m", include_usage=True),
-             openai_wire.ChunkWire("chat", "m", include_usage=False),
-             ollama_wire.LineWire("chat", "m")]  # fmt: skip
+    wires: list[Wire] = [NATIVE, openai_wire.ChunkWire("chat", "m", include_usage=True),
+                         openai_wire.ChunkWire("chat", "m", include_usage=False),
+                         ollama_wire.LineWire("chat", "m")]  # fmt: skip
     replays = [feed.replay(0, wire).data for wire in wires]
     again = openai_wire.ChunkWire("chat", "m", include_usage=True)  # another response's wire
     assert feed.replay(0, again).data is replays[1]  # kept: encoded once for every hit
     assert feed.held_bytes >= sum(map(len, replays)) + sum(map(len, payloads))
     one_more = openai_wire.ChunkWire("text", "m", include_usage=False)  # past the four kept
     assert feed.replay(0, one_more).data is not feed.replay(0, one_more).data
+
+
+@pytest.mark.parametrize("model", ["m", "x" * 128])
+def test_no_surface_frames_a_token_in_more_than_a_copy_counts(model: str) -> None:
+    """A worker's copy counts ``MAX_FRAMING_BYTES`` and the model's name for each token of each
+    replay it keeps; every surface's wire must frame a token in no more, or copies would hold
+    more memory than they are counted for."""
+    generation, empty = "g_" + "x" * 22, token_payload({"text": ""})
+    wires: list[Wire] = [NATIVE]
+    for endpoint in ("chat", "text"):
+        wires += [openai_wire.ChunkWire(endpoint, model, include_usage=usage)
+                  for usage in (True, False)]  # fmt: skip
+    wires += [ollama_wire.LineWire(kind, model) for kind in ("chat", "generate")]
+    for wire in wires:
+        framing = len(wire.tokens(generation, 999_999_999, [empty])) - len(empty)
+        assert framing <= MAX_FRAMING_BYTES + len(model), wire

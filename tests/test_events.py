@@ -5,15 +5,17 @@ from __future__ import annotations
 import pytest
 from sse_starlette import ServerSentEvent
 
+from app.api.native import events
+from app.api.relay import SSE_PING
 from app.errors import UpstreamTimeout
-from app.generations import wire as events
+from app.generations.wire import token_payload
 from tests import helpers
 
 TRICKY = ["Hel", "lo\n", "\r", "\r\n", '"q"', "\u2028", "🍾", "data: x", ": c", "\\", "", " "]
 
 
 def test_token_frames_match_sse_starlette() -> None:
-    payloads = [events.token_payload({"text": text}) for text in TRICKY]
+    payloads = [token_payload({"text": text}) for text in TRICKY]
     expected = b"".join(
         ServerSentEvent(data=p.decode(), event="token", id=f"g_x.{n}", sep="\n").encode()
         for n, p in enumerate(payloads, 5)
@@ -23,7 +25,7 @@ def test_token_frames_match_sse_starlette() -> None:
 
 @pytest.mark.parametrize("text", TRICKY)
 def test_any_token_text_round_trips_through_a_conforming_parser(text: str) -> None:
-    frame = events.tokens("g_x", 0, [events.token_payload({"text": text})])
+    frame = events.tokens("g_x", 0, [token_payload({"text": text})])
     (event,) = helpers.events(frame)
     assert event.json() == {"text": text}
     assert event.last_event_id == "g_x.0"
@@ -41,4 +43,4 @@ def test_opening_done_and_error_frames() -> None:
     assert events.error("g_x", UpstreamTimeout("late")) == (
         b'id: g_x.error\nevent: error\ndata: {"error":"upstream_timeout","detail":"late"}\n\n'
     )
-    assert helpers.parse(events.PING) == [helpers.Comment("ping")]
+    assert helpers.parse(SSE_PING) == [helpers.Comment("ping")]

@@ -7,10 +7,12 @@ import uuid
 
 import pytest
 
+from app.api.native import events
+from app.api.native.events import NATIVE
 from app.errors import ServiceError, UpstreamTimeout
-from app.generations import wire as events
+from app.generations.answer import gather
 from app.generations.cache import CachedCompletion
-from app.generations.feeds import CachedFeed, RemoteFeed, as_json
+from app.generations.feeds import CachedFeed, RemoteFeed
 from app.generations.generation import new_generation_id
 from app.store import entries
 from app.store.generations import Meta, RedisStore, Renewal
@@ -38,7 +40,7 @@ def remote(store: RedisStore, generation: str) -> RemoteFeed:
 
 
 async def read_all(feed: RemoteFeed | CachedFeed, index: int = 0) -> tuple[bytes, int]:
-    chunks = [chunk async for chunk in feed.events(index)]
+    chunks = [chunk async for chunk in feed.chunks(index, NATIVE)]
     return b"".join(c.data for c in chunks), sum(c.tokens for c in chunks)
 
 
@@ -52,7 +54,7 @@ async def test_a_remote_feed_gives_the_bytes_a_local_one_gives(store: RedisStore
     expected = events.tokens(generation, 1, PAYLOADS[1:]) + events.done(generation, STATS,
                                                                        cached=False)  # fmt: skip
     assert (data, tokens) == (expected, 2)
-    assert (await remote(store, generation).result())["response"] == "Hello!"
+    assert (await remote(store, generation).answer()).text == "Hello!"
     await feed.aclose()
 
 
@@ -63,7 +65,7 @@ async def test_a_remote_error_ends_the_feed_with_that_error(store: RedisStore) -
     data, _ = await read_all(remote(store, generation))
     assert data.endswith(events.error(generation, UpstreamTimeout("late")))
     with pytest.raises(UpstreamTimeout, match="late"):
-        await remote(store, generation).result()
+        await remote(store, generation).answer()
 
 
 async def test_entries_that_redis_lost_end_the_feed(store: RedisStore) -> None:
@@ -85,17 +87,17 @@ async def test_a_leader_whose_lease_ran_out_is_gone(store: RedisStore) -> None:
 
 def test_a_cached_feed_replays_from_any_token_counting_them() -> None:
     feed = CachedFeed(CachedCompletion("g_x", "generate", "m", PAYLOADS, STATS))
-    whole = feed.replay(0)
+    whole = feed.replay(0, NATIVE)
     assert whole.data == events.tokens("g_x", 0, PAYLOADS) + events.done("g_x", STATS, cached=True)
     assert whole.tokens == 3
-    assert feed.replay(0) is whole  # built once, for the many hits of a hot entry
-    assert feed.replay(2).tokens == 1
-    assert feed.replay(3).tokens == 0
+    assert feed.replay(0, NATIVE) is whole  # built once, for the many hits of a hot entry
+    assert feed.replay(2, NATIVE).tokens == 1
+    assert feed.replay(3, NATIVE).tokens == 0
 
 
-async def test_as_json_joins_the_text_for_json_callers() -> None:
+async def test_the_answer_joins_the_text_for_json_callers() -> None:
     payloads = [b'{"text":"Hel","thinking":"hm"}', b'{"tool_calls":[{"f":1}]}', b'{"text":"lo"}']
-    chat = as_json("chat", "m", payloads, {"done_reason": "stop"}, cached=True)
+    chat = events.answer_body(gather("chat", "m", payloads, {"done_reason": "stop"}, cached=True))
     assert chat == {
         "model": "m",
         "response": "Hello",

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from app.api.native.events import NATIVE
 from app.errors import Cancelled, UpstreamError
 from app.generations.generation import Generation, Policy, new_generation_id
 from app.generations.leases import Leases
@@ -47,7 +48,9 @@ async def test_followers_get_identical_events_from_one_upstream_run() -> None:
     source = ScriptedSource(texts=["a", "b", "c"])
     generation = start(source)
     generation.attach()
-    first, second = await asyncio.gather(collect(generation.follow()), collect(generation.follow()))
+    first, second = await asyncio.gather(
+        collect(generation.follow(0, NATIVE)), collect(generation.follow(0, NATIVE))
+    )
     assert first == second
     assert [e.type for e in helpers.events(first)] == ["token", "token", "token", "done"]
     assert helpers.text_of(first) == "abc"
@@ -58,14 +61,14 @@ async def test_following_from_an_index_skips_what_was_read() -> None:
     generation = start(ScriptedSource(texts=["a", "b", "c"]))
     generation.attach()
     await generation.wait_beyond(3)
-    tail = helpers.events(await collect(generation.follow(2)))
+    tail = helpers.events(await collect(generation.follow(2, NATIVE)))
     assert [e.last_event_id for e in tail] == [f"{generation.id}.2", f"{generation.id}.done"]
 
 
 async def test_an_upstream_error_ends_every_follower_with_it() -> None:
     generation = start(ScriptedSource(texts=["a"], error=UpstreamError("gone")))
     generation.attach()
-    *_, error = helpers.events(await collect(generation.follow()))
+    *_, error = helpers.events(await collect(generation.follow(0, NATIVE)))
     assert error.json() == {"error": "upstream_error", "detail": "gone"}
     assert generation.stats is None
 

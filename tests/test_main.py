@@ -25,7 +25,7 @@ async def test_a_bug_is_a_500_problem_without_its_trace(caplog: pytest.LogCaptur
     app.add_route("/broken", broken)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://bib.test") as http:
-        with caplog.at_level(logging.ERROR, logger="app.main"):
+        with caplog.at_level(logging.ERROR, logger="app.api.routing"):
             answer = await http.get("/broken")
     assert answer.status_code == 500
     assert answer.headers["content-type"] == "application/problem+json"
@@ -36,6 +36,6 @@ async def test_a_bug_is_a_500_problem_without_its_trace(caplog: pytest.LogCaptur
         "error": "internal_error",
     }
     assert "a secret detail" not in answer.text
-    (logged,) = [r for r in caplog.records if r.name == "app.main"]
+    (logged,) = [r for r in caplog.records if r.name == "app.api.routing"]
     assert logged.exc_info is not None  # the trace goes to the log, for the people who fix it
     assert "GET /broken" in logged.getMessage()

@@ -20,8 +20,8 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from app.generations.generation import Finished, Token
 from app.generations.request import CompletionRequest
+from app.upstream.engine import Finished, Token
 from app.upstream.ollama import OllamaClient
 
 pytestmark = pytest.mark.anyio

@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from app.api.openai import wire as openai_wire
 from app.errors import RateLimited
-from app.generations import wire as events
+from app.generations.wire import token_payload
 
 GENERATION = "g_" + "x" * 22
 
@@ -28,7 +28,7 @@ def chunks(stream: bytes) -> list[dict[str, object]]:
 @given(st.text())
 def test_any_text_is_one_chunk_with_that_content(text: str) -> None:
     wire = openai_wire.ChunkWire("chat", "llama3.2", include_usage=False)
-    (chunk,) = chunks(wire.tokens(GENERATION, 0, [events.token_payload({"text": text})]))
+    (chunk,) = chunks(wire.tokens(GENERATION, 0, [token_payload({"text": text})]))
     assert chunk["choices"] == [{"index": 0, "delta": {"role": "assistant", "content": text},
                                  "finish_reason": None}]  # fmt: skip
     assert chunk["id"] == f"chatcmpl-{GENERATION}"
@@ -38,7 +38,7 @@ def test_any_text_is_one_chunk_with_that_content(text: str) -> None:
 @given(st.text())
 def test_any_text_completion_chunk(text: str) -> None:
     wire = openai_wire.ChunkWire("text", "llama3.2", include_usage=False)
-    (chunk,) = chunks(wire.tokens(GENERATION, 0, [events.token_payload({"text": text})]))
+    (chunk,) = chunks(wire.tokens(GENERATION, 0, [token_payload({"text": text})]))
     assert chunk["choices"] == [{"index": 0, "text": text, "finish_reason": None}]
     assert chunk["object"] == "text_completion"
 
@@ -46,8 +46,8 @@ def test_any_text_completion_chunk(text: str) -> None:
 def test_thinking_tool_calls_the_end_and_usage() -> None:
     wire = openai_wire.ChunkWire("chat", "qwen3", include_usage=True)
     payloads = [
-        events.token_payload({"thinking": "hm"}),
-        events.token_payload({"tool_calls": [{"function": {"name": "f", "arguments": {"q": 1}}}]}),
+        token_payload({"thinking": "hm"}),
+        token_payload({"tool_calls": [{"function": {"name": "f", "arguments": {"q": 1}}}]}),
     ]
     stream = wire.tokens(GENERATION, 0, payloads)
     stream += wire.done(GENERATION, {"done_reason": "stop", "prompt_eval_count": 3,
@@ -65,7 +65,7 @@ def test_thinking_tool_calls_the_end_and_usage() -> None:
 
 def test_an_error_chunk_in_openais_shape() -> None:
     wire = openai_wire.ChunkWire("chat", "m", include_usage=False)
-    error = wire.error(GENERATION, RateLimited("slow down"))
+    error = wire.error(GENERATION, RateLimited("slow down", "requests", retry_after_seconds=1))
     assert json.loads(error.removeprefix(b"data: ")) == {"error": {
         "message": "slow down", "type": "rate_limit_error", "param": None,
         "code": "rate_limited", "quota": "requests"}}  # fmt: skip

@@ -7,9 +7,10 @@ from typing import Any
 from hypothesis import given
 from hypothesis import strategies as st
 
-from app.generations import wire as events
+from app.api.native import events
 from app.generations.cache import content_hash
 from app.generations.request import parse_body
+from app.generations.wire import token_payload
 from tests import helpers
 
 # any Unicode text a model could emit, lone surrogates excepted (they are not valid UTF-8)
@@ -23,7 +24,7 @@ json_values = st.recursive(
 
 @given(st.lists(texts, max_size=8), st.integers(0, 10**6))
 def test_any_token_text_round_trips_through_a_browser_parser(tokens: list[str], first: int) -> None:
-    stream = events.tokens("g_x", first, [events.token_payload({"text": t}) for t in tokens])
+    stream = events.tokens("g_x", first, [token_payload({"text": t}) for t in tokens])
     parsed = helpers.events(stream)
     assert [e.json()["text"] for e in parsed] == tokens
     assert [e.last_event_id for e in parsed] == [
@@ -35,7 +36,7 @@ def test_any_token_text_round_trips_through_a_browser_parser(tokens: list[str], 
 @given(texts, texts, st.lists(st.dictionaries(texts, json_values, max_size=3), max_size=2))
 def test_thinking_and_tool_calls_round_trip(text: str, thinking: str, calls: list[Any]) -> None:
     fields = {"text": text, "thinking": thinking, "tool_calls": calls}
-    (event,) = helpers.events(events.tokens("g_x", 0, [events.token_payload(fields)]))
+    (event,) = helpers.events(events.tokens("g_x", 0, [token_payload(fields)]))
     assert event.json() == fields
 
 

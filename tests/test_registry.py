@@ -17,11 +17,12 @@ import pytest
 
 from app.generations.cache import content_hash
 from app.generations.feeds import LocalFeed
-from app.generations.generation import Emit, Finished, Policy, Token
+from app.generations.generation import Policy
 from app.generations.registry import Registry
 from app.generations.request import CompletionRequest, parse_body
 from app.store import keys
 from app.store.generations import RedisStore
+from app.upstream.engine import Emit, Finished, Token
 from harness import servers
 from harness.servers import Server, simulator_counters
 from tests import helpers

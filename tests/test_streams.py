@@ -10,8 +10,7 @@ from typing import Any
 import pytest
 from starlette.background import BackgroundTask
 
-from app.api.relay import BodyShortcutMiddleware, RelayResponse
-from app.generations.wire import PING
+from app.api.relay import SSE_PING, BodyShortcutMiddleware, RelayResponse
 from app.ops.shutdown import Drain
 
 pytestmark = pytest.mark.anyio
@@ -95,7 +94,7 @@ async def test_pings_while_the_body_waits() -> None:
     await asyncio.sleep(0.2)
     assert worker.open_streams == 1
     assert client.bodies()[0] == b"a\n\n"
-    assert client.bodies()[1:5] == [PING] * 4
+    assert client.bodies()[1:5] == [SSE_PING] * 4
     client.left.set()
     await running
 

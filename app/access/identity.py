@@ -10,7 +10,7 @@ as uvicorn does), ignored from anyone else.
 
 ``AUTH=off`` (the default) reads no key: every client is its address, as before. ``optional``: a
 valid key gets its own limits, no key the per-address defaults. ``required``: a request without a
-valid key is ``401`` with ``WWW-AuthenticationMiddleware: Bearer``. In both, a key that is not valid
+valid key is ``401`` with ``WWW-Authenticate: Bearer``. In both, a key that is not valid
 (unknown, revoked) is ``401``: a typo should not quietly become anonymous. With Redis down, a key
 this worker checked in the last ``keyring.LOOKUP_SECONDS`` still counts; any other is refused with
 ``503`` under ``required`` and treated as no key under ``optional``.

@@ -40,18 +40,17 @@ import ipaddress
 import math
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any, Literal
 
-from app.store import keys
-from app.store.client import Guarded, RedisClient
+from app.store import keys, tickets
+from app.store.client import Guarded, RedisClient, register_script
 from app.store.generations import GENERATION_LEASE_SECONDS
 from app.store.pipeline import Queue, SharedPipeline
 
 Quota = Literal["requests", "tokens", "concurrency"]
-CONCURRENCY_RETRY_SECONDS = 1  # a slot frees when a generation ends, which nobody can tell
+CONCURRENCY_RETRY_SECONDS = 1  # a ticket frees when a generation ends, which nobody can tell
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +90,25 @@ def client_key(host: str | None) -> str:
     return str(address)
 
 
+# each quota's policy name and its parameters beyond q ("default" names the requests' quota)
+_POLICIES: dict[Quota, tuple[str, str]] = {
+    "requests": ("default", ";w={w}"),
+    "tokens": ("tokens", ';w={w};qu="tokens"'),
+    "concurrency": ("concurrency", ';qu="concurrent-requests"'),
+}
+
+
+def limit_headers(decisions: Sequence[Decision]) -> dict[str, str]:
+    """The IETF httpapi draft's ``RateLimit-Policy`` and ``RateLimit`` headers: one item per
+    quota."""
+    policies, states = [], []
+    for d in decisions:
+        name, more = _POLICIES[d.quota]
+        policies.append(f'"{name}";q={d.limit}' + more.format(w=d.window_seconds))
+        states.append(f'"{name}";r={d.remaining};t={d.retry_after_seconds}')
+    return {"RateLimit-Policy": ", ".join(policies), "RateLimit": ", ".join(states)}
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
     decisions: list[Decision]  # of the quotas that are on
@@ -100,20 +118,27 @@ class Verdict:
     def allowed(self) -> bool:
         return self.account is not None
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return limit_headers(self.decisions)
+
 
 class Account:
     """Who an admitted request is (its client, for the GPU queue's turns) and what it owes that
-    client's quotas: the ticket of the slot it holds, if concurrency is capped, and the tokens
-    of the generation it leads, if they are counted. Given back once: ``release`` (nothing
-    generated for it) or ``settle`` (its generation ended)."""
+    client's quotas: the concurrency ticket it holds, if concurrency is capped, and the tokens
+    of the generation it leads, if they are counted; ``headers``, what its response says of its
+    quotas. Given back once: ``settle`` by the generation that took it (``take``) when it ends,
+    or by an embedding that was answered; else ``release`` by the request's owner (the answer
+    pipeline, ``app.api.pipeline``), which does nothing once it was taken or settled."""
 
-    __slots__ = ("_counts_tokens", "_limiter", "client", "held", "ticket")
+    __slots__ = ("_counts_tokens", "_limiter", "client", "headers", "held", "ticket")
 
     def __init__(self, client: str, ticket: str | None = None, *,
-                 limiter: Quotas | None = None,
-                 counts_tokens: bool = False) -> None:  # fmt: skip
+                 limiter: Quotas | None = None, counts_tokens: bool = False,
+                 headers: Mapping[str, str] | None = None) -> None:  # fmt: skip
         self.client = client
         self.ticket = ticket
+        self.headers = dict(headers or {})  # RateLimit and RateLimit-Policy, when counted
         self.held = False  # a generation leads for it, and settles it when it ends
         self._counts_tokens = counts_tokens
         self._limiter = limiter  # None: nothing is owed
@@ -123,14 +148,22 @@ class Account:
         """The running set and the ticket that a generation's renewals keep alive."""
         return None if self.ticket is None else (keys.running(self.client), self.ticket)
 
+    def take(self) -> None:
+        """A generation leads for it from now on, and settles it when it ends."""
+        self.held = True
+
     def release(self) -> None:
-        """Gives the slot back in this turn's round trip, waiting for nothing."""
+        """Gives the ticket back in this turn's round trip, waiting for nothing, unless a
+        generation took it or it was settled."""
+        if self.held:
+            return
         limiter, self._limiter = self._limiter, None
         if limiter is not None and self.ticket is not None:
             limiter.give_back(self.client, self.ticket)
 
     async def settle(self, tokens: int) -> None:
-        """Charges ``tokens`` (if counted) and gives the slot back. Raises ``RedisUnavailable``."""
+        """Charges ``tokens`` (if counted) and gives the ticket back. Raises
+        ``RedisUnavailable``."""
         limiter, self._limiter = self._limiter, None
         tokens = tokens if self._counts_tokens else 0
         if limiter is not None and (self.ticket is not None or tokens > 0):
@@ -159,8 +192,7 @@ class Quotas:
         self.window_seconds = window_seconds
         self.token_window_seconds = token_window_seconds
         self._clock = clock
-        script = resources.files("app.access").joinpath("quotas.lua").read_text()
-        self._script = redis.register_script(script)
+        self._script = register_script(redis, __package__, "quotas.lua")
         self._call = Guarded(
             "limiter", "admitting or refusing as RATE_LIMIT_FAIL_OPEN says", gate=gate
         )
@@ -191,7 +223,7 @@ class Quotas:
         ]  # fmt: skip
         reply = await self.shared.script(self._script, names, args)
         admitted, request_fits, requests_left, request_wait = reply[:4]
-        token_fits, tokens_left, token_wait, slot_fits, slots_left = reply[4:]
+        token_fits, tokens_left, token_wait, concurrency_fits, concurrency_left = reply[4:]
         decisions = []
         if limits.requests > 0:
             decisions.append(Decision("requests", limits.requests, self.window_seconds,
@@ -202,25 +234,26 @@ class Quotas:
                                       bool(token_fits), int(tokens_left),
                                       _seconds(token_wait, token_fits)))  # fmt: skip
         if limits.concurrency > 0:
-            wait = 0 if slots_left else CONCURRENCY_RETRY_SECONDS
-            decisions.append(Decision("concurrency", limits.concurrency, 0, bool(slot_fits),
-                                      int(slots_left), wait))  # fmt: skip
+            wait = 0 if concurrency_left else CONCURRENCY_RETRY_SECONDS
+            decisions.append(Decision("concurrency", limits.concurrency, 0, bool(concurrency_fits),
+                                      int(concurrency_left), wait))  # fmt: skip
         if not admitted:
             return Verdict(decisions, None)
         return Verdict(decisions, Account(client, ticket or None, limiter=self,
-                                          counts_tokens=limits.tokens > 0))  # fmt: skip
+                                          counts_tokens=limits.tokens > 0,
+                                          headers=limit_headers(decisions)))  # fmt: skip
 
     def give_back(self, client: str, ticket: str) -> None:
         """Frees ``ticket`` in this turn's round trip, waiting for nothing: a turn's tickets go
-        as one ``ZREM`` per client (a cache hit's slot costs no command of its own)."""
+        as one ``ZREM`` per client (a cache hit's ticket costs no command of its own)."""
         if not self._freeing:
             self.shared.post(self._free)
         self._freeing.setdefault(client, []).append(ticket)
 
     def _free(self, pipe: Any) -> None:
         freeing, self._freeing = self._freeing, {}
-        for client, tickets in freeing.items():
-            pipe.zrem(keys.running(client), *tickets)
+        for client, given_back in freeing.items():
+            tickets.drop(pipe, keys.running(client), given_back)
 
     def settlement(self, client: str, ticket: str | None, tokens: int) -> Queue:
         """The commands that charge ``tokens`` to ``client`` and free its ``ticket``."""
@@ -235,7 +268,7 @@ class Quotas:
                 pipe.incrby(charged, tokens)
                 pipe.expire(charged, self.token_window_seconds * 2)
             if ticket is not None:
-                pipe.zrem(keys.running(client), ticket)
+                tickets.drop(pipe, keys.running(client), [ticket])
 
         return queue
 

@@ -18,6 +18,7 @@ from typing import Any
 import swagger_ui_bundle
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from app import VERSION
@@ -51,6 +52,14 @@ def _playground_page() -> str:
 
 async def openapi(request: Request) -> Response:
     return JSONBody(document())
+
+
+ROUTES = [
+    Route("/openapi.json", openapi),
+    Route("/docs", docs),
+    Route("/playground", playground),
+    Mount("/docs/assets", app=ASSETS),
+]
 
 
 def _ref(name: str) -> dict[str, str]:

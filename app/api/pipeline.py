@@ -1,95 +1,195 @@
-"""The native generation endpoints, and the responses every surface's endpoints answer with.
+"""The answer pipeline every surface runs, written once: count the request, read its body, let
+the surface parse it, open the generation, and answer as one JSON body or as a stream in the
+surface's wire; and the same for embeddings. A surface gives only its parse and its rendering.
+
+Whatever the request owes its quotas is the pipeline's (``app.access.admission.Admission``): it
+puts the quotas' headers on every answer of a counted request, errors included, and gives
+back what no generation took, once the answer is built. Every feed it opens it closes once the
+response is over (or never started): nowhere else.
 
 A stream holds its response until the generation's first token, error or the first heartbeat,
-whichever comes first (DESIGN.md, "When the response starts"): an error Ollama reports in that
-time still gets its own HTTP status, while a long model load commits to a 200 and keeps the
-connection alive with pings. From then on failures are ``error`` events. A cache hit is sent
-as one plain response body: it is complete, so nothing needs pinging or watching.
-
-Who is let in, resumed or counted is ``app.access.admission``'s decision. Every feed a route opens
-is closed by ``_answer``, once its response is over (or never started): nowhere else.
+whichever comes first (``docs/api.md``, "When the response starts"): an error the engine reports
+in that time still gets its own HTTP status, while a long model load commits to a 200 and keeps
+the connection alive with pings. From then on failures are the wire's error event. A cache hit
+is sent as one plain response body: it is complete, so nothing needs pinging or watching.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive
 
-from app.access.admission import admit
-from app.api.relay import RelayResponse
-from app.errors import NotFound
-from app.generations import wire as events
-from app.generations.feeds import CachedFeed, Feed
+from app.access.admission import Admission, Admitted
+from app.api.relay import SSE_HEADERS, SSE_MEDIA_TYPE, SSE_PING, RelayResponse
+from app.errors import InvalidJSON, ServiceError, TooLarge
+from app.generations.answer import Answer
+from app.generations.embeddings import EmbeddingRequest
+from app.generations.feeds import CachedFeed, Feed, XCache
+from app.generations.request import CompletionRequest
 from app.generations.wire import Wire
 from app.lifespan import State
 from app.ops import metrics
 from app.ops.request_log import RequestFacts, facts
 from app.responses import JSONBody
+from app.settings import Settings
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-SSE_MEDIA_TYPE = "text/event-stream"
 GENERATION_HEADER = "X-Generation-ID"
 
 
-async def generate(request: Request[State]) -> Response:
-    """``POST`` (JSON body) or ``GET``/``HEAD`` (query string) ``/v1/chats/generate``."""
-    admitted = await admit(request, resumable=True)
-    if request.method == "HEAD":
-        return Response(headers=SSE_HEADERS, media_type=SSE_MEDIA_TYPE)
-    if admitted.over:
-        return Response(status_code=204)
-    if admitted.resumed is not None:
-        return await _stream(request, admitted.resumed, admitted.index)
-    feed = await request.state["registry"].open(admitted.completion, admitted.account)
-    if not admitted.completion.stream:
-        return await respond_json(request, feed, lambda answer: answer)
-    return await _stream(request, feed, 0, reset=admitted.reset)
+@dataclass(frozen=True, slots=True)
+class Rendering:
+    """How a surface answers one request: ``body`` renders the whole answer as JSON (given the
+    generation's id), ``wire`` makes a stream's wire (one per response), ``opening`` is what
+    the stream says first (given the feed, the first token's index and whether the client's
+    generation was gone)."""
+
+    body: Callable[[str, Answer], dict[str, Any]]
+    wire: Callable[[], Wire]
+    media_type: str = SSE_MEDIA_TYPE
+    ping: bytes = SSE_PING  # b"": no heartbeat, where the format has no form for one
+    opening: Callable[[Feed, int, bool], bytes] = lambda feed, index, reset: b""
 
 
-async def create_generation(request: Request[State]) -> Response:
-    """``POST /v1/chats/generations``: starts (or joins, or finds cached) a generation."""
-    admitted = await admit(request, resumable=False)
-    feed = await request.state["registry"].open(admitted.completion, admitted.account)
-    _record(request, feed)
-    url = f"/v1/chats/generations/{feed.generation_id}/events"
-    body = {"generation": feed.generation_id, "events": url, "cached": feed.x_cache == "HIT"}
-    headers = {"Location": url, **_about(feed)}
-    await feed.aclose()  # its one owner: nobody follows yet, so RESUME_GRACE counts from now
-    return JSONBody(body, status_code=202, headers=headers)
+@dataclass(frozen=True, slots=True)
+class Asked:
+    """A surface's parse of one request: the generation it asks for, and how to answer it."""
+
+    completion: CompletionRequest
+    rendering: Rendering
 
 
-async def generation_events(request: Request[State]) -> Response:
-    """``GET /v1/chats/generations/<id>/events``: the generation's stream, from the start or
-    from ``Last-Event-ID``; reconnects need nothing but the URL."""
-    generation_id = request.path_params["generation"]
-    index = 0
-    last = events.parse_event_id(request.headers.get("last-event-id", ""))
-    if last is not None and last.generation == generation_id:
-        if last.index is None:
+Parse = Callable[[Mapping[str, Any], Settings], Asked]  # from the body (an object)
+Respond = Callable[[Request[State], Feed, Admitted, Rendering], Awaitable[Response]]
+
+
+async def complete(
+    request: Request[State],
+    parse: Parse,
+    *,
+    query: Parse | None = None,
+    resumable: bool = False,
+    respond: Respond | None = None,
+) -> Response:
+    """Answers a request for a generation: its body parsed by ``parse``, or for a ``GET`` or
+    ``HEAD`` its query string by ``query``; ``resumable``: ``Last-Event-ID`` may continue a
+    stream (``app.access.admission``); ``respond``: another answer than the JSON body or
+    stream."""
+    asked: Asked | None = None
+
+    async def read() -> CompletionRequest:
+        nonlocal asked
+        settings = request.state["settings"]
+        if request.method == "POST" or query is None:
+            asked = parse(await read_object(request), settings)
+        else:
+            asked = query(request.query_params, settings)
+        return asked.completion
+
+    async with _owning(request) as admission:
+        admitted = await admission.admit(read, resumable=resumable)
+        assert asked is not None  # admit has read the request
+        rendering = asked.rendering
+        if request.method == "HEAD":
+            return Response(headers=SSE_HEADERS, media_type=rendering.media_type)
+        if admitted.over:
             return Response(status_code=204)
-        index = last.index + 1
-    if request.method == "HEAD":
-        return Response(headers=SSE_HEADERS, media_type=SSE_MEDIA_TYPE)
-    feed = await request.state["registry"].find(generation_id)
-    if feed is None:
-        raise NotFound("No such generation, or it has expired.")
-    return await _stream(request, feed, index)
+        if admitted.resumed is not None:
+            return await stream(request, admitted.resumed, admitted.index, rendering)
+        feed = await request.state["registry"].open(admitted.completion, admission.account)
+        if respond is not None:
+            response = await respond(request, feed, admitted, rendering)
+        elif not admitted.completion.stream:
+            response = await _closing(feed, lambda: _json(request, feed, rendering))
+        else:
+            response = await stream(request, feed, 0, rendering, reset=admitted.reset)
+        response.headers.update(admission.headers)
+        return response
 
 
-async def stop_generation(request: Request[State]) -> Response:
-    """``DELETE /v1/chats/generations/<id>``: ends it for every client, wherever it runs."""
-    if not await request.state["registry"].stop(request.path_params["generation"]):
-        raise NotFound("No such generation, or it has expired.")
-    return Response(status_code=204)
+Render = Callable[[dict[str, Any]], dict[str, Any]]  # an engine's embeddings, as a surface's
+EmbedParse = Callable[[Mapping[str, Any], Settings], tuple[EmbeddingRequest, Render]]
 
 
-async def _answer(feed: Feed, respond: Callable[[], Awaitable[Response]]) -> Response:
+async def embed(request: Request[State], parse: EmbedParse) -> Response:
+    """Answers an embedding request: ``parse`` gives what to ask, and how to render the
+    engine's answer. Embeddings take no concurrency ticket."""
+    async with _owning(request) as admission:
+        account = await admission.count(generates=False)
+        settings = request.state["settings"]
+        asked, render = parse(await read_object(request), settings)
+        answer, x_cache = await request.state["embedder"].embed(asked, account)
+        return JSONBody(render(answer), headers={**provenance(x_cache), **admission.headers})
+
+
+@asynccontextmanager
+async def _owning(request: Request[State]) -> AsyncIterator[Admission]:
+    """The request's admission, owned here: the quotas' headers go on the response the body
+    returns, or on the error it raises; what no generation took is given back at the end."""
+    admission = Admission(request)
+    try:
+        yield admission
+    except ServiceError as exc:
+        exc.headers.update(admission.headers)
+        raise
+    finally:
+        admission.release()
+
+
+async def read_object(request: Request[State]) -> dict[str, Any]:
+    """The body as a JSON object, refusing more than ``MAX_BODY_BYTES`` before reading it all;
+    on every surface alike."""
+    limit_bytes = request.state["settings"].max_body_bytes
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit_bytes:
+        raise TooLarge(f"The request body is larger than {limit_bytes} bytes.")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit_bytes:
+            raise TooLarge(f"The request body is larger than {limit_bytes} bytes.")
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        raise InvalidJSON("The request body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise InvalidJSON("The request body must be a JSON object.")
+    return data
+
+
+def provenance(x_cache: XCache, generation: str | None = None) -> dict[str, str]:
+    """The headers of every surface's answer: where it came from, and the generation's id (to
+    follow or resume it at ``/v1/chats/generations/<id>/events``)."""
+    if generation is None:
+        return {"X-Cache": x_cache}
+    return {"X-Cache": x_cache, GENERATION_HEADER: generation}
+
+
+def record(request: Request[State], feed: Feed) -> RequestFacts:
+    """Notes where the answer came from, for the request's log line and metrics."""
+    noted = facts(request.scope)
+    noted.cache, noted.generation = feed.x_cache, feed.generation_id
+    metrics.CACHE.labels(feed.x_cache.lower()).inc()
+    return noted
+
+
+async def stream(request: Request[State], feed: Feed, index: int, rendering: Rendering, *,
+                 reset: bool = False) -> Response:  # fmt: skip
+    """The feed from token ``index`` in the surface's wire, after its opening: for a resume,
+    or a generation's events URL, as for a new request."""
+    head = rendering.opening(feed, index, reset)
+    return await _closing(feed, lambda: _relay_response(request, feed, index, head, rendering))
+
+
+async def _closing(feed: Feed, respond: Callable[[], Awaitable[Response]]) -> Response:
     """The response ``respond`` builds from ``feed``; the feed is closed once that response is
     over, or at once if there is none (an error before it began)."""
     try:
@@ -101,116 +201,64 @@ async def _answer(feed: Feed, respond: Callable[[], Awaitable[Response]]) -> Res
     return response
 
 
-async def _stream(request: Request[State], feed: Feed, index: int, *, reset: bool = False
-                  ) -> Response:  # fmt: skip
-    """The feed as native SSE from token ``index`` (a resume when above 0: no ``start`` again,
-    and the reconnect delay rides in the first event)."""
-    head = events.RETRY
-    if index == 0:
-        head = events.opening(feed.generation_id, feed.model, cached=feed.x_cache == "HIT",
-                              reset=reset)  # fmt: skip
-    return await respond_stream(request, feed, index, head=head)
-
-
-async def respond_stream(
-    request: Request[State],
-    feed: Feed,
-    index: int = 0,
-    *,
-    head: bytes = b"",
-    wire: Wire = events.NATIVE,
-    media_type: str = SSE_MEDIA_TYPE,
-    ping: bytes = events.PING,
-) -> Response:
-    """The feed from token ``index`` in ``wire`` after ``head``, for any surface: held until
-    the first token, error or heartbeat (the module docstring); closed by ``_answer``."""
-    return await _answer(feed, lambda: _event_stream(request, feed, index, head, wire,
-                                                     media_type, ping))  # fmt: skip
-
-
-async def respond_json(request: Request[State], feed: Feed,
-                       body: Callable[[dict[str, Any]], dict[str, Any]]) -> Response:  # fmt: skip
-    """The whole completion as JSON, shaped by ``body``; closed by ``_answer``."""
-    return await _answer(feed, lambda: _json(request, feed, body))
-
-
-async def _event_stream(
-    request: Request[State],
-    feed: Feed,
-    index: int,
-    head: bytes,
-    wire: Wire,
-    media_type: str,
-    ping: bytes,
-) -> Response:
+async def _relay_response(request: Request[State], feed: Feed, index: int, head: bytes,
+                          rendering: Rendering) -> Response:  # fmt: skip
     settings = request.state["settings"]
-    record = _record(request, feed)
-    headers = {**SSE_HEADERS, **_about(feed)}
+    noted = record(request, feed)
+    headers = {**SSE_HEADERS, **provenance(feed.x_cache, feed.generation_id)}
+    wire = rendering.wire()
     ready = await feed.ready(settings.heartbeat_interval_seconds)
     error = feed.early_error()
     if error is not None:
         raise error
     if isinstance(feed, CachedFeed):
         replay = feed.replay(index, wire)
-        record.saw_tokens(replay.tokens)
-        return Response(head + replay.data, headers=headers, media_type=media_type)
+        noted.saw_tokens(replay.tokens)
+        return Response(head + replay.data, headers=headers, media_type=rendering.media_type)
+    first, head = (b"", head) if ready else (head + rendering.ping, b"")
     return RelayResponse(
-        _relay(record, feed, index, b"" if ready else head + ping, head if ready else b"", wire),
+        _relay(noted, feed, index, first, head, wire),
         headers=headers,
         ping_seconds=settings.heartbeat_interval_seconds,
         send_timeout_seconds=settings.send_timeout_seconds,
         drain=request.state["drain"],
-        media_type=media_type,
-        ping=ping,
+        media_type=rendering.media_type,
+        ping=rendering.ping,
     )
 
 
-async def _relay(record: RequestFacts, feed: Feed, index: int, first: bytes, head: bytes,
+async def _relay(noted: RequestFacts, feed: Feed, index: int, first: bytes, head: bytes,
                  wire: Wire) -> AsyncGenerator[bytes]:  # fmt: skip
     """The stream: ``first`` at once (the head and a ping: nothing came within a heartbeat),
     else ``head`` with the first event; places in the GPU queue go before it (the
     generation's turn has not come yet)."""
     if first:
         yield first
-    async for chunk in feed.events(index, wire):
+    async for chunk in feed.chunks(index, wire):
         if chunk.queued:
             yield chunk.data
             continue
         yield head + chunk.data
         head = b""
-        record.saw_tokens(chunk.tokens)
+        noted.saw_tokens(chunk.tokens)
 
 
-def _about(feed: Feed) -> dict[str, str]:
-    """The headers every surface's answer carries: where it came from, and the generation's
-    id, to follow or resume it at ``/v1/chats/generations/<id>/events``."""
-    return {"X-Cache": feed.x_cache, GENERATION_HEADER: feed.generation_id}
-
-
-def _record(request: Request[State], feed: Feed) -> RequestFacts:
-    """Notes where the answer came from, for the request's log line and metrics."""
-    record = facts(request.scope)
-    record.cache, record.generation = feed.x_cache, feed.generation_id
-    metrics.CACHE.labels(feed.x_cache.lower()).inc()
-    return record
-
-
-async def _json(request: Request[State], feed: Feed,
-                body: Callable[[dict[str, Any]], dict[str, Any]]) -> Response:  # fmt: skip
-    """Waits for the whole completion, or for the client to leave: then the feed closes (in
-    ``_answer``) and a generation nobody else follows is cancelled, as for a stream."""
-    _record(request, feed)
-    result = asyncio.ensure_future(feed.result())
+async def _json(request: Request[State], feed: Feed, rendering: Rendering) -> Response:
+    """Waits for the whole answer, or for the client to leave: then the feed closes (in
+    ``_closing``) and a generation nobody else follows is cancelled, as for a stream."""
+    record(request, feed)
+    answer = asyncio.ensure_future(feed.answer())
     gone = asyncio.ensure_future(_disconnected(request.receive))
     try:
-        await asyncio.wait((result, gone), return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait((answer, gone), return_when=asyncio.FIRST_COMPLETED)
     finally:
         gone.cancel()
-        if not result.done():
-            result.cancel()
-    if not result.done() or result.cancelled():
+        if not answer.done():
+            answer.cancel()
+    if not answer.done() or answer.cancelled():
         return Response(status_code=499)  # nobody reads it: the client has gone
-    return JSONBody(body(result.result()), headers=_about(feed))
+    body = rendering.body(feed.generation_id, answer.result())
+    return JSONBody(body, headers=provenance(feed.x_cache, feed.generation_id))
 
 
 async def _disconnected(receive: Receive) -> None:

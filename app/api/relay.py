@@ -9,7 +9,7 @@ stream, pings, a shutdown listener and a disconnect listener, each in its own ta
 anyio lock and cancel scope around every send). Measured by ``scripts/bench`` on one worker
 before and after this response replaced it, 5,000 streams joined on one generation held 45.1
 KiB each with it and 23.5 KiB with this (an idle raw ASGI stream: 12.2 KiB). sse-starlette
-remains the reference for the frame format (``tests/test_events.py`` holds our bytes to its
+remains the reference for the frame format (a test holds the native frames to its
 ``ServerSentEvent``).
 
 A send waits only when the socket's buffers are full, that is when the client has not read for
@@ -29,7 +29,6 @@ from typing import Literal
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from app.generations.wire import PING
 from app.ops import metrics
 from app.ops.shutdown import Drain
 
@@ -37,15 +36,22 @@ logger = logging.getLogger(__name__)
 
 Stopped = Literal["left", "unread", "shutdown"]
 _BODY_SEND = "bib.body_send"
+# what every server-sent event stream answers with, whatever its surface
+SSE_MEDIA_TYPE = "text/event-stream"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# an SSE comment line with no blank line after it: it joins the next block, which every reader
+# ignores (``EventSource``, the ``openai`` SDK, fetch readers), and still keeps proxies from
+# timing the connection out (``app.api.native.events`` says why there is no blank line)
+SSE_PING = b": ping\n"
 
 
 class BodyShortcutMiddleware:
-    """Middleware, the outermost of ours after the proxy handling (``app.main``), which does
-    not touch sends: keeps the send it is given in the
-    scope, so that a stream's body messages skip the layers inside it (Starlette's exception
-    middleware and route wrapper, CORS, the request log, the rate-limit headers). None of those
-    reads a body message: they stamp or note the start of the response, or act when the app
-    returns. At 100 relayed streams their wrappers took 9% of the worker's CPU (py-spy)."""
+    """The outermost of our middleware after the proxy handling (``app.main``), which does not
+    touch sends: keeps the send it is given in the scope, so that a stream's body messages skip
+    the layers inside it (Starlette's exception middleware and route wrapper, CORS, the request
+    log). None of those reads a body message: they stamp or note the start of the response, or
+    act when the app returns. At 100 relayed streams their wrappers took 9% of the worker's CPU
+    (py-spy)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -74,8 +80,8 @@ class RelayResponse(Response):
         ping_seconds: float,
         send_timeout_seconds: float,
         drain: Drain,
-        media_type: str = "text/event-stream",
-        ping: bytes = PING,
+        media_type: str = SSE_MEDIA_TYPE,
+        ping: bytes = SSE_PING,
     ) -> None:
         self.status_code = 200
         self.background = None

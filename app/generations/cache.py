@@ -3,9 +3,9 @@
 The key is the full sha256 of the request's content (kind, model, prompt or messages, system,
 options, format, think, tools) as JSON with sorted keys, so key order in a client's JSON never
 splits the cache, while ``stream``, ``cache`` and ``keep_alive`` never enter it: one entry serves
-SSE and JSON callers. An entry is one header line of JSON (generation id, kind, model, Ollama's
+SSE and JSON callers. An entry is one header line of JSON (generation id, kind, model, the engine's
 final statistics) followed by one line per token payload, exactly the bytes the live stream sent,
-so a replay is byte-identical and decoding is one split. Only completions that Ollama finished
+so a replay is byte-identical and decoding is one split. Only completions that the engine finished
 (``done``) are ever encoded; entries over ``CACHE_MAX_BYTES`` are not stored.
 """
 

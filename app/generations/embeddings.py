@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 import orjson
 
-from app.access.quotas import Account
 from app.errors import InvalidRequest
 from app.generations.feeds import XCache
-from app.settings import MODEL_NAME
+from app.generations.generation import Account
+from app.generations.request import check_model
 from app.store.client import RedisUnavailable
 from app.store.generations import RedisStore
 from app.upstream.hosts import Hosts
@@ -51,8 +51,9 @@ def embed_request(data: dict[str, Any], default_model: str) -> EmbeddingRequest:
     ``options``, ``keep_alive``), checked; ``input`` becomes a list."""
     problems: dict[str, str] = {}
     body: dict[str, Any] = {"model": data.get("model", default_model)}
-    if not isinstance(body["model"], str) or not MODEL_NAME.fullmatch(body["model"]):
-        problems["model"] = "must be a model name like nomic-embed-text"
+    model_problem = check_model(body["model"])
+    if model_problem:
+        problems["model"] = model_problem
     given = data.get("input")
     inputs = [given] if isinstance(given, str) else given
     if not isinstance(inputs, list) or not inputs or not all(isinstance(i, str) for i in inputs):
@@ -70,8 +71,7 @@ def embed_request(data: dict[str, Any], default_model: str) -> EmbeddingRequest:
     unknown = set(data) - {"model", "input", *checks}
     problems.update(dict.fromkeys(sorted(unknown), "is not a known field"))
     if problems:
-        summary = "; ".join(f"{name} {why}" for name, why in problems.items())
-        raise InvalidRequest(summary + ".", problems)
+        raise InvalidRequest.listing(problems)
     return EmbeddingRequest("/api/embed", body)
 
 

@@ -15,15 +15,13 @@ import contextlib
 import secrets
 import sys
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator
 from typing import Any, Literal, Protocol
 
 import anyio
 
-from app.api.ollama import wire as ollama_wire
-from app.api.openai import wire as openai_wire
 from app.errors import ServiceError, UpstreamError
-from app.generations import wire as events
+from app.generations.answer import Answer, gather
 from app.generations.cache import CachedCompletion
 from app.generations.generation import Generation, GenerationView
 from app.generations.request import Kind
@@ -36,6 +34,9 @@ XCache = Literal["HIT", "MISS", "JOINED", "BYPASS"]
 # replays a worker's copy of a cached completion keeps: native, OpenAI with and without its
 # usage chunk, Ollama (a completion is chat or generate, so that is each surface's)
 KEPT_REPLAYS = 4
+# the most any surface's wire adds to one token, beside the model's name (each surface's wire is
+# tested against it): what a worker's copy is counted to hold for each token it may replay
+MAX_FRAMING_BYTES = 256
 READ_BLOCK_MILLISECONDS = 1000
 RENEW_WATCH_SECONDS = 1.0
 
@@ -51,39 +52,14 @@ class Feed(Protocol):
     def early_error(self) -> ServiceError | None:
         """The error that ended the generation before its first token, if any."""
 
-    def events(self, index: int, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]:
+    def chunks(self, index: int, wire: Wire) -> AsyncGenerator[Chunk]:
         """Token events from ``index`` on, then ``done`` or ``error``, in ``wire``."""
 
-    async def result(self) -> dict[str, Any]:
-        """The whole completion as JSON; raises the error that ended it."""
+    async def answer(self) -> Answer:
+        """The whole answer, once the generation has finished; raises the error that ended it."""
 
     async def aclose(self) -> None:
         """This client is gone (idempotent)."""
-
-
-def as_json(
-    kind: Kind, model: str, payloads: Sequence[bytes], stats: dict[str, Any], *, cached: bool
-) -> dict[str, Any]:
-    """A whole completion as one JSON object, a superset of Ollama's final answer."""
-    text: list[str] = []
-    thinking: list[str] = []
-    tool_calls: list[Any] = []
-    for payload in payloads:
-        fields = events.token_fields(payload)
-        text.append(fields.get("text", ""))
-        thinking.append(fields.get("thinking", ""))
-        tool_calls.extend(fields.get("tool_calls", ()))
-    body: dict[str, Any] = {"model": model, "response": "".join(text)}
-    if any(thinking):
-        body["thinking"] = "".join(thinking)
-    if kind == "chat":
-        message: dict[str, Any] = {"role": "assistant", "content": body["response"]}
-        if "thinking" in body:
-            message["thinking"] = body["thinking"]
-        if tool_calls:
-            message["tool_calls"] = tool_calls
-        body["message"] = message
-    return {**body, **stats, "done": True, "cached": cached}
 
 
 class LocalFeed:
@@ -102,10 +78,10 @@ class LocalFeed:
     def early_error(self) -> ServiceError | None:
         return None if self._generation.payloads else self._generation.error
 
-    def events(self, index: int, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]:
+    def chunks(self, index: int, wire: Wire) -> AsyncGenerator[Chunk]:
         return self._generation.follow(index, wire)
 
-    async def result(self) -> dict[str, Any]:
+    async def answer(self) -> Answer:
         generation = self._generation
         while not generation.ended:
             await generation.wait_beyond(len(generation.payloads), generation.queued)
@@ -114,8 +90,8 @@ class LocalFeed:
             raise generation.error
         assert generation.stats is not None
         request = generation.request
-        return as_json(request.kind, request.model, generation.payloads, generation.stats,
-                       cached=False)  # fmt: skip
+        return gather(request.kind, request.model, generation.payloads, generation.stats,
+                      cached=False)  # fmt: skip
 
     async def aclose(self) -> None:
         self._detach()
@@ -138,8 +114,7 @@ class CachedFeed:
         copy's cost does not grow later)."""
         payloads = self._completion.payloads
         objects = sys.getsizeof(payloads) + sum(map(sys.getsizeof, payloads))
-        framing = max(len(wire.tokens(self.generation_id, len(payloads), [_EMPTY_TEXT]))
-                      for wire in _widest_wires(self._completion))  # fmt: skip
+        framing = MAX_FRAMING_BYTES + len(self.model)
         return objects + KEPT_REPLAYS * (sum(map(len, payloads)) + framing * len(payloads))
 
     async def ready(self, timeout_seconds: float) -> bool:
@@ -148,7 +123,7 @@ class CachedFeed:
     def early_error(self) -> ServiceError | None:
         return None
 
-    def replay(self, index: int, wire: Wire = events.NATIVE) -> Chunk:
+    def replay(self, index: int, wire: Wire) -> Chunk:
         """Everything from token ``index`` on, at once: a replay is as fast as the client reads.
         Replays from the start are kept, one per ``wire.replay_key``, up to ``KEPT_REPLAYS``."""
         whole = index == 0 and (wire.replay_key in self._replays
@@ -165,26 +140,15 @@ class CachedFeed:
             self._replays[wire.replay_key] = replayed
         return replayed
 
-    async def events(self, index: int, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]:
+    async def chunks(self, index: int, wire: Wire) -> AsyncGenerator[Chunk]:
         yield self.replay(index, wire)
 
-    async def result(self) -> dict[str, Any]:
+    async def answer(self) -> Answer:
         c = self._completion
-        return as_json(c.kind, c.model, c.payloads, c.stats, cached=True)
+        return gather(c.kind, c.model, c.payloads, c.stats, cached=True)
 
     async def aclose(self) -> None:
         pass
-
-
-_EMPTY_TEXT = events.token_payload({"text": ""})
-
-
-def _widest_wires(completion: CachedCompletion) -> list[Wire]:
-    """One wire of each surface that can replay ``completion``, for the framing they add."""
-    endpoint: openai_wire.Endpoint = "chat" if completion.kind == "chat" else "text"
-    return [events.NATIVE,
-            openai_wire.ChunkWire(endpoint, completion.model, include_usage=True),
-            ollama_wire.LineWire(completion.kind, completion.model)]  # fmt: skip
 
 
 class Halting(Protocol):
@@ -264,7 +228,7 @@ class RemoteFeed:
     def early_error(self) -> ServiceError | None:
         return None if self.payloads else self._error
 
-    async def events(self, index: int, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]:
+    async def chunks(self, index: int, wire: Wire) -> AsyncGenerator[Chunk]:
         while True:
             if len(self.payloads) > index:
                 available = len(self.payloads)
@@ -283,13 +247,13 @@ class RemoteFeed:
             else:
                 await self.pull(READ_BLOCK_MILLISECONDS)
 
-    async def result(self) -> dict[str, Any]:
+    async def answer(self) -> Answer:
         while not self.ended:
             await self.pull(READ_BLOCK_MILLISECONDS)
         if self._error is not None:
             raise self._error
         assert self._stats is not None
-        return as_json(self._kind, self.model, self.payloads, self._stats, cached=False)
+        return gather(self._kind, self.model, self.payloads, self._stats, cached=False)
 
     async def aclose(self) -> None:
         # shielded: this runs when the client hung up and our task is being cancelled

@@ -3,8 +3,8 @@ and its seams: the ``TokenSource`` it runs, the ``Token`` and ``Finished`` chunk
 emits, the ``Policy`` it follows, and ``GenerationView``, all that a follower may read of it.
 
 A ``Generation`` runs a ``TokenSource`` in a task of its own and keeps what it produced (each
-token's JSON payload, then Ollama's statistics or the error that ended it), so clients on this
-worker follow it from any token index and the task talking to Ollama never waits on a client.
+token's JSON payload, then the engine's statistics or the error that ended it), so clients on this
+worker follow it from any token index and the task talking to the engine never waits on a client.
 
 A second task, the keeper, has two states. While the generation runs it publishes
 (``_publish_while_running``): the tokens go to Redis in batches, one stream entry (``XADD``)
@@ -16,15 +16,15 @@ loop (``app.generations.leases``), which also counts the clients on other worker
 been here or elsewhere for ``RESUME_GRACE``, the upstream request is cancelled. Once the generation
 has ended the keeper writes the end (``_write_end``): the last tokens, then ``done`` and the cache
 entry, or the error. Its clients get the final event only once the end is written, so a client
-that saw ``done`` and asks again gets a cache hit, and one that saw an error asks Ollama again;
+that saw ``done`` and asks again gets a cache hit, and one that saw an error asks the engine again;
 while Redis is down after the end, they get it at once and the keeper goes on writing it while
-the claim lasts. A generation is cached only when Ollama said ``done``; a failed or cancelled
+the claim lasts. A generation is cached only when the engine said ``done``; a failed or cancelled
 one never is.
 
 While its source waits for a GPU slot (``app.upstream.fair_queue``), it emits ``Queued`` positions,
 which followers here get as ``queued`` events (on the wires that have them), and a generation whose
 clients have all left leaves the queue at once instead of after ``RESUME_GRACE``. Its leader's
-``limiter.Account`` is settled once it has ended: its tokens charged, its concurrency slot freed.
+``Account`` is settled once it has ended: its tokens charged, its concurrency ticket given back.
 """
 
 from __future__ import annotations
@@ -40,13 +40,11 @@ from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
-from app.access.quotas import Account
 from app.errors import Cancelled, QueueTimeout, RateLimited, ServiceError, ShuttingDown
 from app.generations import cache
-from app.generations import wire as events
 from app.generations.leases import BATCH_SECONDS, Leases, batch_time
 from app.generations.request import CompletionRequest
-from app.generations.wire import Chunk, Wire
+from app.generations.wire import Chunk, Wire, token_payload
 from app.ops import metrics
 from app.settings import Settings
 from app.store import entries
@@ -58,6 +56,7 @@ from app.store.generations import (
     RedisStore,
     Renewal,
 )
+from app.upstream.engine import Emit, Finished, Queued, Token
 
 logger = logging.getLogger(__name__)
 
@@ -66,35 +65,30 @@ LEASE_RENEW_SECONDS = 2.0  # well inside the 5 s lease
 DESCRIBE_SECONDS = 60.0  # the meta and the events' expiry, which last ten minutes and more
 
 
-@dataclass(frozen=True, slots=True)
-class Token:
-    """One upstream chunk worth sending: any of ``text``, ``thinking``, ``tool_calls``."""
-
-    fields: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Finished:
-    """Ollama said ``done``; ``stats`` holds ``done_reason``, counts and durations."""
-
-    stats: dict[str, Any]
-
-
-@dataclass(frozen=True, slots=True)
-class Queued:
-    """The generation waits for a GPU slot: ``position`` generations will start before it."""
-
-    position: int
-
-
-Emit = Callable[[Token | Finished | Queued], None]
-Relay = Callable[[Token | Finished], None]  # what one Ollama host's stream emits
-
-
 class TokenSource(Protocol):
     async def generate(self, request: CompletionRequest, emit: Emit, *, client: str) -> None:
         """Emits the request's tokens, then one ``Finished``, perhaps after ``Queued`` ones
         while it waits for a slot, in line as ``client``; raises ``ServiceError``."""
+
+
+class Account(Protocol):
+    """What an admitted request owes its client's quotas (``app.access.quotas``), as the
+    generation it leads keeps it: its concurrency ticket, renewed with the generation's lease,
+    and the tokens the generation used, charged when it ends."""
+
+    @property
+    def client(self) -> str:
+        """Whom it is counted for: the generation waits in the GPU queue as this client."""
+
+    @property
+    def lease(self) -> tuple[str, str] | None:
+        """The running set and the concurrency ticket to renew (``None``: none is held)."""
+
+    def take(self) -> None:
+        """A generation holds it from now on: only ``settle`` gives it back."""
+
+    async def settle(self, tokens: int) -> None:
+        """Charges ``tokens`` and gives the ticket back. Raises ``RedisUnavailable``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +129,7 @@ class GenerationView(Protocol):
     def queued(self) -> int | None: ...
     async def wait_beyond(self, index: int, queued: int | None = None) -> None: ...
     async def wait_settled(self) -> None: ...
-    def follow(self, index: int = 0, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]: ...
+    def follow(self, index: int, wire: Wire) -> AsyncGenerator[Chunk]: ...
 
 
 class _Flag:
@@ -168,7 +162,7 @@ class Generation:
         sha: the request content's hash; ``claimed`` says whether this generation holds the
             content's claim in Redis (joinable and cacheable) or is private (``cache: false``).
         store: where to publish; ``None`` when Redis is unavailable (local clients only).
-        account: what the request that made it owes its client's quotas: its concurrency slot
+        account: what the request that made it owes its client's quotas: its concurrency ticket
             is renewed with the lease, and settled with the tokens used once it has ended.
     """
 
@@ -196,9 +190,9 @@ class Generation:
         self._store = store
         self._leases = leases
         self._policy = policy
-        self._account = account  # the leader's quotas: its slot, and what it is charged
+        self._account = account  # the leader's quotas: its ticket, and what it is charged
         if account is not None:
-            account.held = True
+            account.take()
         self._changed = _Flag()  # a token or the end: for followers here; a new one after each
         self._wake = _Flag()  # for the keeper (see _sleep_until)
         self._tokens_wake = False
@@ -246,7 +240,7 @@ class Generation:
                 self._notify()
         elif isinstance(chunk, Token):
             self.queued = None
-            self.payloads.append(events.token_payload(chunk.fields))
+            self.payloads.append(token_payload(chunk.fields))
             self._notify()
             if self._tokens_wake:
                 self._wake.set()
@@ -265,7 +259,7 @@ class Generation:
                 metrics.GENERATIONS.labels("completed").inc()
             elif isinstance(error, Cancelled | ShuttingDown):
                 metrics.GENERATIONS.labels("cancelled").inc()
-            elif isinstance(error, RateLimited | QueueTimeout):  # never reached Ollama
+            elif isinstance(error, RateLimited | QueueTimeout):  # never reached an engine
                 metrics.GENERATIONS.labels("refused").inc()
             else:
                 metrics.GENERATIONS.labels("failed").inc()
@@ -311,7 +305,7 @@ class Generation:
         a client told of the end who asks again then finds the cache entry and its quotas."""
         await self._settled.wait()
 
-    async def follow(self, index: int = 0, wire: Wire = events.NATIVE) -> AsyncGenerator[Chunk]:
+    async def follow(self, index: int, wire: Wire) -> AsyncGenerator[Chunk]:
         """The events from token ``index`` on, ending with ``done`` or ``error``, in ``wire``;
         while it waits for a slot, its queue position whenever it changes."""
         shown: int | None = None
@@ -385,9 +379,9 @@ class Generation:
             self._settled.set()
 
     async def _settle(self) -> None:
-        """Charges the tokens Ollama counted (``prompt_eval_count + eval_count``) or, when it
-        did not finish, the tokens it produced, and frees the slot. Lost if Redis is down: the
-        slot's lease ends by itself."""
+        """Charges the tokens the engine counted (``prompt_eval_count + eval_count``) or, when it
+        did not finish, the tokens it produced, and gives the ticket back. Lost if Redis is down:
+        the ticket's lease ends by itself."""
         if self._account is None:
             return
         stats = self.stats or {}

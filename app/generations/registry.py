@@ -3,8 +3,8 @@ or lead.
 
 ``open`` answers a request from the cache, joins a generation of the same content already
 running (here first, then on any worker through Redis), or leads a new one; one Redis round
-trip decides; the request's ``limiter.Account`` goes to the generation it leads, or back at
-once. ``locate`` says what a generation id names (here, or one read of its meta in
+trip decides; the request's ``Account`` goes to the generation it leads, else stays with the
+request. ``locate`` says what a generation id names (here, or one read of its meta in
 Redis), and ``follow`` opens the feed of a located generation for a resume or an events URL,
 live or cached; ``find`` is both. ``stop`` ends one wherever it runs: other workers hear of it
 on a pub/sub channel. When Redis is unavailable every request leads a private generation
@@ -19,14 +19,19 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.access.quotas import Account
 from app.errors import Cancelled, ServiceError, ShuttingDown
 from app.generations import cache
 from app.generations.cache import LocalCopies
 from app.generations.feeds import CachedFeed, Feed, LocalFeed, RemoteFeed
-from app.generations.generation import Generation, Policy, TokenSource, new_generation_id
+from app.generations.generation import (
+    Account,
+    Generation,
+    Policy,
+    TokenSource,
+    new_generation_id,
+)
 from app.generations.leases import Leases
-from app.generations.request import CompletionRequest
+from app.generations.request import CompletionRequest, as_kind
 from app.store import keys
 from app.store.client import RedisUnavailable
 from app.store.generations import Meta, RedisStore
@@ -74,14 +79,7 @@ class Registry:
 
     async def open(self, request: CompletionRequest, account: Account | None = None) -> Feed:
         """The request's feed; ``account`` is what it owes its client's quotas: a generation it
-        leads takes it (and settles it when it ends), anything else gives it back at once."""
-        try:
-            return await self._open(request, account)
-        finally:
-            if account is not None and not account.held:
-                account.release()
-
-    async def _open(self, request: CompletionRequest, account: Account | None) -> Feed:
+        leads takes it (and settles it when it ends); else it stays its owner's to give back."""
         self._refuse_while_draining()
         sha = cache.content_hash(request)
         if not request.cache:
@@ -146,7 +144,8 @@ class Registry:
         if located.local is not None:
             return LocalFeed(located.local, "JOINED")
         generation_id, meta = located.generation_id, located.meta
-        feed = RemoteFeed(self._store, generation_id, meta.kind, meta.model, "JOINED", self)
+        kind = as_kind(meta.kind)
+        feed = RemoteFeed(self._store, generation_id, kind, meta.model, "JOINED", self)
         try:
             await feed.pull(0)
             if not feed.ended and await self._store.alive(generation_id):

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from app.errors import InvalidJSON, InvalidRequest
+from app.errors import InvalidRequest
 from app.settings import MODEL_NAME
+from app.upstream.engine import Kind as Kind  # re-exported: a request is of a kind engines run
 
-Kind = Literal["generate", "chat"]
 ROLES = ("system", "user", "assistant", "tool")
 QUERY_FIELDS = ("model", "prompt", "system", "stream", "cache")
 THINK_LEVELS = ("low", "medium", "high")  # Ollama's, for the models that take one (gpt-oss)
@@ -59,14 +59,12 @@ class CompletionRequest:
         content.update((k, v) for k, v in optional.items() if v is not None)
         return content
 
-    def upstream_body(self) -> dict[str, Any]:
-        """The body for Ollama: always streamed, so timeouts apply between tokens."""
-        body = self.content()
-        del body["kind"]
-        if self.keep_alive is not None:
-            body["keep_alive"] = self.keep_alive
-        body["stream"] = True
-        return body
+
+def as_kind(name: str) -> Kind:
+    """A request's kind, read back from Redis; raises ``ValueError`` for anything else."""
+    if name not in ("generate", "chat"):
+        raise ValueError(f"not a kind of request: {name!r}")
+    return "chat" if name == "chat" else "generate"
 
 
 def _string(value: object) -> str | None:
@@ -87,7 +85,9 @@ def _object(value: object) -> str | None:
     return None if isinstance(value, dict) else "must be an object"
 
 
-def _model(value: object) -> str | None:
+def check_model(value: object) -> str | None:
+    """What is wrong with ``value`` as a model name, if anything: on every surface, for
+    completions and embeddings alike."""
     if isinstance(value, str) and MODEL_NAME.fullmatch(value):
         return None
     return "must be a model name like llama3.2 or qwen3:8b"
@@ -137,7 +137,7 @@ _MESSAGE_FIELDS: dict[str, tuple[Check, dict[str, Any], str]] = {
 # each field: how it is checked, its JSON schema (for /openapi.json), what it means
 _FIELDS: dict[str, tuple[Check, dict[str, Any], str]] = {
     "model": (
-        _model,
+        check_model,
         {"type": "string", "pattern": "^" + MODEL_NAME.pattern + "$"},
         "Ollama model name; DEFAULT_MODEL when absent",
     ),
@@ -187,10 +187,8 @@ def request_schema() -> dict[str, Any]:
     }
 
 
-def parse_body(data: object, default_model: str) -> CompletionRequest:
-    """Validates a decoded JSON body."""
-    if not isinstance(data, dict):
-        raise InvalidJSON("The request body must be a JSON object.")
+def parse_body(data: Mapping[str, Any], default_model: str) -> CompletionRequest:
+    """Validates a decoded JSON body (an object: ``app.api.pipeline`` reads only those)."""
     problems: dict[str, str] = {}
     for name, value in data.items():
         known = _FIELDS.get(name)
@@ -207,13 +205,21 @@ def parse_body(data: object, default_model: str) -> CompletionRequest:
     if "tools" in data and "messages" not in data:
         problems["tools"] = "needs messages (tools are a chat feature)"
     if problems:
-        raise InvalidRequest(_summary(problems), problems)
+        raise InvalidRequest.listing(problems)
     return _build(data, default_model)
+
+
+def require_messages(data: Mapping[str, Any]) -> None:
+    """The messages a chat endpoint cannot do without (OpenAI's, Ollama's): a non-empty list;
+    what each message holds is ``parse_body``'s to check."""
+    messages = data.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise InvalidRequest("messages must be a non-empty list.", {"messages": "is required"})
 
 
 def parse_query(params: Mapping[str, str], default_model: str) -> CompletionRequest:
     """Validates the query string of a ``GET``; booleans are true/false/1/0."""
-    data: dict[str, object] = {}
+    data: dict[str, Any] = {}
     problems: dict[str, str] = {}
     for name in QUERY_FIELDS:
         if name not in params:
@@ -227,7 +233,7 @@ def parse_query(params: Mapping[str, str], default_model: str) -> CompletionRequ
         else:
             data[name] = raw
     if problems:
-        raise InvalidRequest(_summary(problems), problems)
+        raise InvalidRequest.listing(problems)
     return parse_body(data, default_model)
 
 
@@ -242,11 +248,7 @@ def _check_message(index: int, message: dict[str, Any], problems: dict[str, str]
             problems[f"messages[{index}].{name}"] = reason
 
 
-def _summary(problems: Mapping[str, str]) -> str:
-    return "; ".join(f"{name} {reason}" for name, reason in problems.items()) + "."
-
-
-def _build(data: dict[str, Any], default_model: str) -> CompletionRequest:
+def _build(data: Mapping[str, Any], default_model: str) -> CompletionRequest:
     messages = data.get("messages")
     tools = data.get("tools")
     return CompletionRequest(

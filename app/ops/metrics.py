@@ -28,6 +28,7 @@ from prometheus_client import (
 )
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 REQUESTS = Counter("bib_requests", "HTTP requests answered", ["route", "method", "status"])
 FIRST_TOKEN = Histogram(
@@ -117,6 +118,9 @@ async def metrics(request: Request) -> Response:
         media_type=CONTENT_TYPE_LATEST,
         headers={"Cache-Control": "no-store"},
     )
+
+
+ROUTE = Route("/metrics", metrics)
 
 
 def forget_worker() -> None:

@@ -9,14 +9,34 @@ generation still works without it (uncached).
 from __future__ import annotations
 
 import time
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol, TypedDict
 
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from app import VERSION
-from app.lifespan import State
+from app.ops.checks import CachedCheck
+from app.ops.shutdown import Drain
 from app.responses import NO_STORE, JSONBody
+
+
+class Hosts(Protocol):
+    """What the probes read of the upstream hosts (``app.upstream.hosts.Hosts``)."""
+
+    async def queue_lengths(self) -> dict[str, dict[str, int]]: ...
+    async def report(self, queued: Mapping[str, int]) -> list[dict[str, Any]]: ...
+
+
+class State(TypedDict):
+    """The part of the worker's state (``app.lifespan.State``) that the probes read."""
+
+    drain: Drain
+    redis_check: CachedCheck[bool]
+    hosts_check: CachedCheck[list[dict[str, Any]]]
+    hosts: Hosts
+    started_at: float
 
 
 class HealthBody(JSONBody):
@@ -32,31 +52,34 @@ async def readyz(request: Request[State]) -> Response:
         draining = {"status": "fail", "output": "shutting down"}
         return HealthBody(draining, status_code=503, headers=NO_STORE)
     redis = await request.state["redis_check"]()
-    ollama = await request.state["hosts_check"]()
-    passed = redis.passed and ollama.passed
+    upstream = await request.state["hosts_check"]()
+    passed = redis.passed and upstream.passed
     body = {
         "status": "pass" if passed else "fail",
-        "checks": {"redis:responseTime": redis.report(), "ollama:responseTime": ollama.report()},
+        "checks": {"redis:responseTime": redis.report(), "ollama:responseTime": upstream.report()},
     }
     return HealthBody(body, status_code=200 if passed else 503, headers=NO_STORE)
 
 
 async def health(request: Request[State]) -> Response:
     redis = await request.state["redis_check"]()
-    ollama = await request.state["hosts_check"]()
-    ollama_hosts = request.state["hosts"]
-    queued = await ollama_hosts.queue_lengths()  # one read for both views of the queue
+    upstream = await request.state["hosts_check"]()
+    hosts = request.state["hosts"]
+    queued = await hosts.queue_lengths()  # one read for both views of the queue
     status = "healthy" if redis.passed else "degraded"
-    if not ollama.passed:
+    if not upstream.passed:
         status = "unhealthy"
     body: dict[str, Any] = {
         "status": status,
-        "ollama": "connected" if ollama.passed else "disconnected",
+        "ollama": "connected" if upstream.passed else "disconnected",
         "redis": "connected" if redis.passed else "disconnected",
-        "available_models": [str(model.get("name")) for model in ollama.value or []],
-        "ollama_hosts": await ollama_hosts.report(queued["hosts"]),
+        "available_models": [str(model.get("name")) for model in upstream.value or []],
+        "ollama_hosts": await hosts.report(queued["hosts"]),
         "queued_by_model": queued["models"],
         "version": VERSION,
         "uptime_seconds": round(time.monotonic() - request.state["started_at"], 3),
     }
     return JSONBody(body, status_code=503 if status == "unhealthy" else 200, headers=NO_STORE)
+
+
+ROUTES = [Route("/livez", livez), Route("/readyz", readyz), Route("/v1/health", health)]

@@ -21,9 +21,11 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from importlib import resources
 from typing import Any, TypeAlias, TypeVar
 
 from redis.asyncio import Redis, RedisCluster
+from redis.commands.core import AsyncScript
 from redis.exceptions import RedisError
 
 from app.ops import metrics
@@ -115,3 +117,10 @@ async def connect(url: str, **options: Any) -> RedisClient:
     with contextlib.suppress(*REDIS_FAULTS):  # down now: the service starts anyway
         await client.initialize()
     return client
+
+
+def register_script(redis: RedisClient, package: str | None, name: str) -> AsyncScript:
+    """The Lua script in file ``name`` of ``package`` (package data), registered on ``redis``:
+    called by its SHA, and loaded again by redis-py when the server has lost it."""
+    assert package is not None  # a module of a package: __package__ is set
+    return redis.register_script(resources.files(package).joinpath(name).read_text())

@@ -1,7 +1,9 @@
-"""Every Redis operation of the service's generations and hosts, and its scripts.
+"""Every Redis operation of the service's generations and hosts; their scripts are the ``.lua``
+files beside it (``claim.lua``, ``release.lua``, and ``least_taken.lua`` of ``app.store.tickets``).
 
-The keys are built by ``app.store.keys`` (its docstring has the layout) and the generation's stream
-entries by ``app.store.entries``. Every call goes through one ``Guarded``: a failure is
+The keys are built by ``app.store.keys`` (its docstring has the layout), the generation's stream
+entries by ``app.store.entries``, and the tickets of hosts, clients and watchers by
+``app.store.tickets``. Every call goes through one ``Guarded``: a failure is
 ``RedisUnavailable``, and for a second after one the store refuses calls without touching the
 network, so an outage costs requests nothing but a bypassed cache. What every stream writes
 often (its batches, renewals and watches) and what every request does (its claim, its host,
@@ -11,7 +13,6 @@ its end) share one pipeline per turn of the event loop (``app.store.pipeline``).
 from __future__ import annotations
 
 import asyncio
-import math
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -19,44 +20,19 @@ from typing import Any, Literal, cast
 
 import orjson
 
-from app.generations.request import Kind
-from app.store import keys
-from app.store.client import REDIS_FAULTS, RETRY_AFTER_SECONDS, Guarded, RedisClient
+from app.store import keys, tickets
+from app.store.client import (
+    REDIS_FAULTS,
+    RETRY_AFTER_SECONDS,
+    Guarded,
+    RedisClient,
+    register_script,
+)
 from app.store.pipeline import SharedPipeline
 
 GENERATION_LEASE_SECONDS = 5.0
 WATCH_SECONDS = 3.0  # a remote client's presence lasts this long unless renewed
 STREAM_RETENTION_SECONDS = 600  # a finished generation's events stay resumable this long
-
-# Cache hit, or lead the generation, or join the one that runs: one round trip for every request.
-_CLAIM = """
-if ARGV[3] == '1' then
-  local hit = redis.call('GET', KEYS[1])
-  if hit then return {'hit', hit, redis.call('PTTL', KEYS[1])} end
-end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'lead', ARGV[1]} end
-return {'join', redis.call('GET', KEYS[2])}
-"""
-# Give up the claim only if it is still ours (a slow leader must not free a successor's).
-_RELEASE = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
-return 0
-"""
-
-
-# The least busy of the candidate hosts (KEYS, shuffled by the caller, so ties go at random)
-# takes the ticket; expired tickets (of dead workers) are dropped first.
-_PICK_HOST = """
-local now, best, fewest = tonumber(ARGV[1]), 1, nil
-for i, key in ipairs(KEYS) do
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
-  local count = redis.call('ZCARD', key)
-  if fewest == nil or count < fewest then best, fewest = i, count end
-end
-redis.call('ZADD', KEYS[best], now + tonumber(ARGV[3]), ARGV[2])
-redis.call('EXPIRE', KEYS[best], math.ceil(tonumber(ARGV[3])))
-return best - 1
-"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,7 +47,7 @@ class Meta:
     """What a generation is, kept under its id (``bib:{<g>}:meta``) so any worker can find it."""
 
     sha: str
-    kind: Kind
+    kind: str  # the request's kind: generate or chat
     model: str
 
 
@@ -100,9 +76,9 @@ class RedisStore:
     ) -> None:
         self.redis = redis
         self._blocking = blocking
-        self._claim = redis.register_script(_CLAIM)
-        self._release = redis.register_script(_RELEASE)
-        self._pick_host = redis.register_script(_PICK_HOST)
+        self._claim = register_script(redis, __package__, "claim.lua")
+        self._release = register_script(redis, __package__, "release.lua")
+        self._least_taken = tickets.least_taken(redis)
         self._call = Guarded("generations", "serving without cache and joining", gate=gate)
         self._shared = SharedPipeline(redis, self._call)  # the commands of every stream
 
@@ -164,13 +140,11 @@ class RedisStore:
                     pipe.set(keys.generation(r.generation, "meta"), orjson.dumps(described),
                              ex=r.meta_ttl)  # fmt: skip
                     pipe.expire(keys.generation(r.generation, "events"), STREAM_RETENTION_SECONDS)
-                if r.concurrency_ticket is not None:  # xx: a ticket given back stays given back
+                if r.concurrency_ticket is not None:
                     running, ticket = r.concurrency_ticket
-                    expires = time.time() + GENERATION_LEASE_SECONDS
-                    pipe.zadd(running, {ticket: expires}, xx=True)
-                    pipe.expire(running, math.ceil(GENERATION_LEASE_SECONDS))
+                    tickets.add(pipe, running, [ticket], GENERATION_LEASE_SECONDS, renew=True)
                 if r.count:
-                    pipe.zcount(keys.generation(r.generation, "watchers"), time.time(), "+inf")
+                    tickets.count(pipe, keys.generation(r.generation, "watchers"))
                 counted.append(len(pipe) - 1 - start if r.count else None)
 
         replies = await self._shared.run(queue)
@@ -232,12 +206,10 @@ class RedisStore:
         """Marks ``watcher`` present for ``WATCH_SECONDS``; the ``first`` time, also tells the
         leader's worker on the watch channel, so its batches go out promptly at once."""
         key = keys.generation(generation, "watchers")
-        expires = time.time() + WATCH_SECONDS
 
         def queue(pipe: Any) -> None:
-            pipe.zadd(key, {watcher: expires})
-            pipe.zremrangebyscore(key, "-inf", time.time())
-            pipe.expire(key, STREAM_RETENTION_SECONDS)
+            tickets.prune(pipe, key)
+            tickets.add(pipe, key, [watcher], WATCH_SECONDS)
 
         await self._shared.run(queue)
         if first:  # apart: a cluster pipeline has no slot for a channel
@@ -245,7 +217,7 @@ class RedisStore:
 
     async def unwatch(self, generation: str, watcher: str) -> None:
         key = keys.generation(generation, "watchers")
-        await self._call(lambda: self.redis.zrem(key, watcher))
+        await self._shared.run(lambda pipe: tickets.drop(pipe, key, [watcher]))
 
     async def request_stop(self, generation: str) -> None:
         await self._call(lambda: self.redis.publish(keys.STOP_CHANNEL, generation))
@@ -268,29 +240,29 @@ class RedisStore:
         """Adds ``ticket`` to the least busy of the hosts' in-flight sets; returns its index."""
         names = [keys.host_in_flight(url) for url in urls]
         args: list[str | float] = [time.time(), ticket, lease_seconds]
-        return int(await self._shared.script(self._pick_host, names, args))
+        return int(await self._shared.script(self._least_taken, names, args))
 
     async def drop_host_ticket(self, url: str, ticket: str, *, announce: bool = False) -> None:
         """Frees the host's slot of ``ticket``; ``announce``: tells the queue's waiters (a
         command of its own: a cluster pipeline cannot route one without a key)."""
-        await self._shared.run(lambda pipe: pipe.zrem(keys.host_in_flight(url), ticket))
+        await self._shared.run(lambda pipe: tickets.drop(pipe, keys.host_in_flight(url), [ticket]))
         if announce:
             await self._call(lambda: self.redis.publish(keys.SLOTS_CHANNEL, ""))
 
-    async def renew_host_tickets(self, tickets: dict[str, list[str]], lease_seconds: float) -> None:
-        """Pushes back the expiry of this worker's tickets, per host URL."""
-        expires = time.time() + lease_seconds
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for url, members in tickets.items():
-                pipe.zadd(keys.host_in_flight(url), dict.fromkeys(members, expires), xx=True)
-                pipe.expire(keys.host_in_flight(url), math.ceil(lease_seconds))
-            await self._call(pipe.execute)
+    async def renew_host_tickets(self, held: dict[str, list[str]], lease_seconds: float) -> None:
+        """Pushes back the lapse of this worker's tickets, per host URL."""
+
+        def queue(pipe: Any) -> None:
+            for url, members in held.items():
+                tickets.add(pipe, keys.host_in_flight(url), members, lease_seconds, renew=True)
+
+        await self._shared.run(queue)
 
     async def host_counts(self, urls: list[str]) -> list[int]:
         """Live tickets per host URL."""
-        now = time.time()
-        async with self.redis.pipeline(transaction=False) as pipe:
+
+        def queue(pipe: Any) -> None:
             for url in urls:
-                pipe.zcount(keys.host_in_flight(url), f"({now}", "+inf")
-            counts: list[Any] = await self._call(pipe.execute)
-        return [int(count) for count in counts]
+                tickets.count(pipe, keys.host_in_flight(url))
+
+        return [int(count) for count in await self._shared.run(queue)]

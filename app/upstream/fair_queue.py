@@ -107,7 +107,7 @@ class FairQueue:
                 f"{reply[1]} generations of this client are waiting for the GPU, the most "
                 f"allowed; retry in {wait} seconds.",
                 "queue",
-                headers={"Retry-After": str(wait), "Cache-Control": "no-store"},
+                retry_after_seconds=wait,
             )
         if reply[0] == b"granted":
             return int(reply[1])

@@ -50,12 +50,11 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from app.generations.generation import Emit, Finished, Queued, Token
-from app.generations.request import CompletionRequest
 from app.ops import metrics
 from app.settings import Settings
 from app.store.client import RedisUnavailable
 from app.store.generations import RedisStore
+from app.upstream.engine import Emit, Finished, Prompt, Queued, Token
 from app.upstream.fair_queue import FairQueue
 from app.upstream.ollama import OllamaClient
 
@@ -202,7 +201,7 @@ class Hosts:
         for host in self.hosts:
             await host.client.aclose()
 
-    async def generate(self, request: CompletionRequest, emit: Emit, *, client: str) -> None:
+    async def generate(self, request: Prompt, emit: Emit, *, client: str) -> None:
         """Streams ``request`` from the least busy host with the model (waiting for a slot as
         ``client`` when slots are counted); see the docstring."""
         tried: list[Host] = []

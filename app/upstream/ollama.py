@@ -30,9 +30,8 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from app.generations.generation import Finished, Relay, Token
-from app.generations.request import CompletionRequest, Kind
 from app.ops import jsonbytes
+from app.upstream.engine import Finished, Kind, Prompt, Relay, Token
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 _PATHS: dict[Kind, bytes] = {"chat": b"api/chat", "generate": b"api/generate"}
@@ -98,9 +97,9 @@ class OllamaClient:
     async def aclose(self) -> None:
         await self._http.aclose()
 
-    async def generate(self, request: CompletionRequest, emit: Relay) -> None:
+    async def generate(self, request: Prompt, emit: Relay) -> None:
         """Streams ``request`` from Ollama into ``emit``; see the module docstring."""
-        body = jsonbytes.dumps(request.upstream_body())  # held while the generation runs
+        body = jsonbytes.dumps(request_body(request))  # held while the generation runs
         started = False
         clock = asyncio.get_running_loop().time
         deadline = _Deadline(self._first_token_timeout_seconds)
@@ -192,6 +191,18 @@ class OllamaClient:
         if not isinstance(data, dict):
             raise UpstreamError(f"Ollama's {path} answer is not a JSON object.")
         return data
+
+
+def request_body(request: Prompt) -> dict[str, Any]:
+    """The request as Ollama's ``/api/generate`` or ``/api/chat`` body: its content, less the
+    kind (which is the path), with ``keep_alive``; always streamed, so that the timeouts apply
+    between tokens."""
+    body = request.content()
+    del body["kind"]
+    if request.keep_alive is not None:
+        body["keep_alive"] = request.keep_alive
+    body["stream"] = True
+    return body
 
 
 class _Deadline:

@@ -1,35 +1,38 @@
 """The Ollama-compatible endpoints, at the root, so that ``OLLAMA_HOST=http://<service>`` is
 all a client of Ollama needs: ``/api/generate`` and ``/api/chat`` over the same generations as
-every surface (cache, joins, limits, routing), embeddings (cached, ``app.generations.embeddings``),
-the model lists merged over every host,
-``/api/show`` from a host that has the model, ``/api/version`` and ``/``.
+every surface (cache, joins, limits, routing), through the one answer pipeline
+(``app.api.pipeline``) with Ollama's requests (``app.api.ollama.requests``) and lines
+(``app.api.ollama.wire``); embeddings (cached, ``app.generations.embeddings``); the model lists
+merged over every host; ``/api/show`` from a host that has the model; ``/api/version`` and
+``/``.
 
-Their bodies are the native request's fields, which are Ollama's own (``app.generations.request``),
-so they go through the native checks; what the service cannot honour (``suffix``, ``template``,
-``raw``, ``context``, images outside messages, ``logprobs``) is refused with a 400. Model
-management (``pull``, ``push``, ``create``, ``copy``, ``delete``, blobs) is not for a public
-gateway: ``403``, to be done on the Ollama host, unless ``OLLAMA_MANAGEMENT=true`` passes it on
-to every host. Errors are Ollama's ``{"error": "..."}`` (``app.responses.error_response`` knows
-these paths).
+Model management (``pull``, ``push``, ``create``, ``copy``, ``delete``, blobs) is not for a
+public gateway: ``403``, to be done on the Ollama host, unless ``OLLAMA_MANAGEMENT=true``
+passes it on to every host. Every route, and every other path under ``/api/``, answers its
+errors as Ollama does: ``{"error": "..."}``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
-from app.access.admission import count, read_json
-from app.api.ollama import wire as ollama_wire
-from app.api.pipeline import respond_json, respond_stream
-from app.errors import Forbidden, InvalidJSON, InvalidRequest, Unsupported
+from app.api import pipeline
+from app.api.ollama import requests, wire
+from app.api.ollama.wire import error_response
+from app.api.pipeline import Asked, Rendering
+from app.api.routing import SurfaceRoute
+from app.errors import Forbidden, InvalidRequest
 from app.generations import embeddings
-from app.generations.request import Kind, parse_body
+from app.generations.request import Kind
 from app.lifespan import State
 from app.responses import NO_STORE, JSONBody
+from app.settings import Settings
 
+PREFIX = "/api/"  # the paths the surface claims: an unknown one's 404 is Ollama's too
 MANAGEMENT = (  # Ollama's model management paths, refused
     ("/api/pull", ["POST"]),
     ("/api/push", ["POST"]),
@@ -38,44 +41,56 @@ MANAGEMENT = (  # Ollama's model management paths, refused
     ("/api/delete", ["DELETE"]),
     ("/api/blobs/{digest}", ["HEAD", "POST"]),
 )
-_UNSUPPORTED = {
-    "generate": ("suffix", "template", "raw", "context", "images", "logprobs", "top_logprobs"),
-    "chat": ("logprobs", "top_logprobs"),
-}
+
+
+def _asking(kind: Kind) -> pipeline.Parse:
+    """The pipeline's parse of ``/api/<kind>``: the native request, and Ollama's rendering."""
+
+    def asked(data: Mapping[str, Any], settings: Settings) -> Asked:
+        completion = requests.parse(kind, data, settings.default_model)
+        model = completion.model
+        rendering = Rendering(
+            body=lambda generation, answer: wire.answer(kind, answer),
+            wire=lambda: wire.LineWire(kind, model),
+            media_type=wire.MEDIA_TYPE,
+            ping=b"",  # NDJSON has no form for a heartbeat
+        )
+        return Asked(completion, rendering)
+
+    return asked
+
+
+_GENERATE = _asking("generate")
+_CHAT = _asking("chat")
 
 
 async def generate(request: Request[State]) -> Response:
     """``POST /api/generate``."""
-    return await _complete(request, "generate")
+    return await pipeline.complete(request, _GENERATE)
 
 
 async def chat(request: Request[State]) -> Response:
     """``POST /api/chat``."""
-    return await _complete(request, "chat")
+    return await pipeline.complete(request, _CHAT)
+
+
+def _embedding(parse: Callable[[dict[str, Any], str], embeddings.EmbeddingRequest]
+               ) -> pipeline.EmbedParse:  # fmt: skip
+    def asked(data: Mapping[str, Any], settings: Settings
+              ) -> tuple[embeddings.EmbeddingRequest, pipeline.Render]:  # fmt: skip
+        return parse(dict(data), settings.default_model), lambda answer: answer  # as it came
+
+    return asked
 
 
 async def embed(request: Request[State]) -> Response:
     """``POST /api/embed``: cached (``app.generations.embeddings``)."""
-    return await _embed(request, embeddings.embed_request)
+    return await pipeline.embed(request, _embedding(embeddings.embed_request))
 
 
 async def legacy_embeddings(request: Request[State]) -> Response:
     """``POST /api/embeddings``, the legacy endpoint: one prompt, one vector."""
-    return await _embed(request, embeddings.legacy_request)
-
-
-EmbedParser = Callable[[dict[str, Any], str], embeddings.EmbeddingRequest]
-
-
-async def _embed(request: Request[State], parse: EmbedParser) -> Response:
-    account = await count(request, generates=False)
-    settings = request.state["settings"]
-    data = await read_json(request, settings.max_body_bytes)
-    if not isinstance(data, dict):
-        raise InvalidJSON("The request body must be a JSON object.")
-    asked = parse(data, settings.default_model)
-    answer, x_cache = await request.state["embedder"].embed(asked, account)
-    return JSONBody(answer, headers={"X-Cache": x_cache})
+    return await pipeline.embed(request, _embedding(embeddings.legacy_request))
 
 
 async def tags(request: Request[State]) -> Response:
@@ -90,9 +105,9 @@ async def ps(request: Request[State]) -> Response:
 
 async def show(request: Request[State]) -> Response:
     """``POST /api/show``: from a serving host that has the model."""
-    body = await read_json(request, request.state["settings"].max_body_bytes)
-    model = body.get("model", body.get("name")) if isinstance(body, dict) else None
-    if not isinstance(body, dict) or not isinstance(model, str):
+    body = await pipeline.read_object(request)
+    model = body.get("model", body.get("name"))
+    if not isinstance(model, str):
         raise InvalidRequest("model is required.", {"model": "is required"})
     return JSONBody(await request.state["hosts"].show(model, body), headers=NO_STORE)
 
@@ -104,7 +119,7 @@ async def version(request: Request[State]) -> Response:
 
 async def root(request: Request[State]) -> Response:
     """``GET /`` and ``HEAD /``, which clients probe to find Ollama."""
-    return PlainTextResponse(ollama_wire.RUNNING)
+    return PlainTextResponse(wire.RUNNING)
 
 
 async def manage(request: Request[State]) -> Response:
@@ -122,30 +137,16 @@ async def manage(request: Request[State]) -> Response:
     return Response(content, status_code=status, media_type=media)
 
 
-def parse(kind: Kind, data: object) -> dict[str, Any]:
-    """The body of ``/api/<kind>`` as native fields, refusing what cannot be honoured."""
-    if not isinstance(data, dict):
-        raise InvalidJSON("The request body must be a JSON object.")
-    for name in _UNSUPPORTED[kind]:
-        if data.get(name) not in (None, False, "", []):
-            raise Unsupported(f"{name} is not supported by this service.", name)
-    native = {k: v for k, v in data.items() if k not in _UNSUPPORTED[kind]}
-    if kind == "generate" and "messages" in native:
-        raise Unsupported("messages belong to /api/chat.", "messages")
-    if kind == "chat" and "prompt" in native:
-        raise Unsupported("prompt belongs to /api/generate.", "prompt")
-    return native
-
-
-async def _complete(request: Request[State], kind: Kind) -> Response:
-    account = await count(request)
-    settings = request.state["settings"]
-    native = parse(kind, await read_json(request, settings.max_body_bytes))
-    if kind == "chat" and not native.get("messages"):
-        raise InvalidRequest("messages must be a non-empty list.", {"messages": "is required"})
-    completion = parse_body(native, settings.default_model)
-    feed = await request.state["registry"].open(completion, account)
-    if not completion.stream:
-        return await respond_json(request, feed, lambda whole: ollama_wire.answer(kind, whole))
-    return await respond_stream(request, feed, wire=ollama_wire.LineWire(kind, completion.model),
-                                media_type=ollama_wire.MEDIA_TYPE, ping=b"")  # fmt: skip
+ROUTES = [
+    SurfaceRoute("/api/generate", generate, errors=error_response, methods=["POST"]),
+    SurfaceRoute("/api/chat", chat, errors=error_response, methods=["POST"]),
+    SurfaceRoute("/api/embed", embed, errors=error_response, methods=["POST"]),
+    SurfaceRoute("/api/embeddings", legacy_embeddings, errors=error_response, methods=["POST"]),
+    SurfaceRoute("/api/tags", tags, errors=error_response),
+    SurfaceRoute("/api/ps", ps, errors=error_response),
+    SurfaceRoute("/api/show", show, errors=error_response, methods=["POST"]),
+    SurfaceRoute("/api/version", version, errors=error_response),
+    SurfaceRoute("/", root, errors=error_response, methods=["GET", "HEAD"], keyed=False),
+    *(SurfaceRoute(path, manage, errors=error_response, methods=methods)
+      for path, methods in MANAGEMENT),
+]  # fmt: skip

@@ -14,10 +14,12 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from starlette.responses import Response
 
-from app.errors import RateLimited, ServiceError
-from app.generations import wire as events
+from app.errors import InvalidRequest, RateLimited, ServiceError
+from app.generations.answer import Answer
 from app.generations.request import Kind
+from app.generations.wire import SENTINEL, Unqueued, splice_texts, token_fields, token_payload
 
 MEDIA_TYPE = "application/x-ndjson"
 RUNNING = "Ollama is running"
@@ -45,6 +47,14 @@ def error_body(exc: ServiceError) -> dict[str, Any]:
     return {"error": exc.detail}
 
 
+def error_response(exc: ServiceError) -> Response:
+    """The error as Ollama answers one, with its status (but ``400`` for a request that does
+    not fit, as Ollama, where the other surfaces say ``422``) and its headers."""
+    status = 400 if isinstance(exc, InvalidRequest) else exc.status_code
+    return Response(orjson.dumps(error_body(exc)), status_code=status, headers=exc.headers,
+                    media_type="application/json")  # fmt: skip
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -65,10 +75,8 @@ def _text(kind: Kind, fields: Mapping[str, Any]) -> dict[str, Any]:
     return {"message": message}
 
 
-class LineWire:
+class LineWire(Unqueued):
     """The ``Wire`` of one NDJSON stream."""
-
-    queued = staticmethod(events.unsaid)
 
     def __init__(self, kind: Kind, model: str) -> None:
         self._kind = kind
@@ -82,23 +90,23 @@ class LineWire:
         return dumps(line) + b"\n"
 
     def _token(self, payload: bytes, created_at: str) -> bytes:
-        return self._line({**_text(self._kind, events.token_fields(payload)), "done": False},
+        return self._line({**_text(self._kind, token_fields(payload)), "done": False},
                           created_at)  # fmt: skip
 
     def tokens(self, generation: str, first_index: int, payloads: Sequence[bytes]) -> bytes:
         now = _now()
         head, middle, tail = self._spliced()
         before = head + orjson.dumps(now) + middle
-        lines = events.splice_texts(payloads, before, tail,
-                                    lambda payload: self._token(payload, now))  # fmt: skip
+        lines = splice_texts(payloads, before, tail,
+                             lambda payload: self._token(payload, now))  # fmt: skip
         return _escaped(lines)  # once for them all
 
     def _spliced(self) -> tuple[bytes, bytes, bytes]:
         """A text token's line around its time and its text, made once by ``_token`` itself."""
         if self._splice is None:
-            whole = self._token(events.token_payload({"text": "\0"}), "\1")
+            whole = self._token(token_payload({"text": "\0"}), "\1")
             head, rest = whole.split(b'"\\u0001"')
-            middle, tail = rest.split(events.SENTINEL)
+            middle, tail = rest.split(SENTINEL)
             self._splice = (head, middle, tail)
         return self._splice
 
@@ -117,9 +125,8 @@ def _stats(fields: Mapping[str, Any]) -> dict[str, Any]:
 _NOT_STATS = frozenset({"model", "created_at", "response", "thinking", "message", "done", "cached"})
 
 
-def answer(kind: Kind, whole: Mapping[str, Any]) -> dict[str, Any]:
-    """A whole answer (``app.generations.feeds.as_json``) as Ollama's non-streamed body."""
-    message = whole.get("message") or {}
-    fields = {**whole, "tool_calls": message.get("tool_calls")}
-    return {"model": whole.get("model"), "created_at": _now(), **_text(kind, fields),
-            "done": True, **_stats(whole)}  # fmt: skip
+def answer(kind: Kind, whole: Answer) -> dict[str, Any]:
+    """A whole answer as Ollama's non-streamed body."""
+    fields = {"text": whole.text, "thinking": whole.thinking, "tool_calls": whole.tool_calls}
+    return {"model": whole.model, "created_at": _now(), **_text(kind, fields),
+            "done": True, **_stats(whole.stats)}  # fmt: skip

@@ -39,7 +39,7 @@ field) is ``Unsupported`` (400), naming the field; a value of the wrong type is 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,7 +47,12 @@ import orjson
 
 from app.errors import InvalidRequest, Unsupported
 from app.generations.embeddings import EmbeddingRequest, embed_request
-from app.generations.request import THINK_LEVELS, CompletionRequest, parse_body
+from app.generations.request import (
+    THINK_LEVELS,
+    CompletionRequest,
+    parse_body,
+    require_messages,
+)
 
 _OPTIONS = {"temperature": "temperature", "top_p": "top_p", "seed": "seed",
             "frequency_penalty": "frequency_penalty", "presence_penalty": "presence_penalty",
@@ -71,14 +76,12 @@ class OpenAIRequest:
     include_usage: bool = False
 
 
-def parse_chat(data: object, default_model: str) -> OpenAIRequest:
+def parse_chat(data: Mapping[str, Any], default_model: str) -> OpenAIRequest:
     """A ``/v1/chat/completions`` body."""
     body = _checked(data, _CHAT)
     native = _common(body)
-    messages = body.get("messages")
-    if not isinstance(messages, list) or not messages:
-        raise InvalidRequest("messages must be a non-empty list.", {"messages": "is required"})
-    native["messages"] = _messages(messages)
+    require_messages(body)
+    native["messages"] = _messages(body["messages"])
     if "response_format" in body:
         native.update(_response_format(body["response_format"]))
     choice = body.get("tool_choice", "auto")
@@ -96,7 +99,7 @@ def parse_chat(data: object, default_model: str) -> OpenAIRequest:
     return _request(body, native, default_model)
 
 
-def parse_text(data: object, default_model: str) -> OpenAIRequest:
+def parse_text(data: Mapping[str, Any], default_model: str) -> OpenAIRequest:
     """A ``/v1/completions`` body."""
     body = _checked(data, _TEXT)
     native = _common(body)
@@ -108,7 +111,8 @@ def parse_text(data: object, default_model: str) -> OpenAIRequest:
     return _request(body, native, default_model)
 
 
-def parse_embeddings(data: object, default_model: str) -> tuple[EmbeddingRequest, str]:
+def parse_embeddings(data: Mapping[str, Any], default_model: str
+                     ) -> tuple[EmbeddingRequest, str]:  # fmt: skip
     """A ``/v1/embeddings`` body: the upstream request, and the encoding asked for."""
     body = _checked(data, frozenset({"model", "input", "dimensions", "encoding_format", "user"}))
     encoding = body.get("encoding_format") or "float"
@@ -121,19 +125,17 @@ def parse_embeddings(data: object, default_model: str) -> tuple[EmbeddingRequest
     return embed_request(native, default_model), encoding
 
 
-def _checked(data: object, known: frozenset[str]) -> dict[str, Any]:
-    """The body as an object whose every field can be honoured."""
-    if not isinstance(data, dict):
-        raise InvalidRequest("The request body must be a JSON object.")
+def _checked(data: Mapping[str, Any], known: frozenset[str]) -> Mapping[str, Any]:
+    """The body, once every field of it is known to be one that can be honoured."""
     for name, value in data.items():
         if name not in known:
-            raise Unsupported(f"{name} is not supported by this service.", name)
+            raise Unsupported(field=name)
         if name in _HONOURED_ONLY_AS and value is not None and value != _HONOURED_ONLY_AS[name]:
             raise Unsupported(f"{name} = {orjson.dumps(value).decode()} cannot be honoured.", name)
     return data
 
 
-def _common(body: dict[str, Any]) -> dict[str, Any]:
+def _common(body: Mapping[str, Any]) -> dict[str, Any]:
     """The native fields every OpenAI endpoint shares: options and our extensions."""
     options = {} if body.get("options") is None else body["options"]
     if not isinstance(options, dict):
@@ -154,7 +156,8 @@ def _common(body: dict[str, Any]) -> dict[str, Any]:
     return native
 
 
-def _request(body: dict[str, Any], native: dict[str, Any], default_model: str) -> OpenAIRequest:
+def _request(body: Mapping[str, Any], native: dict[str, Any], default_model: str
+             ) -> OpenAIRequest:  # fmt: skip
     native["stream"] = body.get("stream") is True
     if body.get("model") is not None:
         native["model"] = body["model"]

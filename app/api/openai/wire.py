@@ -5,7 +5,7 @@ A stream is ``data: <chunk>`` blocks ending with ``data: [DONE]``. The ``openai`
 data of every block that is not ``[DONE]`` as JSON and keeps an ``id:`` once seen, so that
 later a bare blank line would become an event with empty data and crash it: these streams
 never carry ``id:``, ``retry:`` or ``event:``, and their heartbeat is the native one, a comment
-line with no blank line after it (``app.generations.wire``), which the SDK and fetch readers skip.
+line with no blank line after it (``app.api.relay.SSE_PING``), which the SDK and fetch readers skip.
 
 Ids are the generation's (``chatcmpl-<generation>``), so a cached answer keeps the id it had and
 a client can follow the generation at ``/v1/chats/generations/<generation>/events``. Thinking
@@ -23,9 +23,11 @@ from datetime import datetime
 from typing import Any, Literal
 
 import orjson
+from starlette.responses import Response
 
 from app.errors import InvalidRequest, RateLimited, ServiceError, Unsupported
-from app.generations import wire as events
+from app.generations.answer import Answer
+from app.generations.wire import SENTINEL, Unqueued, splice_texts, token_fields, token_payload
 
 Endpoint = Literal["chat", "text"]  # /v1/chat/completions, /v1/completions
 DONE = b"data: [DONE]\n\n"
@@ -47,6 +49,12 @@ def error_body(exc: ServiceError) -> dict[str, Any]:
     if isinstance(exc, RateLimited):
         error["quota"] = exc.quota
     return {"error": error}
+
+
+def error_response(exc: ServiceError) -> Response:
+    """The error as the OpenAI SDKs read one, with its own status and headers."""
+    return Response(orjson.dumps(error_body(exc)), status_code=exc.status_code,
+                    headers=exc.headers, media_type="application/json")  # fmt: skip
 
 
 def model_list(models: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -105,10 +113,8 @@ def tool_calls(
     return found
 
 
-class ChunkWire:
+class ChunkWire(Unqueued):
     """The ``Wire`` of one OpenAI stream (see the module docstring)."""
-
-    queued = staticmethod(events.unsaid)
 
     def __init__(self, endpoint: Endpoint, model: str, *, include_usage: bool) -> None:
         self._endpoint = endpoint
@@ -133,19 +139,19 @@ class ChunkWire:
 
     def tokens(self, generation: str, first_index: int, payloads: Sequence[bytes]) -> bytes:
         before, after = self._spliced(generation)
-        return events.splice_texts(payloads, before, after,
+        return splice_texts(payloads, before, after,
                                    lambda payload: self._token(generation, payload))  # fmt: skip
 
     def _spliced(self, generation: str) -> tuple[bytes, bytes]:
         """A text token's chunk around its text, made once by ``_token`` itself."""
         if self._splice is None or self._splice[0] != generation:
-            whole = self._token(generation, events.token_payload({"text": "\0"}))
-            before, after = whole.split(events.SENTINEL)
+            whole = self._token(generation, token_payload({"text": "\0"}))
+            before, after = whole.split(SENTINEL)
             self._splice = (generation, before, after)
         return self._splice[1], self._splice[2]
 
     def _token(self, generation: str, payload: bytes) -> bytes:
-        fields = events.token_fields(payload)
+        fields = token_fields(payload)
         if self._endpoint == "text":
             choice = {"index": 0, "text": fields.get("text", ""), "finish_reason": None}
             return self._chunk(generation, [choice])
@@ -173,27 +179,25 @@ class ChunkWire:
         return b"data: %s\n\n" % orjson.dumps(error_body(exc))
 
 
-def completion(endpoint: Endpoint, generation: str, answer: Mapping[str, Any]) -> dict[str, Any]:
-    """A whole answer (``app.generations.feeds.as_json``) as ``chat.completion`` or
-    ``text_completion``."""
-    calls = (answer.get("message") or {}).get("tool_calls") or []
-    reason = finish_reason(answer, tool_calls=bool(calls))
+def completion(endpoint: Endpoint, generation: str, answer: Answer) -> dict[str, Any]:
+    """A whole answer as ``chat.completion`` or ``text_completion``."""
+    reason = finish_reason(answer.stats, tool_calls=bool(answer.tool_calls))
     if endpoint == "chat":
-        message: dict[str, Any] = {"role": "assistant", "content": answer.get("response", "")}
-        if "thinking" in answer:
-            message["reasoning"] = answer["thinking"]
-        if calls:
-            message["tool_calls"] = tool_calls(generation, 0, calls)
+        message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+        if answer.thinking:
+            message["reasoning"] = answer.thinking
+        if answer.tool_calls:
+            message["tool_calls"] = tool_calls(generation, 0, answer.tool_calls)
         choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": reason}
     else:
-        choice = {"index": 0, "text": answer.get("response", ""), "finish_reason": reason}
+        choice = {"index": 0, "text": answer.text, "finish_reason": reason}
     return {
         **_head(endpoint, generation, chunk=False),
         "created": int(time.time()),
-        "model": answer.get("model", ""),
+        "model": answer.model,
         "system_fingerprint": FINGERPRINT,
         "choices": [choice],
-        "usage": usage(answer),
+        "usage": usage(answer.stats),
     }
 
 

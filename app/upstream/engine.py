@@ -1,0 +1,55 @@
+"""What an engine is asked and what it answers: the seam between the use case and the engines.
+
+An engine (``app.upstream.ollama``, behind ``app.upstream.hosts``) reads a generation request
+through ``Prompt``, the little it needs of one, so that the request itself stays the use case's
+(``app.generations.request``) and satisfies it without knowing it. It answers by emitting
+chunks: ``Token`` for each piece of the answer, one ``Finished`` at the end, and, while the
+generation waits for a GPU slot, ``Queued`` with its place in line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+Kind = Literal["generate", "chat"]  # a prompt to continue, or messages to answer
+
+
+class Prompt(Protocol):
+    """What an engine reads of a generation request."""
+
+    @property
+    def model(self) -> str: ...
+    @property
+    def kind(self) -> Kind: ...
+    @property
+    def keep_alive(self) -> str | float | None: ...
+    def content(self) -> dict[str, Any]:
+        """What decides the answer: ``kind``, ``model``, and ``prompt`` or ``messages``, with
+        ``system``, ``options``, ``format``, ``think`` and ``tools`` where they are set."""
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One upstream chunk worth sending: any of ``text``, ``thinking``, ``tool_calls``."""
+
+    fields: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The engine said it is done; ``stats`` holds ``done_reason``, counts and durations."""
+
+    stats: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """The generation waits for a GPU slot: ``position`` generations will start before it."""
+
+    position: int
+
+
+Emit = Callable[[Token | Finished | Queued], None]  # what a generation's source emits
+Relay = Callable[[Token | Finished], None]  # what one host's stream emits
