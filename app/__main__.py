@@ -15,6 +15,7 @@ import asyncio
 import glob
 import os
 import re
+import shutil
 import sys
 import tempfile
 import time
@@ -32,7 +33,15 @@ def main() -> None:
         sys.exit(f"error: {exc}")
     if sys.argv[1:2] == ["keys"]:
         sys.exit(asyncio.run(_keys(settings, sys.argv[2:])))
-    _prepare_metrics_directory()
+    made = _prepare_metrics_directory()
+    try:
+        _serve(settings)
+    finally:
+        if made is not None:  # ours alone: nothing of it outlives the service
+            shutil.rmtree(made, ignore_errors=True)
+
+
+def _serve(settings: Settings) -> None:
     uvicorn.run(
         "app.main:create_app",
         factory=True,
@@ -41,10 +50,10 @@ def main() -> None:
         workers=settings.web_concurrency,
         log_level=settings.log_level,
         log_config=uvicorn_config(settings.log_level, settings.log_format),
-        access_log=False,  # app.requestlog logs each request, with more to say
+        access_log=False,  # app.ops.request_log logs each request, with more to say
         proxy_headers=False,  # the app does it (TrustedProxiesMiddleware: FORWARDED_ALLOW_IPS)
         # httptools with deadlines for a request's head and body; named, not imported, as it
-        # imports app.metrics (see _keys)
+        # imports app.ops.metrics (see _keys)
         http="app.ops.deadlines:DeadlineProtocol",
         # after the app's own drain (SHUTDOWN_GRACE), only stragglers are left to cut off
         timeout_graceful_shutdown=int(settings.shutdown_grace_seconds) + 5,
@@ -70,24 +79,24 @@ async def _keys(settings: Settings, argv: list[str]) -> int:
     args = parser.parse_args(argv)
     # imported here: they import app.ops.metrics, whose samples must not be placed before
     # _prepare_metrics_directory has said where (app.ops.metrics' docstring)
-    from app.access import api_keys as keyring
+    from app.access import api_keys
     from app.store.client import connect
 
     redis = await connect(settings.redis_url)
     try:
         if args.command == "create":
-            limits = {k: getattr(args, k) for k in keyring.LIMITS if getattr(args, k) is not None}
-            key = await keyring.create(redis, args.name, limits)
+            limits = {k: getattr(args, k) for k in api_keys.LIMITS if getattr(args, k) is not None}
+            key = await api_keys.create(redis, args.name, limits)
             if key is None:
                 print(f"error: a key named {args.name!r} exists", file=sys.stderr)
                 return 1
             print(key)
         elif args.command == "list":
-            for entry in await keyring.listed(redis):
+            for entry in await api_keys.listed(redis):
                 made = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.created))
                 shown = " ".join(f"{k}={v}" for k, v in sorted(entry.limits.items()))
                 print(f"{entry.name}\t{made} UTC\t{shown or 'defaults'}")
-        elif not await keyring.revoke(redis, args.name):
+        elif not await api_keys.revoke(redis, args.name):
             print(f"error: no key named {args.name!r}", file=sys.stderr)
             return 1
         return 0
@@ -107,15 +116,16 @@ def _key_name(raw: str) -> str:
     return raw
 
 
-def _prepare_metrics_directory() -> None:
-    """Where workers keep their metric samples: given, or made; emptied of a former run's."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
-        prefix="bib-metrics-"
-    )
+def _prepare_metrics_directory() -> str | None:
+    """Where workers keep their metric samples: given (emptied of a former run's), or made;
+    returns the folder it made, for the caller to remove when the service stops."""
+    given = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    directory = given or tempfile.mkdtemp(prefix="bib-metrics-")
     os.makedirs(directory, exist_ok=True)
     for stale in glob.glob(os.path.join(directory, "*.db")):
         os.remove(stale)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = directory
+    return None if given else directory
 
 
 if __name__ == "__main__":

@@ -35,8 +35,9 @@ from app.upstream.hosts import Hosts, Timings
 REDIS_SOCKET_TIMEOUT_SECONDS = 1.0
 # of REDIS_MAX_CONNECTIONS, outside the gate: the stop listener's subscription, the readiness ping
 UNGATED_CONNECTIONS = 2
-# not bounded yet (issue 12): every client following a generation of another worker holds a
-# blocking read's connection, and redis-py refuses a command outright when its pool is all used
+# not bounded (a known limit, README "Configuration"): every client following a generation of
+# another worker holds a blocking read's connection, and redis-py refuses a command outright
+# when its pool is all used
 REDIS_MAX_BLOCKING_CONNECTIONS = 10000
 
 
@@ -98,6 +99,7 @@ def lifespan(
             settings.shutdown_grace_seconds, refuse=registry.refuse_new, halt=registry.halt
         )
         drain.install()
+        metrics.export_known(settings.upstream_urls)
         untime_collections = metrics.time_full_collections(asyncio.get_running_loop())
         untune_collector = collection.tune()  # last: what startup built is frozen
         try:

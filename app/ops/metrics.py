@@ -13,7 +13,7 @@ import asyncio
 import gc
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from prometheus_client import (
@@ -29,6 +29,8 @@ from prometheus_client import (
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+
+from app.responses import NO_STORE
 
 REQUESTS = Counter("bib_requests", "HTTP requests answered", ["route", "method", "status"])
 FIRST_TOKEN = Histogram(
@@ -88,6 +90,29 @@ FULL_COLLECTIONS = Histogram(
 )
 
 
+# every label value known before it happens, exported as 0 from the start (``export_known``):
+# an alert on a rate reads "no data" for a series that does not exist yet, not 0
+KNOWN: tuple[tuple[Counter, str, tuple[str, ...]], ...] = (
+    (GENERATIONS, "outcome", ("completed", "failed", "cancelled", "refused")),
+    (CACHE, "result", ("hit", "miss", "joined", "bypass")),
+    (RATE_LIMITED, "quota", ("requests", "tokens", "concurrency", "queue")),
+    (SLOW_REQUESTS, "part", ("head", "body")),
+    (UPSTREAM_ERRORS, "kind",
+     ("upstream_error", "upstream_unavailable", "upstream_timeout", "model_not_found")),
+    (REDIS_ERRORS, "component", ("generations", "limiter", "keys", "queue")),
+)  # fmt: skip
+
+
+def export_known(hosts: Sequence[str]) -> None:
+    """Creates every series whose labels are known at a worker's start, at 0: those of
+    ``KNOWN``, and each host's error count."""
+    for metric, _, values in KNOWN:
+        for value in values:
+            metric.labels(value)
+    for host in hosts:
+        HOST_ERRORS.labels(host)
+
+
 def time_full_collections(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:
     """Times this worker's full garbage collections into ``FULL_COLLECTIONS``; returns the
     undo. Each is recorded from ``loop`` afterwards: inside the collector's callback, a metric's
@@ -116,7 +141,7 @@ async def metrics(request: Request) -> Response:
     return Response(
         generate_latest(registry),
         media_type=CONTENT_TYPE_LATEST,
-        headers={"Cache-Control": "no-store"},
+        headers=NO_STORE,
     )
 
 
