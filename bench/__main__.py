@@ -384,9 +384,10 @@ def _full_collections(metrics: str) -> str:
 
 def soak(setup: Setup, rounds: int, streams: int) -> list[Table]:
     """Resident memory of one worker with its defaults over ``rounds`` rounds of ``streams``
-    streams at once: a quarter new prompts read to the end, a quarter the previous round's
-    (cache hits), a quarter new ones cut after their first token, and a quarter resuming
-    those with ``Last-Event-ID`` on the next round. It must level off (issue 12). On a simulator
+    streams at once: a quarter new prompts read to the end, a quarter the previous round's (cache
+    hits), a quarter new ones cut after their first token, and a quarter resuming those with
+    ``Last-Event-ID`` on the next round. It must level off: a leak grows with every round. On a
+    simulator
     of its own: the shared one may still be winding down thousands of streams of the last."""
     ollama = _simulator()
     app = setup.app(rate_limit_max=10**9, env={**DEFAULTS, "OLLAMA_HOST": ollama.url})

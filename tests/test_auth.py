@@ -1,5 +1,5 @@
 """API keys over real sockets: made with ``python -m app keys``, checked by every surface,
-revoked on every replica within a second (issue 14)."""
+revoked on every replica within a second."""
 
 from __future__ import annotations
 

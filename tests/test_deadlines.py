@@ -1,6 +1,6 @@
 """Clients that send their request slowly, over real sockets: a head trickled one line every
 second, half a head and then nothing, a body that stops; all cut at their deadline while a
-stream on the same worker goes on (issue 14)."""
+stream on the same worker goes on."""
 
 from __future__ import annotations
 

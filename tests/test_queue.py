@@ -1,4 +1,4 @@
-"""The GPU queue over real sockets (issue 15): a host's slots never exceeded across replicas (the
+"""The GPU queue over real sockets: a host's slots never exceeded across replicas (the
 simulator counts what ran at once), a flooding client served after another's first, positions
 counting down in the stream, and nobody stranded by a client that left or a worker killed."""
 

@@ -1,5 +1,5 @@
 """Token budgets and concurrency caps per identity over real sockets, shared by replicas through
-Redis (issue 14): charged to whoever made Ollama generate, given back however a generation ends,
+Redis: charged to whoever made Ollama generate, given back however a generation ends,
 a dead worker's slots back within the lease."""
 
 from __future__ import annotations

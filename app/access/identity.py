@@ -12,7 +12,7 @@ as uvicorn does), ignored from anyone else.
 valid key gets its own limits, no key the per-address defaults. ``required``: a request without a
 valid key is ``401`` with ``WWW-Authenticate: Bearer``. In both, a key that is not valid
 (unknown, revoked) is ``401``: a typo should not quietly become anonymous. With Redis down, a key
-this worker checked in the last ``keyring.LOOKUP_SECONDS`` still counts; any other is refused with
+this worker checked in the last ``api_keys.LOOKUP_SECONDS`` still counts; any other is refused with
 ``503`` under ``required`` and treated as no key under ``optional``.
 
 Probes, metrics, the docs, the playground and a generation's events and stop URLs (their ids
@@ -60,7 +60,7 @@ class Identity:
     key: ApiKey | None = None
 
     def limits(self, defaults: Limits) -> Limits:
-        """The quotas of this identity: its key's own (``keyring.LIMITS``), else ``defaults``."""
+        """The quotas of this identity: its key's own (``api_keys.LIMITS``), else ``defaults``."""
         if self.key is None or not self.key.limits:
             return defaults
         own = self.key.limits
@@ -98,7 +98,7 @@ class AuthenticationMiddleware:
         await self.app(scope, receive, send)
 
     @staticmethod
-    async def _identify(scope: Scope, mode: str, header: str, keyring: ApiKeys) -> Identity:
+    async def _identify(scope: Scope, mode: str, header: str, api_keys: ApiKeys) -> Identity:
         headers = Headers(scope=scope)
         anonymous = _as_user(scope, headers, header) or identity(scope)
         key = presented_key(headers) if mode != "off" else None
@@ -107,7 +107,7 @@ class AuthenticationMiddleware:
                 raise Unauthorized("An API key is required: Authorization: Bearer <key>.")
             return anonymous
         try:
-            found = await keyring.lookup(key)
+            found = await api_keys.lookup(key)
         except RedisUnavailable:
             if mode == "required":
                 raise AuthUnavailable("API keys cannot be checked now; try again soon.") from None

@@ -66,11 +66,10 @@ def decode(entry: bytes) -> CachedCompletion:
 class LocalCopies(Generic[T]):
     """This worker's copies of recently used cache entries, so a popular answer costs no Redis
     round trip. Entries are immutable (the key is their content), and a copy never outlives
-    ``max_seconds`` nor the Redis entry's own TTL, so copies never disagree with Redis for
-    longer than that. Expired copies leave memory at the next ``get`` or ``put`` of any copy,
-    not only when they are asked for again (issue 12: one-off answers piled up to the byte
-    bound). Least recently used copies go first past ``max_bytes``, counted as the ``size``
-    each copy really holds.
+    ``max_seconds`` nor the Redis entry's own TTL, so copies never disagree with Redis for longer
+    than that. Expired copies leave memory at the next ``get`` or ``put`` of any copy, not only when
+    they are asked for again (else one-off answers pile up to the byte bound). Least recently used
+    copies go first past ``max_bytes``, counted as the ``size`` each copy really holds.
 
     Args:
         clock: monotonic seconds; tests pass their own.

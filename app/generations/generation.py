@@ -134,8 +134,8 @@ class GenerationView(Protocol):
 
 class _Flag:
     """A one-shot ``asyncio.Event`` in a quarter of its memory (a future instead of an object
-    with a deque: a generation keeps three, issue 12): set once, awaited by any number of
-    tasks, each of which may be cancelled alone."""
+    with a deque: a generation keeps three, and thousands of generations run at once): set once,
+    awaited by any number of tasks, each of which may be cancelled alone."""
 
     __slots__ = ("_future",)
 

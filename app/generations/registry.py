@@ -85,7 +85,8 @@ class Registry:
         if not request.cache:
             return await self._lead(request, sha, new_generation_id(), account, claimed=False)
         # identical requests here wait for the first one's claim, then find what it found: its
-        # generation or its hit, here, instead of each following it through Redis (issue 12)
+        # generation or its hit, here, instead of each following it through Redis (a burst of
+        # identical requests on one worker costs one claim, not one round trip each)
         while (claiming := self._claiming.get(sha)) is not None:
             await claiming.wait()
         copy = self._copies.get(sha)

@@ -1,30 +1,39 @@
 """Every Redis key and channel the service uses, built here and nowhere else.
 
 ``{...}`` is the Redis Cluster hash tag: a generation's keys share one slot, and so do a
-request content's keys, one client's rate-limit counters, and all hosts' in-flight sets, so
-each script and pipeline stays within a slot.
+request content's keys, one client's quota counters, and all hosts' in-flight sets, so each
+script and pipeline stays within a slot.
 
-    bib:{<sha256>}:cache      finished completion (``cache.py`` format), TTL ``CACHE_TTL``
-    bib:{<sha256>}:embedding  Ollama's answer to an embedding request (``embeddings.py``), TTL
-    ``CACHE_TTL`` bib:{<sha256>}:live       id of the generation producing this content now; a lease
-    of ``GENERATION_LEASE_SECONDS`` its leader renews, so a dead worker's claim expires
+    bib:{<sha256>}:cache      finished completion (``app.generations.cache`` format), TTL
+                              ``CACHE_TTL``
+    bib:{<sha256>}:embedding  an engine's answer to an embedding request
+                              (``app.generations.embeddings``), TTL ``CACHE_TTL``
+    bib:{<sha256>}:live       id of the generation producing this content now; a lease of
+                              ``GENERATION_LEASE_SECONDS`` its leader renews, so a dead
+                              worker's claim expires
     bib:{<g>}:meta            the generation's content hash and model (for lookups by id)
     bib:{<g>}:events          a stream of token batches, then one ``done`` or ``error`` entry
-    (``entries.py`` format) bib:{<g>}:lease           exists while the leader's worker is alive
-    bib:{<g>}:watchers        clients on other workers, scored by when their presence expires
-    bib:stop                  pub/sub channel: ids of generations a client asked to stop bib:watch
-    pub/sub channel: ids of generations a client on another worker began to follow
-    bib:{hosts}:in-flight:<url>  generations running on that Ollama host, scored by when their
-    ticket expires (``hosts.py``); one tag, so one script sees them all bib:{hosts}:queue
-    generations waiting for a host's slot (``fairqueue.py``), scored by their fair tag; ``:leases``,
-    ``:entries``, ``:clients``, ``:tags``, ``:clock``, ``:seq`` beside it (the same tag) bib:slots
-    pub/sub channel: a host's slot was freed, or a waiter left bib:rl:{<client>}:<n>     requests of
-    a client in fixed window ``n`` (``limiter.py``), expiring after two windows
-    bib:rl:{<client>}:tokens:<n>  Ollama's tokens charged to a client in token window ``n``,
-    expiring after two windows bib:rl:{<client>}:running tickets of the client's running
-    generations, scored by when their lease ends (renewed with the generation's)
-    bib:{keys}:key:<sha256>   an API key's record (``keyring.py``) bib:{keys}:names          API key
-    names -> their sha256
+                              (``app.store.entries`` format)
+    bib:{<g>}:lease           exists while the leader's worker is alive
+    bib:{<g>}:watchers        tickets of the clients on other workers (``app.store.tickets``)
+    bib:stop                  pub/sub channel: ids of generations a client asked to stop
+    bib:watch                 pub/sub channel: ids of generations a client on another worker
+                              began to follow
+    bib:{hosts}:in-flight:<url>  tickets of the generations running on that host
+                              (``app.store.tickets``); one tag, so one script sees them all
+    bib:{hosts}:queue         generations waiting for a host's slot
+                              (``app.upstream.fair_queue``), scored by their fair tag;
+                              ``:leases``, ``:entries``, ``:clients``, ``:tags``, ``:clock``,
+                              ``:seq`` beside it (the same tag)
+    bib:slots                 pub/sub channel: a host's slot was freed, or a waiter left
+    bib:rl:{<client>}:<n>     requests of a client in fixed window ``n``
+                              (``app.access.quotas``), expiring after two windows
+    bib:rl:{<client>}:tokens:<n>  the engines' tokens charged to a client in token window
+                              ``n``, expiring after two windows
+    bib:rl:{<client>}:running tickets of the client's running generations
+                              (``app.store.tickets``), renewed with the generation's lease
+    bib:{keys}:key:<sha256>   an API key's record (``app.access.api_keys``)
+    bib:{keys}:names          API key names -> their sha256
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 Thousands of streams each writing a few commands a second would otherwise each take a pooled
 connection and a round trip of their own, and in redis-py a round trip costs far more CPU than
-the command it carries (``scripts/bench``: see the note of issue 12). A caller adds its commands
+the command it carries (measured with ``scripts/bench``'s capacity and liveness sections). A
+caller adds its commands
 to the turn's pipeline with a function and awaits its own replies; the first caller of a turn
 schedules the round trip for the turn's end (``call_soon``), so nothing waits on a timer, and a
 caller that comes while a round trip is out goes into the next one. Callers that should share a
