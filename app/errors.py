@@ -7,7 +7,7 @@
     ├── Forbidden 403 (model management, which is done on the Ollama host)
     ├── TooLarge 413               ├── UpstreamError 502 (Ollama 5xx or garbage)
     ├── InvalidRequest 422         ├── UpstreamTimeout 504 (first token or idle timeout)
-    ├── RateLimited 429            ├── RateLimitUnavailable 503 (limiter down, failing closed)
+    ├── RateLimited 429            ├── RateLimitUnavailable 503 (quotas' Redis down, failing closed)
     │                              ├── AuthUnavailable 503 (keys cannot be checked, AUTH=required)
     ├── ShuttingDown 503 (draining: no new generations; open streams end with it)
     ├── QueueTimeout 503 (no GPU slot within QUEUE_TIMEOUT)

@@ -32,7 +32,7 @@ from app.store.client import Guarded, RedisClient
 
 LOOKUP_SECONDS = 0.5
 PREFIX = "bib_"
-# what a key may override: its setting's name (stored, shown) -> the quota (``limiter.Limits``)
+# what a key may override: its setting's name (stored, shown) -> the quota (``quotas.Limits``)
 LIMITS = {"rate_limit_max": "requests", "token_limit_max": "tokens",
           "concurrency_limit": "concurrency"}  # fmt: skip
 

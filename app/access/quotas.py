@@ -131,17 +131,17 @@ class Account:
     or by an embedding that was answered; else ``release`` by the request's owner (the answer
     pipeline, ``app.api.pipeline``), which does nothing once it was taken or settled."""
 
-    __slots__ = ("_counts_tokens", "_limiter", "client", "headers", "held", "ticket")
+    __slots__ = ("_counts_tokens", "_quotas", "client", "headers", "held", "ticket")
 
     def __init__(self, client: str, ticket: str | None = None, *,
-                 limiter: Quotas | None = None, counts_tokens: bool = False,
+                 quotas: Quotas | None = None, counts_tokens: bool = False,
                  headers: Mapping[str, str] | None = None) -> None:  # fmt: skip
         self.client = client
         self.ticket = ticket
         self.headers = dict(headers or {})  # RateLimit and RateLimit-Policy, when counted
         self.held = False  # a generation leads for it, and settles it when it ends
         self._counts_tokens = counts_tokens
-        self._limiter = limiter  # None: nothing is owed
+        self._quotas = quotas  # None: nothing is owed
 
     @property
     def lease(self) -> tuple[str, str] | None:
@@ -157,17 +157,17 @@ class Account:
         generation took it or it was settled."""
         if self.held:
             return
-        limiter, self._limiter = self._limiter, None
-        if limiter is not None and self.ticket is not None:
-            limiter.give_back(self.client, self.ticket)
+        quotas, self._quotas = self._quotas, None
+        if quotas is not None and self.ticket is not None:
+            quotas.give_back(self.client, self.ticket)
 
     async def settle(self, tokens: int) -> None:
         """Charges ``tokens`` (if counted) and gives the ticket back. Raises
         ``RedisUnavailable``."""
-        limiter, self._limiter = self._limiter, None
+        quotas, self._quotas = self._quotas, None
         tokens = tokens if self._counts_tokens else 0
-        if limiter is not None and (self.ticket is not None or tokens > 0):
-            await limiter.shared.run(limiter.settlement(self.client, self.ticket, tokens))
+        if quotas is not None and (self.ticket is not None or tokens > 0):
+            await quotas.shared.run(quotas.settlement(self.client, self.ticket, tokens))
 
 
 class Quotas:
@@ -239,7 +239,7 @@ class Quotas:
                                       int(concurrency_left), wait))  # fmt: skip
         if not admitted:
             return Verdict(decisions, None)
-        return Verdict(decisions, Account(client, ticket or None, limiter=self,
+        return Verdict(decisions, Account(client, ticket or None, quotas=self,
                                           counts_tokens=limits.tokens > 0,
                                           headers=limit_headers(decisions)))  # fmt: skip
 

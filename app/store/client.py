@@ -41,7 +41,7 @@ CLUSTER_SUFFIX = "+cluster"
 # connection that another command is still opening: seen in tests/test_faults.py. Under uvloop,
 # which uvicorn runs, the same race raises RuntimeError ("unable to perform operation on
 # <TCPTransport closed=True ...>; the handler is closed"): seen there too, and reproduced by
-# tests/test_limiter.py on uvloop. Only Redis calls run where these are caught.
+# the quotas' unit tests on uvloop. Only Redis calls run where these are caught.
 REDIS_FAULTS: tuple[type[Exception], ...] = (RedisError, OSError, AttributeError, RuntimeError)
 RETRY_AFTER_SECONDS = 1.0
 LOG_EVERY_SECONDS = 60.0

@@ -68,7 +68,7 @@ class RedisStore:
     """Args:
     redis: the client for quick commands, with a short socket timeout.
     blocking: the client for blocking stream reads, whose socket timeout outlasts the block.
-    gate: bounds the quick commands in flight at once (shared with the limiter).
+    gate: bounds the quick commands in flight at once (shared with the quotas').
     """
 
     def __init__(
