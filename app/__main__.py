@@ -16,9 +16,11 @@ import glob
 import os
 import re
 import shutil
+import signal
 import sys
 import tempfile
 import time
+from types import FrameType
 
 import uvicorn
 
@@ -34,11 +36,31 @@ def main() -> None:
     if sys.argv[1:2] == ["keys"]:
         sys.exit(asyncio.run(_keys(settings, sys.argv[2:])))
     made = _prepare_metrics_directory()
+    # uvicorn ends by raising the signal that stopped it again, for its default action (death,
+    # or nothing at all for PID 1 in a container); it is raised here first, so that the folder
+    # is removed, then again as before
+    original = signal.signal(signal.SIGTERM, _stopped)
+    stopped = None
     try:
         _serve(settings)
+    except _Stopped as exc:
+        stopped = exc.signal
     finally:
         if made is not None:  # ours alone: nothing of it outlives the service
             shutil.rmtree(made, ignore_errors=True)
+    if stopped is not None:
+        signal.signal(stopped, original)
+        signal.raise_signal(stopped)
+
+
+class _Stopped(Exception):
+    def __init__(self, received: int) -> None:
+        super().__init__(received)
+        self.signal = received
+
+
+def _stopped(received: int, frame: FrameType | None) -> None:
+    raise _Stopped(received)
 
 
 def _serve(settings: Settings) -> None:

@@ -1,8 +1,10 @@
-"""Prometheus metrics across workers, over real processes: every worker's counts add up."""
+"""Prometheus metrics across workers, over real processes: every worker's counts add up, every
+known label value is there from the start, and the samples' folder leaves with the service."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
@@ -39,3 +41,27 @@ async def test_metrics_of_two_workers_add_up(start_service: Callable[..., Server
     assert sample(text, "bib_tokens_relayed_total") == 12 * 3  # three streams, 12 tokens each
     assert sample(text, "bib_time_to_first_token_seconds_count") == 3
     assert sample(text, "bib_open_streams") == 0
+
+
+async def test_known_label_values_are_zero_before_anything_happened(
+    start_service: Callable[..., Server],
+) -> None:
+    """Across workers too (their samples' files): an alert reads 0, not "no data"."""
+    service = start_service(WEB_CONCURRENCY="2")
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        text = (await http.get("/metrics")).text
+    for quota in ("requests", "tokens", "concurrency", "queue"):
+        assert sample(text, "bib_rate_limited_total", quota=quota) == 0
+    assert sample(text, "bib_generations_total", outcome="failed") == 0
+    assert sample(text, "bib_slow_requests_total", part="head") == 0
+
+
+def test_the_service_removes_the_metrics_folder_it_made(
+    start_service: Callable[..., Server], tmp_path: Path
+) -> None:
+    """Without ``PROMETHEUS_MULTIPROC_DIR``, ``python -m app`` makes a temporary folder for its
+    workers' samples; every run used to leave one behind (107 after one suite run)."""
+    service = start_service(TMPDIR=str(tmp_path), PROMETHEUS_MULTIPROC_DIR="")
+    assert [p.name[:12] for p in tmp_path.iterdir()] == ["bib-metrics-"]  # made, while it runs
+    service.stop()
+    assert list(tmp_path.iterdir()) == []

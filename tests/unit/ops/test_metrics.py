@@ -1,4 +1,5 @@
-"""Prometheus metrics in-process: full garbage collections timed, others not."""
+"""Prometheus metrics in-process: full garbage collections timed, others not; every label value
+known in advance exported from the start."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import gc
 import pytest
 
 from app.ops import metrics
+from tests.support.in_process import InProcess
 
 pytestmark = pytest.mark.anyio
 
@@ -28,3 +30,17 @@ async def test_full_garbage_collections_are_timed() -> None:
     gc.collect()
     await asyncio.sleep(0)
     assert timed() == before + 1
+
+
+async def test_every_known_label_value_is_exported_as_zero_from_the_start(app: InProcess) -> None:
+    """A labelled counter exports nothing until its first increment, so an alert on a refusal
+    read "no data" until the first one: every value known in advance is there, at 0."""
+    async with app.client() as http:
+        scraped = (await http.get("/metrics")).text
+    for metric, label, values in metrics.KNOWN:
+        (family,) = metric.collect()
+        for value in values:
+            assert f'{family.name}_total{{{label}="{value}"}}' in scraped
+    assert 'bib_rate_limited_total{quota="queue"} 0.0' in scraped
+    host = app.state["settings"].upstream_urls[0]
+    assert f'bib_ollama_host_errors_total{{host="{host}"}}' in scraped
