@@ -38,10 +38,10 @@ CLUSTER_SUFFIX = "+cluster"
 
 # What a failing Redis raises. redis-py 8.1's async cluster client also raises AttributeError
 # (its connection's writer is None) when a topology reload after a node failure closes a
-# connection that another command is still opening: seen in tests/test_faults.py. Under uvloop,
-# which uvicorn runs, the same race raises RuntimeError ("unable to perform operation on
+# connection that another command is still opening: seen in tests/system/test_faults.py. Under
+# uvloop, which uvicorn runs, the same race raises RuntimeError ("unable to perform operation on
 # <TCPTransport closed=True ...>; the handler is closed"): seen there too, and reproduced by
-# the quotas' unit tests on uvloop. Only Redis calls run where these are caught.
+# tests/unit/access/test_quotas.py on uvloop. Only Redis calls run where these are caught.
 REDIS_FAULTS: tuple[type[Exception], ...] = (RedisError, OSError, AttributeError, RuntimeError)
 RETRY_AFTER_SECONDS = 1.0
 LOG_EVERY_SECONDS = 60.0
