@@ -29,6 +29,7 @@ from app.settings import Settings
 from app.store.client import RedisClient
 from app.store.client import connect as connect_redis
 from app.store.generations import RedisStore
+from app.store.responses import ResponseRecords
 from app.upstream.fair_queue import FairQueue
 from app.upstream.hosts import Hosts, Timings
 
@@ -51,6 +52,7 @@ class State(TypedDict):
     redis_check: CachedCheck[bool]
     quotas: Quotas | None  # None: no quota on and no keys, no limit
     api_keys: ApiKeys
+    responses: ResponseRecords  # the OpenAI Responses API's stored responses
     drain: Drain
     started_at: float
 
@@ -130,6 +132,9 @@ def lifespan(
                 if settings.limits_requests
                 else None,
                 api_keys=ApiKeys(redis, gate=gate),
+                responses=ResponseRecords(
+                    redis, ttl_seconds=settings.responses_ttl_seconds, gate=gate
+                ),
                 started_at=time.monotonic(),
                 drain=drain,
             )

@@ -17,10 +17,12 @@ from starlette.middleware.cors import CORSMiddleware
 
 from app.access.identity import TrustedProxiesMiddleware
 from app.api import docs
+from app.api.anthropic import routes as anthropic
 from app.api.native import routes as native
 from app.api.ollama import routes as ollama
 from app.api.ollama.wire import error_response as ollama_errors
 from app.api.openai import routes as openai
+from app.api.openai.responses import routes as responses
 from app.api.relay import BodyShortcutMiddleware
 from app.api.routing import error_handlers
 from app.lifespan import lifespan
@@ -64,6 +66,8 @@ def create_app(
         routes=[
             *native.ROUTES,
             *openai.ROUTES,
+            *responses.ROUTES,
+            *anthropic.ROUTES,
             *ollama.ROUTES,
             *probes.ROUTES,
             metrics.ROUTE,

@@ -36,6 +36,7 @@ class Settings:
     cache_ttl_seconds: int = 3600  # CACHE_TTL, 0 turns caching off
     cache_max_bytes: int = 1024 * 1024  # CACHE_MAX_BYTES, larger completions are not cached
     cache_local_seconds: float = 10.0  # CACHE_LOCAL_SECONDS, a worker's copy of a hot entry
+    responses_ttl_seconds: int = 3600  # RESPONSES_TTL, a stored OpenAI response is kept this long
     rate_limit_max: int = 10  # RATE_LIMIT_MAX, requests per window and client; 0: no limit
     rate_limit_window_seconds: int = 60  # RATE_LIMIT_WINDOW
     rate_limit_fail_open: bool = True  # RATE_LIMIT_FAIL_OPEN, for every quota
@@ -228,6 +229,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("cache_ttl_seconds", "CACHE_TTL", _non_negative_int, "seconds >= 0"),
     ("cache_max_bytes", "CACHE_MAX_BYTES", _positive_int, "bytes >= 1"),
     ("cache_local_seconds", "CACHE_LOCAL_SECONDS", _non_negative_float, "seconds >= 0"),
+    ("responses_ttl_seconds", "RESPONSES_TTL", _positive_int, "seconds >= 1"),
     ("rate_limit_max", "RATE_LIMIT_MAX", _non_negative_int, "an integer >= 0"),
     ("rate_limit_window_seconds", "RATE_LIMIT_WINDOW", _positive_int, "whole seconds >= 1"),
     ("rate_limit_fail_open", "RATE_LIMIT_FAIL_OPEN", _boolean, "true or false"),

@@ -9,6 +9,9 @@ sent before the fault). Faults: ``error`` (an ``{"error": ...}`` line mid-stream
 closed mid-stream), ``garbage`` (a line that is not JSON), ``500`` and ``busy`` (503). A host busy
 generating can also be slow to list its models (``tags_delay``).
 The text is deterministic per request content and mixes in tokens that break naive SSE relays.
+With ``tools`` a chat calls the first tool, unless its last message is a tool's result (then
+it answers in words). A prompt or last message can direct the answer: ``[sim: say WORDS]``
+answers those words, ``[sim: call NAME {JSON}]`` calls that tool with those arguments.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 import time
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -322,7 +326,15 @@ def _lines(request: dict[str, Any], behaviour: Behaviour, *, chat: bool) -> list
     if request.get("think"):
         pieces += [{"thinking": word} for word in (" Let", " me", " think", ".")]
     tools = request.get("tools") if chat else None
-    if tools:
+    last = _last_message(request, chat=chat)
+    said = _DIRECTIVE.search(str(last.get("content", "")))
+    if said and said[1] == "call" and tools and last.get("role") != "tool":
+        name, _, arguments = said[2].partition(" ")
+        called = {"name": name, "arguments": json.loads(arguments or "{}")}
+        pieces.append({"tool_calls": [{"function": called}]})
+    elif said and said[1] == "say":
+        pieces += [{"content": word} for word in re.findall(r" ?\S+", " " + said[2])][:count]
+    elif tools and last.get("role") != "tool":  # a tool's answer is answered in words
         name = (tools[0].get("function") or {}).get("name", "tool")
         pieces.append({"tool_calls": [{"function": {"name": name, "arguments": {"q": "x"}}}]})
     else:
@@ -343,6 +355,20 @@ def _lines(request: dict[str, Any], behaviour: Behaviour, *, chat: bool) -> list
         line["done"] = False
         lines.append(line)
     return lines
+
+
+# in a prompt or the last message: "[sim: say some words]" answers those words;
+# "[sim: call NAME {json}]" calls that tool with those arguments (when tools are offered)
+_DIRECTIVE = re.compile(r"\[sim: (say|call) (.*?)\]", re.DOTALL)
+
+
+def _last_message(request: dict[str, Any], *, chat: bool) -> dict[str, Any]:
+    """What the answer answers: the last message of a chat, a prompt as a user message."""
+    if not chat:
+        return {"role": "user", "content": request.get("prompt", "")}
+    messages = request.get("messages") or [{}]
+    last = messages[-1]
+    return last if isinstance(last, dict) else {}
 
 
 def _vector(model: str, text: str, size: int) -> list[float]:

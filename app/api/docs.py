@@ -172,6 +172,13 @@ def _answering(summary: str, request: str, answer: str, error: str, *statuses: i
 
 
 _OPENAI_ERRORS = (400, 401, 404, 413, 422, 429, 502, 503, 504)
+_ANTHROPIC_ERRORS = (400, 401, 404, 413, 429, 502, 503, 504)
+_RESPONSES_STREAM = ("text/event-stream", "Responses events, each with its sequence_number, "
+                     "ending with response.completed, response.incomplete or response.failed")
+_ANTHROPIC_STREAM = ("text/event-stream", "Anthropic's events: message_start, content blocks, "
+                     "message_delta, message_stop; event: ping keeps it alive")
+_RESPONSE = {"name": "response", "in": "path", "required": True,
+             "schema": {"type": "string", "pattern": "^resp_[A-Za-z0-9_-]{22}$"}}
 _OLLAMA_ERRORS = (400, 401, 404, 413, 429, 502, 503, 504)
 
 
@@ -250,6 +257,51 @@ def document() -> dict[str, Any]:
             "/v1/embeddings": _answering(
                 "OpenAI-compatible embeddings (cached)", "OpenAIEmbeddingsRequest",
                 "OpenAIObject", "OpenAIError", *_OPENAI_ERRORS),
+            "/v1/responses": _answering(
+                "OpenAI Responses: created, stored (unless store is false), streamed or "
+                "answered whole, or queued in the background", "ResponsesRequest",
+                "ResponseObject", "OpenAIError", *_OPENAI_ERRORS, stream=_RESPONSES_STREAM),
+            "/v1/responses/{response}": {
+                "parameters": [_RESPONSE],
+                "get": {"summary": "A stored response; with stream=true its events again, "
+                                   "after starting_after",
+                        "parameters": [
+                            {"name": "stream", "in": "query", "required": False,
+                             "schema": {"type": "string", "enum": ["true", "false"]}},
+                            {"name": "starting_after", "in": "query", "required": False,
+                             "schema": {"type": "integer"}}],
+                        "responses": {"200": {"description": "the response, or its events",
+                                              "content": {
+                                                  "application/json": {
+                                                      "schema": _ref("ResponseObject")},
+                                                  _RESPONSES_STREAM[0]: {"schema": {
+                                                      "type": "string",
+                                                      "description": _RESPONSES_STREAM[1]}}}},
+                                      **_errors("OpenAIError", 400, 401, 404)}},
+                "delete": {"summary": "Forget a stored response",
+                           "responses": {"200": {"description": "deleted", "content": {
+                               "application/json": {"schema": _OBJECT}}},
+                               **_errors("OpenAIError", 401, 404)}},
+            },
+            "/v1/responses/{response}/cancel": {
+                "parameters": [_RESPONSE],
+                "post": {"summary": "Stop a response's generation for every client",
+                         "responses": {"200": {"description": "the response, cancelled",
+                                               "content": {"application/json": {
+                                                   "schema": _ref("ResponseObject")}}},
+                                       **_errors("OpenAIError", 401, 404)}},
+            },
+            "/v1/messages": _answering(
+                "Anthropic-compatible Messages (Claude Code)", "AnthropicMessagesRequest",
+                "AnthropicMessage", "AnthropicError", *_ANTHROPIC_ERRORS,
+                stream=_ANTHROPIC_STREAM),
+            "/v1/messages/count_tokens": {"post": {
+                "summary": "About how many input tokens a Messages request is (an estimate)",
+                "requestBody": _body("AnthropicMessagesRequest"),
+                "responses": {"200": {"description": "the estimate", "content": {
+                    "application/json": {"schema": {"type": "object", "properties": {
+                        "input_tokens": {"type": "integer"}}}}}},
+                    **_errors("AnthropicError", 400, 401, 413)}}},
             "/api/generate": _answering("Ollama-compatible generate", "OllamaRequest",
                                         "OllamaAnswer", "OllamaError", *_OLLAMA_ERRORS,
                                         stream=_NDJSON),
@@ -371,4 +423,30 @@ def _schemas() -> dict[str, Any]:
         "OllamaModels": {"type": "object", "properties": {
             "models": {"type": "array", "items": _OBJECT}}},
         "OllamaError": {"type": "object", "required": ["error"], "properties": {"error": string}},
+        "ResponsesRequest": {"type": "object", "properties": {
+            "model": string, "input": {"oneOf": [string, {"type": "array", "items": _OBJECT}]},
+            "instructions": string, "tools": {"type": "array", "items": _OBJECT},
+            "tool_choice": string, "stream": boolean, "store": boolean, "background": boolean,
+            "previous_response_id": string, "temperature": number, "top_p": number,
+            "max_output_tokens": integer, "reasoning": _OBJECT, "text": _OBJECT,
+            "metadata": _OBJECT}},
+        "ResponseObject": {"type": "object", "properties": {
+            "id": string, "object": string, "status": string, "model": string,
+            "output": {"type": "array", "items": _OBJECT}, "usage": _OBJECT,
+            "previous_response_id": string}},
+        "AnthropicMessagesRequest": {"type": "object", "required": ["messages"], "properties": {
+            "model": string, "max_tokens": integer,
+            "messages": {"type": "array", "items": _OBJECT},
+            "system": {"oneOf": [string, {"type": "array", "items": _OBJECT}]},
+            "stream": boolean, "temperature": number, "top_p": number, "top_k": integer,
+            "stop_sequences": {"type": "array", "items": string},
+            "tools": {"type": "array", "items": _OBJECT}, "tool_choice": _OBJECT,
+            "thinking": _OBJECT, "metadata": _OBJECT}},
+        "AnthropicMessage": {"type": "object", "properties": {
+            "id": string, "type": string, "role": string, "model": string,
+            "content": {"type": "array", "items": _OBJECT}, "stop_reason": string,
+            "usage": _OBJECT}},
+        "AnthropicError": {"type": "object", "required": ["type", "error"], "properties": {
+            "type": string, "error": {"type": "object", "properties": {
+                "type": string, "message": string}}}},
     }  # fmt: skip

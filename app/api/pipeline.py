@@ -47,13 +47,13 @@ GENERATION_HEADER = "X-Generation-ID"
 
 @dataclass(frozen=True, slots=True)
 class Rendering:
-    """How a surface answers one request: ``body`` renders the whole answer as JSON (given the
-    generation's id), ``wire`` makes a stream's wire (one per response), ``opening`` is what
-    the stream says first (given the feed, the first token's index and whether the client's
-    generation was gone)."""
+    """How a surface answers one request: ``body`` renders the whole answer as JSON, ``wire``
+    makes a stream's wire (one per response), both given the generation's id; ``opening`` is
+    what the stream says first (given the feed, the first token's index and whether the
+    client's generation was gone)."""
 
     body: Callable[[str, Answer], dict[str, Any]]
-    wire: Callable[[], Wire]
+    wire: Callable[[str], Wire]
     media_type: str = SSE_MEDIA_TYPE
     ping: bytes = SSE_PING  # b"": no heartbeat, where the format has no form for one
     opening: Callable[[Feed, int, bool], bytes] = lambda feed, index, reset: b""
@@ -61,14 +61,18 @@ class Rendering:
 
 @dataclass(frozen=True, slots=True)
 class Asked:
-    """A surface's parse of one request: the generation it asks for, and how to answer it."""
+    """A surface's parse of one request: the generation it asks for, how to answer it, and
+    whatever else its own answer (``respond``) needs of the request."""
 
     completion: CompletionRequest
     rendering: Rendering
+    context: object = None
 
 
-Parse = Callable[[Mapping[str, Any], Settings], Asked]  # from the body (an object)
-Respond = Callable[[Request[State], Feed, Admitted, Rendering], Awaitable[Response]]
+# a surface's parse of a body (an object) or a query string; the request gives its state (the
+# settings, and what a surface may need to read before it knows what is asked)
+Parse = Callable[[Mapping[str, Any], Request[State]], Awaitable[Asked]]
+Respond = Callable[[Request[State], Feed, Admitted, Asked], Awaitable[Response]]
 
 
 async def complete(
@@ -87,11 +91,10 @@ async def complete(
 
     async def read() -> CompletionRequest:
         nonlocal asked
-        settings = request.state["settings"]
         if request.method == "POST" or query is None:
-            asked = parse(await read_object(request), settings)
+            asked = await parse(await read_object(request), request)
         else:
-            asked = query(request.query_params, settings)
+            asked = await query(request.query_params, request)
         return asked.completion
 
     async with _owning(request) as admission:
@@ -105,14 +108,19 @@ async def complete(
         if admitted.resumed is not None:
             return await stream(request, admitted.resumed, admitted.index, rendering)
         feed = await request.state["registry"].open(admitted.completion, admission.account)
-        if respond is not None:
-            response = await respond(request, feed, admitted, rendering)
-        elif not admitted.completion.stream:
-            response = await _closing(feed, lambda: _json(request, feed, rendering))
-        else:
-            response = await stream(request, feed, 0, rendering, reset=admitted.reset)
+        response = await (respond or answer)(request, feed, admitted, asked)
         response.headers.update(admission.headers)
         return response
+
+
+async def answer(request: Request[State], feed: Feed, admitted: Admitted, asked: Asked
+                 ) -> Response:  # fmt: skip
+    """The answer a surface gives unless it says otherwise: the whole answer as one JSON body,
+    or the stream."""
+    rendering = asked.rendering
+    if not admitted.completion.stream:
+        return await _closing(feed, lambda: _json(request, feed, rendering))
+    return await stream(request, feed, 0, rendering, reset=admitted.reset)
 
 
 Render = Callable[[dict[str, Any]], dict[str, Any]]  # an engine's embeddings, as a surface's
@@ -206,7 +214,7 @@ async def _relay_response(request: Request[State], feed: Feed, index: int, head:
     settings = request.state["settings"]
     noted = record(request, feed)
     headers = {**SSE_HEADERS, **provenance(feed.x_cache, feed.generation_id)}
-    wire = rendering.wire()
+    wire = rendering.wire(feed.generation_id)
     ready = await feed.ready(settings.heartbeat_interval_seconds)
     error = feed.early_error()
     if error is not None:

@@ -49,6 +49,10 @@ class Feed(Protocol):
     async def ready(self, timeout_seconds: float) -> bool:
         """Waits until there is something to send; ``False`` when the time ran out first."""
 
+    @property
+    def ended(self) -> bool:
+        """Whether the generation has ended (done or failed), as far as this feed knows."""
+
     def early_error(self) -> ServiceError | None:
         """The error that ended the generation before its first token, if any."""
 
@@ -69,6 +73,10 @@ class LocalFeed:
         self.x_cache = x_cache
         self._generation: GenerationView = generation
         self._detach = generation.attach()
+
+    @property
+    def ended(self) -> bool:
+        return self._generation.ended
 
     async def ready(self, timeout_seconds: float) -> bool:
         with anyio.move_on_after(timeout_seconds) as waiting:
@@ -105,6 +113,7 @@ class CachedFeed:
         self._completion = completion
         # built once per wire: copies of hot entries serve many hits, through any surface
         self._replays: dict[tuple[str, ...], Chunk] = {}
+        self.ended = True
 
     @property
     def held_bytes(self) -> int:

@@ -16,11 +16,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from app.errors import Cancelled, ServiceError, ShuttingDown
 from app.generations import cache
+from app.generations.answer import Answer
 from app.generations.cache import LocalCopies
 from app.generations.feeds import CachedFeed, Feed, LocalFeed, RemoteFeed
 from app.generations.generation import (
@@ -164,6 +165,25 @@ class Registry:
         """The feed of generation ``generation_id``, if it exists."""
         located = await self.locate(generation_id)
         return None if located is None else await self.follow(located)
+
+    def keep(self, feed: Feed, then: Callable[[Answer | ServiceError], Awaitable[None]]) -> None:
+        """Follows ``feed`` on this worker until its generation ends, so that it runs with no
+        client at all (a background request), then gives ``then`` its answer or the error that
+        ended it, and closes the feed. Cancelled with the worker."""
+
+        async def follow() -> None:
+            try:
+                try:
+                    outcome: Answer | ServiceError = await feed.answer()
+                except ServiceError as exc:
+                    outcome = exc
+                await then(outcome)
+            finally:
+                await feed.aclose()
+
+        task = asyncio.create_task(follow(), name=f"{feed.generation_id} kept")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def stop(self, generation_id: str) -> bool:
         """Stops the generation for every client; ``False`` when there is no such generation."""

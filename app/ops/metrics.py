@@ -99,7 +99,7 @@ KNOWN: tuple[tuple[Counter, str, tuple[str, ...]], ...] = (
     (SLOW_REQUESTS, "part", ("head", "body")),
     (UPSTREAM_ERRORS, "kind",
      ("upstream_error", "upstream_unavailable", "upstream_timeout", "model_not_found")),
-    (REDIS_ERRORS, "component", ("generations", "limiter", "keys", "queue")),
+    (REDIS_ERRORS, "component", ("generations", "limiter", "keys", "queue", "responses")),
 )  # fmt: skip
 
 

@@ -32,6 +32,8 @@ script and pipeline stays within a slot.
                               ``n``, expiring after two windows
     bib:rl:{<client>}:running tickets of the client's running generations
                               (``app.store.tickets``), renewed with the generation's lease
+    bib:{resp_<id>}:response  a stored OpenAI response (``app.api.openai.responses``), TTL
+                              ``RESPONSES_TTL``
     bib:{keys}:key:<sha256>   an API key's record (``app.access.api_keys``)
     bib:{keys}:names          API key names -> their sha256
 """
@@ -78,3 +80,7 @@ def running(client: str) -> str:
 
 def api_key(sha: str) -> str:
     return f"bib:{{keys}}:key:{sha}"
+
+
+def response(response_id: str) -> str:
+    return f"bib:{{{response_id}}}:response"

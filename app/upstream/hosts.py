@@ -66,6 +66,7 @@ IN_FLIGHT_LEASE_SECONDS = 10.0  # a dead worker's generations stop counting afte
 IN_FLIGHT_RENEW_SECONDS = 3.0
 HOST_FAULTS = (UpstreamUnavailable, UpstreamTimeout, UpstreamFailed)
 SERVING_SECONDS = 5.0  # a host that sent a token this recently is serving, if slowly
+CAPABILITIES_SECONDS = 60.0  # how long a model's capabilities are taken as a host listed them
 MAX_DOUBLINGS = 64  # 2 ** 64 first cool-downs: longer than any OLLAMA_EJECT_MAX_SECONDS
 
 
@@ -169,6 +170,7 @@ class Hosts:
             self._timings = replace(timings, eject_seconds=0.0, eject_max_seconds=0.0)
         self._worker = secrets.token_hex(6)
         self._issued = 0
+        self._capabilities: dict[str, tuple[float, frozenset[str] | None]] = {}
 
     @classmethod
     def connect(
@@ -351,6 +353,22 @@ class Hosts:
     async def show(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
         """``/api/show`` from a serving host that has ``model``."""
         return await self._with_model(model).client.show(body)
+
+    async def capabilities(self, model: str) -> frozenset[str] | None:
+        """What ``model`` can do (``thinking``, ``tools``, …) as a serving host's ``/api/show``
+        lists it, kept ``CAPABILITIES_SECONDS``; ``None`` when no host says (the engine then
+        answers for itself)."""
+        key = model_key(model)
+        known = self._capabilities.get(key)
+        if known is not None and known[0] > time.monotonic():
+            return known[1]
+        try:
+            listed = (await self.show(model, {"model": model})).get("capabilities")
+        except ServiceError:
+            return None
+        found = frozenset(map(str, listed)) if isinstance(listed, list) else None
+        self._capabilities[key] = (time.monotonic() + CAPABILITIES_SECONDS, found)
+        return found
 
     async def embed(self, model: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """Embeddings (``path``: ``/api/embed`` or ``/api/embeddings``) from a serving host

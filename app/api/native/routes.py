@@ -26,7 +26,6 @@ from app.generations.request import parse_body, parse_query
 from app.generations.resume import resumption
 from app.lifespan import State
 from app.responses import JSONBody, problem
-from app.settings import Settings
 
 
 def _opening(feed: Feed, index: int, reset: bool) -> bytes:
@@ -39,15 +38,15 @@ def _opening(feed: Feed, index: int, reset: bool) -> bytes:
 
 
 RENDERING = Rendering(body=lambda generation, answer: events.answer_body(answer),
-                      wire=lambda: NATIVE, opening=_opening)  # fmt: skip
+                      wire=lambda generation: NATIVE, opening=_opening)  # fmt: skip
 
 
-def _body(data: Mapping[str, Any], settings: Settings) -> Asked:
-    return Asked(parse_body(data, settings.default_model), RENDERING)
+async def _body(data: Mapping[str, Any], request: Request[State]) -> Asked:
+    return Asked(parse_body(data, request.state["settings"].default_model), RENDERING)
 
 
-def _query(params: Mapping[str, Any], settings: Settings) -> Asked:
-    return Asked(parse_query(params, settings.default_model), RENDERING)
+async def _query(params: Mapping[str, Any], request: Request[State]) -> Asked:
+    return Asked(parse_query(params, request.state["settings"].default_model), RENDERING)
 
 
 async def generate(request: Request[State]) -> Response:
@@ -61,7 +60,7 @@ async def create_generation(request: Request[State]) -> Response:
 
 
 async def _created(request: Request[State], feed: Feed, admitted: Admitted,
-                   rendering: Rendering) -> Response:  # fmt: skip
+                   asked: Asked) -> Response:  # fmt: skip
     pipeline.record(request, feed)
     url = f"/v1/chats/generations/{feed.generation_id}/events"
     body = {"generation": feed.generation_id, "events": url, "cached": feed.x_cache == "HIT"}

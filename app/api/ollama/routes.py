@@ -46,12 +46,12 @@ MANAGEMENT = (  # Ollama's model management paths, refused
 def _asking(kind: Kind) -> pipeline.Parse:
     """The pipeline's parse of ``/api/<kind>``: the native request, and Ollama's rendering."""
 
-    def asked(data: Mapping[str, Any], settings: Settings) -> Asked:
-        completion = requests.parse(kind, data, settings.default_model)
+    async def asked(data: Mapping[str, Any], request: Request[State]) -> Asked:
+        completion = requests.parse(kind, data, request.state["settings"].default_model)
         model = completion.model
         rendering = Rendering(
             body=lambda generation, answer: wire.answer(kind, answer),
-            wire=lambda: wire.LineWire(kind, model),
+            wire=lambda generation: wire.LineWire(kind, model),
             media_type=wire.MEDIA_TYPE,
             ping=b"",  # NDJSON has no form for a heartbeat
         )

@@ -33,12 +33,12 @@ Parse = Callable[[Mapping[str, Any], str], OpenAIRequest]
 def _asking(endpoint: Endpoint, parse: Parse) -> pipeline.Parse:
     """The pipeline's parse of one endpoint: the native request, and OpenAI's rendering."""
 
-    def asked(data: Mapping[str, Any], settings: Settings) -> Asked:
-        mapped = parse(data, settings.default_model)
+    async def asked(data: Mapping[str, Any], request: Request[State]) -> Asked:
+        mapped = parse(data, request.state["settings"].default_model)
         model, usage = mapped.completion.model, mapped.include_usage
         rendering = Rendering(
             body=lambda generation, answer: wire.completion(endpoint, generation, answer),
-            wire=lambda: wire.ChunkWire(endpoint, model, include_usage=usage),
+            wire=lambda generation: wire.ChunkWire(endpoint, model, include_usage=usage),
         )
         return Asked(mapped.completion, rendering)
 
