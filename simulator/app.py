@@ -9,9 +9,10 @@ sent before the fault). Faults: ``error`` (an ``{"error": ...}`` line mid-stream
 closed mid-stream), ``garbage`` (a line that is not JSON), ``500`` and ``busy`` (503). A host busy
 generating can also be slow to list its models (``tags_delay``).
 The text is deterministic per request content and mixes in tokens that break naive SSE relays.
-With ``tools`` a chat calls the first tool, unless its last message is a tool's result (then
-it answers in words). A prompt or last message can direct the answer: ``[sim: say WORDS]``
-answers those words, ``[sim: call NAME {JSON}]`` calls that tool with those arguments.
+With ``tools`` a chat calls the first tool; a last message that is a tool's result is answered
+in words, "The tool said:" and the result's first words. A prompt or the last message (not a
+system one) can direct the answer: ``[sim: say WORDS]`` answers those words,
+``[sim: call NAME {JSON}]`` calls that tool with those arguments.
 """
 
 from __future__ import annotations
@@ -334,7 +335,11 @@ def _lines(request: dict[str, Any], behaviour: Behaviour, *, chat: bool) -> list
         pieces.append({"tool_calls": [{"function": called}]})
     elif said and said[1] == "say":
         pieces += [{"content": word} for word in re.findall(r" ?\S+", " " + said[2])][:count]
-    elif tools and last.get("role") != "tool":  # a tool's answer is answered in words
+    elif last.get("role") == "tool":  # a tool's result is answered in words: what it said
+        said_by_tool = str(last.get("content", "")).split()[:8]
+        pieces += [{"content": word} for word in [" The", " tool", " said:"]
+                   + [f" {word}" for word in said_by_tool]]  # fmt: skip
+    elif tools:
         name = (tools[0].get("function") or {}).get("name", "tool")
         pieces.append({"tool_calls": [{"function": {"name": name, "arguments": {"q": "x"}}}]})
     else:
@@ -363,12 +368,13 @@ _DIRECTIVE = re.compile(r"\[sim: (say|call) (.*?)\]", re.DOTALL)
 
 
 def _last_message(request: dict[str, Any], *, chat: bool) -> dict[str, Any]:
-    """What the answer answers: the last message of a chat, a prompt as a user message."""
+    """What the answer answers: the last message of a chat that is not a system prompt (Claude
+    Code puts one after the user's turn), a prompt as a user message."""
     if not chat:
         return {"role": "user", "content": request.get("prompt", "")}
-    messages = request.get("messages") or [{}]
-    last = messages[-1]
-    return last if isinstance(last, dict) else {}
+    messages = [m for m in request.get("messages") or () if isinstance(m, dict)]
+    spoken = [m for m in messages if m.get("role") != "system"]
+    return spoken[-1] if spoken else {}
 
 
 def _vector(model: str, text: str, size: int) -> list[float]:
