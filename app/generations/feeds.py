@@ -37,6 +37,7 @@ KEPT_REPLAYS = 4
 # the most any surface's wire adds to one token, beside the model's name (each surface's wire is
 # tested against it): what a worker's copy is counted to hold for each token it may replay
 MAX_FRAMING_BYTES = 256
+MAX_ENDS_BYTES = 4096  # and what it adds to start and end a stream, beside the model's name
 READ_BLOCK_MILLISECONDS = 1000
 RENEW_WATCH_SECONDS = 1.0
 
@@ -118,13 +119,21 @@ class CachedFeed:
     @property
     def held_bytes(self) -> int:
         """About what this feed holds in memory, as a worker's copy: the payloads as Python
-        objects, and the whole replays that hits build, up to ``KEPT_REPLAYS`` (the payloads
-        again, each with the largest framing of any surface; counted from the start, so a
-        copy's cost does not grow later)."""
+        objects, and the whole replays that hits build, up to ``KEPT_REPLAYS`` of at most
+        ``_replay_allowance`` each (counted from the start, so a copy's cost does not grow
+        later)."""
         payloads = self._completion.payloads
         objects = sys.getsizeof(payloads) + sum(map(sys.getsizeof, payloads))
+        return objects + KEPT_REPLAYS * self._replay_allowance
+
+    @property
+    def _replay_allowance(self) -> int:
+        """The most a kept replay may hold: the payloads again, each with the largest framing
+        of any surface, and the stream's start and end; a larger one (a Responses stream that
+        echoes a long tool list, say) is built anew for each hit instead of kept."""
+        payloads = self._completion.payloads
         framing = MAX_FRAMING_BYTES + len(self.model)
-        return objects + KEPT_REPLAYS * (sum(map(len, payloads)) + framing * len(payloads))
+        return sum(map(len, payloads)) + framing * len(payloads) + MAX_ENDS_BYTES
 
     async def ready(self, timeout_seconds: float) -> bool:
         return True
@@ -145,7 +154,7 @@ class CachedFeed:
             + wire.done(completion.generation, completion.stats, cached=True),
             max(0, len(completion.payloads) - index),
         )
-        if whole:
+        if whole and len(replayed.data) <= self._replay_allowance:
             self._replays[wire.replay_key] = replayed
         return replayed
 

@@ -9,11 +9,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from app.api.anthropic.wire import MessageWire
 from app.api.native.events import NATIVE
 from app.api.ollama import wire as ollama_wire
 from app.api.openai import wire as openai_wire
+from app.api.openai.responses.wire import EventWire, Items
 from app.generations.cache import CachedCompletion, LocalCopies, content_hash, decode, encode
-from app.generations.feeds import MAX_FRAMING_BYTES, CachedFeed
+from app.generations.feeds import MAX_ENDS_BYTES, MAX_FRAMING_BYTES, CachedFeed
 from app.generations.request import parse_body
 from app.generations.wire import Wire, token_payload
 from tests.support.strategies import json_values, texts
@@ -175,17 +177,41 @@ def test_a_copy_keeps_one_replay_per_surface_and_counts_them() -> None:
     assert feed.replay(0, one_more).data is not feed.replay(0, one_more).data
 
 
-@pytest.mark.parametrize("model", ["m", "x" * 128])
-def test_no_surface_frames_a_token_in_more_than_a_copy_counts(model: str) -> None:
-    """A worker's copy counts ``MAX_FRAMING_BYTES`` and the model's name for each token of each
-    replay it keeps; every surface's wire must frame a token in no more, or copies would hold
-    more memory than they are counted for."""
-    generation, empty = "g_" + "x" * 22, token_payload({"text": ""})
+def every_wire(model: str) -> list[Wire]:
+    """A wire of every surface, each way it can be asked for."""
     wires: list[Wire] = [NATIVE]
     for endpoint in ("chat", "text"):
         wires += [openai_wire.ChunkWire(endpoint, model, include_usage=usage)
                   for usage in (True, False)]  # fmt: skip
     wires += [ollama_wire.LineWire(kind, model) for kind in ("chat", "generate")]
-    for wire in wires:
+    wires += [MessageWire(model, show_thinking=show) for show in (True, False)]
+    base = {"id": "resp_" + "x" * 22, "object": "response", "created_at": 1, "model": model}
+    wires.append(EventWire(base, Items(frozenset(), {})))
+    return wires
+
+
+@pytest.mark.parametrize("model", ["m", "x" * 128])
+def test_no_surface_frames_a_token_in_more_than_a_copy_counts(model: str) -> None:
+    """A worker's copy counts ``MAX_FRAMING_BYTES`` and the model's name for each token of each
+    replay it keeps, and ``MAX_ENDS_BYTES`` for its start and end; every surface's wire must
+    frame a token (once its stream has begun) in no more, or copies would hold more memory
+    than they are counted for."""
+    generation, empty = "g_" + "x" * 22, token_payload({"text": ""})
+    for wire in every_wire(model):
+        started = wire.tokens(generation, 0, [empty])
         framing = len(wire.tokens(generation, 999_999_999, [empty])) - len(empty)
         assert framing <= MAX_FRAMING_BYTES + len(model), wire
+        ends = len(started) - len(empty) + len(wire.done(generation, {}, cached=True))
+        assert ends - framing <= MAX_ENDS_BYTES + len(model), wire
+
+
+def test_a_replay_larger_than_a_copy_counts_is_built_anew_not_kept() -> None:
+    """A Responses stream echoes the request's tools in its first and last events: with
+    Codex's, far more than a copy counts, so such a replay is not kept."""
+    payloads = [token_payload({"text": f" {n}"}) for n in range(5)]
+    feed = CachedFeed(CachedCompletion("g_" + "x" * 22, "chat", "m", payloads, {}))
+    small = EventWire({"id": "resp_" + "x" * 22, "model": "m", "tools": []}, Items(frozenset(), {}))
+    echoed = {"id": "resp_" + "x" * 22, "model": "m", "tools": [{"description": "x" * 40_000}]}
+    large = EventWire(echoed, Items(frozenset(), {}))
+    assert feed.replay(0, small) is feed.replay(0, small)
+    assert feed.replay(0, large) is not feed.replay(0, large)
