@@ -173,12 +173,22 @@ def _answering(summary: str, request: str, answer: str, error: str, *statuses: i
 
 _OPENAI_ERRORS = (400, 401, 404, 413, 422, 429, 502, 503, 504)
 _ANTHROPIC_ERRORS = (400, 401, 404, 413, 429, 502, 503, 504)
-_RESPONSES_STREAM = ("text/event-stream", "Responses events, each with its sequence_number, "
-                     "ending with response.completed, response.incomplete or response.failed")
-_ANTHROPIC_STREAM = ("text/event-stream", "Anthropic's events: message_start, content blocks, "
-                     "message_delta, message_stop; event: ping keeps it alive")
-_RESPONSE = {"name": "response", "in": "path", "required": True,
-             "schema": {"type": "string", "pattern": "^resp_[A-Za-z0-9_-]{22}$"}}
+_RESPONSES_STREAM = (
+    "text/event-stream",
+    "Responses events, each with its sequence_number, "
+    "ending with response.completed, response.incomplete or response.failed",
+)
+_ANTHROPIC_STREAM = (
+    "text/event-stream",
+    "Anthropic's events: message_start, content blocks, "
+    "message_delta, message_stop; event: ping keeps it alive",
+)
+_RESPONSE = {
+    "name": "response",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^resp_[A-Za-z0-9_-]{22}$"},
+}
 _OLLAMA_ERRORS = (400, 401, 404, 413, 429, 502, 503, 504)
 
 
@@ -432,8 +442,10 @@ def _schemas() -> dict[str, Any]:
             "metadata": _OBJECT}},
         "ResponseObject": {"type": "object", "properties": {
             "id": string, "object": string, "status": string, "model": string,
-            "output": {"type": "array", "items": _OBJECT}, "usage": _OBJECT,
-            "previous_response_id": string}},
+            "output": {"type": "array", "items": _OBJECT},
+            "usage": {**_OBJECT, "nullable": True},  # none until it is done
+            "error": {**_OBJECT, "nullable": True},
+            "previous_response_id": {**string, "nullable": True}}},
         "AnthropicMessagesRequest": {"type": "object", "required": ["messages"], "properties": {
             "model": string, "max_tokens": integer,
             "messages": {"type": "array", "items": _OBJECT},
