@@ -141,8 +141,8 @@ def lifespan(
         finally:
             untune_collector()
             untime_collections()
-            stop_listener.cancel()
-            host_keeper.cancel()
+            for task in (stop_listener, host_keeper):  # ended before their clients close:
+                await _end(task)  # a read left waiting would keep its socket past the loop
             await registry.aclose()
             await hosts.aclose()
             await redis.aclose()
@@ -150,3 +150,11 @@ def lifespan(
             metrics.forget_worker()
 
     return run
+
+
+async def _end(task: asyncio.Task[None]) -> None:
+    """Cancels ``task`` until it ends: Python 3.11's ``asyncio.wait_for`` (which redis-py sends
+    commands with) drops a cancellation that lands as its command completes."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=0.1)
