@@ -1,5 +1,5 @@
 """What the tests ask: the generation path, prompts of their own, bodies the simulator answers
-slowly, and the reference text the simulator itself streams."""
+slowly, and the reference text the simulator itself streams (for a prompt or a chat)."""
 
 from __future__ import annotations
 
@@ -32,3 +32,13 @@ async def simulator_text(simulator: Server | httpx.AsyncClient, body: dict[str, 
     response = await simulator.post("/api/generate", json={"model": "llama3.2", **body})
     lines = [httpx.Response(200, content=line).json() for line in response.content.splitlines()]
     return "".join(line["response"] for line in lines)
+
+
+def simulator_chat_text(simulator: Server, body: dict[str, Any]) -> str:
+    """What Ollama (the simulator process) itself streams for the chat ``body`` (its
+    ``/api/chat`` body: the native request's content less ``kind``): the reference text of a
+    chat, read without an event loop, for the SDK modules."""
+    response = httpx.post(simulator.url + "/api/chat", json=body, timeout=20)
+    response.raise_for_status()
+    lines = [httpx.Response(200, content=line).json() for line in response.content.splitlines()]
+    return "".join(line["message"]["content"] for line in lines)
