@@ -610,19 +610,25 @@ SURFACES: dict[str, tuple[str, Callable[[str], dict[str, Any]], bytes, bytes]] =
                b'"finish_reason":null', b"data: [DONE]"),
     "ollama": ("/api/generate", lambda p: {"model": "llama3.2", "prompt": p},
                b'"done":false', b'"done":true'),
+    "anthropic": ("/v1/messages", lambda p: {"model": "llama3.2", "max_tokens": 4096,
+                  "stream": True, "messages": [{"role": "user", "content": p}]},
+                  b'"text_delta"', b"event: message_stop"),
+    "responses": ("/v1/responses", lambda p: {"model": "llama3.2", "input": p, "stream": True},
+                  b"event: response.output_text.delta", b"event: response.completed"),
 }  # fmt: skip
 
 
 def surfaces(
     setup: Setup, rounds: int, streams: int, seconds: float, connections: int
 ) -> list[Table]:
-    """CPU per relayed token and streamed cache hits per second through the OpenAI- and
-    Ollama-compatible surfaces, beside the native surface, on one app with its defaults."""
+    """CPU per relayed token and streamed cache hits per second through every other surface
+    beside the native one, on one app with its defaults (a stored response for Responses)."""
     app = setup.app(rate_limit_max=10**9, env=DEFAULTS)
     assert app.process is not None
     cpu: dict[str, list[float]] = {name: [] for name in SURFACES}
     rps: dict[str, list[float]] = {name: [] for name in SURFACES}
-    hits = {name: orjson.dumps({**make("surfaces replay"), "options": {"sim_token_delay": 0}})
+    hit_cpu: dict[str, list[float]] = {name: [] for name in SURFACES}  # steal does not count
+    hits = {name: orjson.dumps(make("surfaces replay"))  # one second each to prime
             for name, (_, make, _, _) in SURFACES.items()}  # fmt: skip
     for name, (path, _, first, last) in SURFACES.items():  # one entry, primed once per surface
         asyncio.run(concurrent(1, app.port, [post(path, hits[name])], first, last))
@@ -633,16 +639,22 @@ def surfaces(
             before = cpu_seconds(app.process.pid)
             asyncio.run(concurrent(streams, app.port, requests, first, last))
             cpu[name].append((cpu_seconds(app.process.pid) - before) / (streams * TOKENS) * 1e6)
+            before = cpu_seconds(app.process.pid)
             rps[name].append(_wrk(app.port, path, hits[name], connections, seconds))
+            hit_cpu[name].append((cpu_seconds(app.process.pid) - before)
+                                 / (rps[name][-1] * seconds) * 1e6)  # fmt: skip
     rows = []
-    for name in ("openai", "ollama"):
+    for name in [name for name in SURFACES if name != "native"]:
         rows.append(_row(f"{name}: CPU µs per relayed token, {streams} streams", cpu["native"],
                          cpu[name], "{:.0f}"))  # fmt: skip
         rows.append(_row(f"{name}: cache hits per second, wrk -c{connections}", rps["native"],
                          rps[name], "{:.0f}"))  # fmt: skip
+        rows.append(_row(f"{name}: CPU µs per cache hit", hit_cpu["native"], hit_cpu[name],
+                         "{:.0f}"))  # fmt: skip
     return [
         (
-            "surfaces: the OpenAI- and Ollama-compatible APIs beside the native one, one app "
+            "surfaces: the OpenAI-, Ollama-, Anthropic-compatible and Responses APIs beside the "
+            "native one, one app "
             "with its defaults (distinct prompts for the relay, one cached completion for hits)",
             ["measure", "native", "that surface", "surface/native"],
             rows,

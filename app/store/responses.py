@@ -9,6 +9,7 @@ from typing import cast
 
 from app.store import keys
 from app.store.client import Guarded, RedisClient
+from app.store.pipeline import SharedPipeline
 
 
 class ResponseRecords:
@@ -17,11 +18,12 @@ class ResponseRecords:
         self._redis = redis
         self.ttl_seconds = ttl_seconds
         self._call = Guarded("responses", "keeping no responses", gate=gate)
+        self._shared = SharedPipeline(redis, self._call)  # saves at once: one round trip
 
     async def save(self, response_id: str, record: bytes) -> None:
         """Raises ``RedisUnavailable``."""
         key = keys.response(response_id)
-        await self._call(lambda: self._redis.set(key, record, ex=self.ttl_seconds))
+        await self._shared.run(lambda pipe: pipe.set(key, record, ex=self.ttl_seconds))
 
     async def load(self, response_id: str) -> bytes | None:
         """Raises ``RedisUnavailable``."""

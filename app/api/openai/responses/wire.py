@@ -134,7 +134,10 @@ class EventWire(Unqueued):
         self._open: str | None = None  # "message" or "reasoning", while one grows
         self._texts: list[bytes] = []  # the open item's text, as the contents of JSON strings
         self._calls = 0
-        self.replay_key: tuple[str, ...] = ("responses", orjson.dumps(base).decode(),
+        # a cached answer's replay is kept with the created_at of its first, as OpenAI's chunks
+        # are (else a worker would build a hit's 15 KB anew once its kept keys have run out)
+        unstamped = {name: value for name, value in base.items() if name != "created_at"}
+        self.replay_key: tuple[str, ...] = ("responses", orjson.dumps(unstamped).decode(),
                                             str(skip_through))  # fmt: skip
 
     def _event(self, kind: str, fields: dict[str, Any]) -> bytes:

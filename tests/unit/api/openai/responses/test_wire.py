@@ -79,3 +79,12 @@ def test_a_whole_answer_has_the_streams_items() -> None:
     streamed = events(whole_stream(EventWire(BASE, ITEMS)))[-1]["response"]
     assert whole["output"] == streamed["output"]
     assert whole["status"] == streamed["status"] == "completed"
+
+
+def test_a_kept_replay_serves_hits_made_in_a_later_second() -> None:
+    """Hits differ only in ``created_at`` each second: were it in the key, a worker would keep
+    four replays and build every later hit's stream anew."""
+    later = EventWire({**BASE, "created_at": 2}, ITEMS)
+    assert later.replay_key == EventWire(BASE, ITEMS).replay_key
+    assert later.replay_key != EventWire({**BASE, "model": "other"}, ITEMS).replay_key
+    assert later.replay_key != EventWire(BASE, ITEMS, skip_through=3).replay_key
