@@ -1,19 +1,13 @@
 """The Ollama client: streams a completion as tokens and maps every failure to our errors.
 
-Ollama answers ``/api/generate`` and ``/api/chat`` with NDJSON and sends its status line only
-with the first token, after any model load. So the first-token deadline (``UPSTREAM_TIMEOUT``)
-covers connecting, loading and the first token, and from then on each line must come within
-``UPSTREAM_IDLE_TIMEOUT``. Both are one deadline that moves with each line (``_Deadline``), at
-the cost of a comparison: a timeout per read, or a cancel scope whose deadline moves, sets a
-timer again for every token. Failures are translated here, once: transport errors, non-200
-statuses (body read first) and in-band ``{"error": ...}`` lines. The HTTP client is httpx over
-aiohttp's transport, which relays a token for about a third of the CPU of httpx's own transport;
-tests pass any httpx transport instead.
+Ollama answers ``/api/generate`` and ``/api/chat`` with NDJSON lines, streamed with the
+deadlines and failures of ``app.upstream.streaming``; in-band ``{"error": ...}`` lines are
+translated here. The HTTP client is httpx over aiohttp's transport, which relays a token for
+about a third of the CPU of httpx's own transport; tests pass any httpx transport instead.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import aiohttp
@@ -27,17 +21,16 @@ from app.errors import (
     ServiceError,
     UpstreamError,
     UpstreamFailed,
-    UpstreamTimeout,
     UpstreamUnavailable,
 )
 from app.ops import jsonbytes
 from app.upstream.engine import Finished, Kind, Prompt, Relay, Token
+from app.upstream.streaming import JSON_HEADERS, Timeouts, stream_lines
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 _PATHS: dict[Kind, bytes] = {"chat": b"api/chat", "generate": b"api/generate"}
 # Final-line fields that are not statistics: the text is already streamed, and `context` is a
 # long token array that Ollama deprecates.
-_JSON = {"content-type": "application/json"}
 _NOT_STATS = frozenset({"response", "message", "thinking", "context", "done"})
 
 
@@ -71,8 +64,7 @@ class OllamaClient:
         base = http.base_url
         self._urls = {kind: base.copy_with(raw_path=base.raw_path + path)
                       for kind, path in _PATHS.items()}  # fmt: skip
-        self._first_token_timeout_seconds = first_token_timeout_seconds
-        self._idle_timeout_seconds = idle_timeout_seconds
+        self._timeouts = Timeouts(first_token_timeout_seconds, idle_timeout_seconds)
 
     @classmethod
     def connect(
@@ -98,45 +90,13 @@ class OllamaClient:
         await self._http.aclose()
 
     async def generate(self, request: Prompt, emit: Relay) -> None:
-        """Streams ``request`` from Ollama into ``emit``; see the module docstring."""
-        body = jsonbytes.dumps(request_body(request))  # held while the generation runs
-        started = False
-        clock = asyncio.get_running_loop().time
-        deadline = _Deadline(self._first_token_timeout_seconds)
-        try:
-            async with self._http.stream(
-                "POST", self._urls[request.kind], content=body, headers=_JSON
-            ) as response:
-                if response.status_code != 200:
-                    raise _status_error(response.status_code, await response.aread())
-                started = True
-                pending = b""
-                async for chunk in response.aiter_raw():
-                    *lines, pending = (pending + chunk).split(b"\n")
-                    for line in lines:
-                        if line.strip() and _relay_line(line, request.kind == "chat", emit):
-                            return
-                    if lines:
-                        deadline.move(clock() + self._idle_timeout_seconds)
-                if pending.strip() and _relay_line(pending, request.kind == "chat", emit):
-                    return
-                raise UpstreamError("Ollama ended the stream before it was done.")
-        except httpx.HTTPError as exc:
-            if started:
-                raise UpstreamFailed("Ollama dropped the connection mid-stream.") from exc
-            raise UpstreamUnavailable(f"Ollama is not reachable: {exc}") from exc
-        except asyncio.CancelledError:
-            if not deadline.expired or deadline.task.uncancel() > 0:
-                raise  # not the deadline's, or not only: the generation was stopped
-            if started:
-                raise UpstreamTimeout(
-                    f"Ollama sent nothing for {self._idle_timeout_seconds:g} seconds."
-                ) from None
-            raise UpstreamTimeout(
-                f"Ollama sent no first token within {self._first_token_timeout_seconds:g} seconds."
-            ) from None
-        finally:
-            deadline.cancel()
+        """Streams ``request`` from Ollama into ``emit``, one NDJSON line at a time."""
+        chat = request.kind == "chat"
+        await stream_lines(
+            self._http, self._urls[request.kind], jsonbytes.dumps(request_body(request)),
+            engine="Ollama", timeouts=self._timeouts, status_error=_status_error,
+            on_line=lambda line: _relay_line(line, chat, emit),
+        )  # fmt: skip
 
     async def models(self) -> list[dict[str, Any]]:
         """The models Ollama has, as ``/api/tags`` lists them."""
@@ -167,7 +127,7 @@ class OllamaClient:
     async def forward(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
         """Passes a request on as it came (model management); its status, body, media type."""
         try:
-            response = await self._http.request(method, path, content=body, headers=_JSON)
+            response = await self._http.request(method, path, content=body, headers=JSON_HEADERS)
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"Ollama is not reachable: {exc}") from exc
         media = response.headers.get("content-type", "application/json")
@@ -179,7 +139,9 @@ class OllamaClient:
             if body is None:
                 response = await self._http.get(path)
             else:
-                response = await self._http.post(path, content=orjson.dumps(body), headers=_JSON)
+                response = await self._http.post(
+                    path, content=orjson.dumps(body), headers=JSON_HEADERS
+                )
         except httpx.HTTPError as exc:
             raise UpstreamUnavailable(f"Ollama is not reachable: {exc}") from exc
         if response.status_code != 200:
@@ -203,38 +165,6 @@ def request_body(request: Prompt) -> dict[str, Any]:
         body["keep_alive"] = request.keep_alive
     body["stream"] = True
     return body
-
-
-class _Deadline:
-    """Cancels the current task once the time passes ``at`` (``move`` sets it) with one timer,
-    set again only when it fires before a later ``at`` or when ``at`` comes sooner: moving it
-    later, as every line does, costs a comparison."""
-
-    def __init__(self, seconds: float) -> None:
-        self._loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        self.task = task
-        self.expired = False
-        self.at = self._loop.time() + seconds
-        self._timer = self._loop.call_at(self.at, self._fire)
-        self._armed = self.at
-
-    def move(self, at: float) -> None:
-        self.at = at
-        if at < self._armed:
-            self._timer.cancel()
-            self._timer, self._armed = self._loop.call_at(at, self._fire), at
-
-    def _fire(self) -> None:
-        if self._loop.time() < self.at:
-            self._timer, self._armed = self._loop.call_at(self.at, self._fire), self.at
-        else:
-            self.expired = True
-            self.task.cancel()
-
-    def cancel(self) -> None:
-        self._timer.cancel()
 
 
 def _relay_line(line: bytes, chat: bool, emit: Relay) -> bool:

@@ -1,0 +1,115 @@
+"""One streamed request to an engine, line by line, with its deadlines and failures mapped.
+
+Engines send their status line only with the first token, after any model load. So the
+first-token deadline (``UPSTREAM_TIMEOUT``) covers connecting, loading and the first token,
+and from then on each line must come within ``UPSTREAM_IDLE_TIMEOUT``. Both are one deadline
+that moves with each line (``Deadline``), at the cost of a comparison: a timeout per read, or a
+cancel scope whose deadline moves, sets a timer again for every token. Transport errors and
+non-200 statuses (body read first) are translated here, once, for every engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import httpx
+
+from app.errors import (
+    ServiceError,
+    UpstreamError,
+    UpstreamFailed,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+
+JSON_HEADERS = {"content-type": "application/json"}
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    first_token_seconds: float  # UPSTREAM_TIMEOUT
+    idle_seconds: float  # UPSTREAM_IDLE_TIMEOUT
+
+
+async def stream_lines(
+    http: httpx.AsyncClient,
+    url: httpx.URL,
+    body: bytes,
+    *,
+    engine: str,
+    timeouts: Timeouts,
+    on_line: Callable[[bytes], bool],
+    status_error: Callable[[int, bytes], ServiceError],
+    headers: dict[str, str] = JSON_HEADERS,
+) -> None:
+    """POSTs ``body`` and hands each non-blank line to ``on_line`` until it returns ``True``
+    (the engine's last line); ``engine`` names the engine in errors."""
+    started = False
+    clock = asyncio.get_running_loop().time
+    deadline = Deadline(timeouts.first_token_seconds)
+    try:
+        async with http.stream("POST", url, content=body, headers=headers) as response:
+            if response.status_code != 200:
+                raise status_error(response.status_code, await response.aread())
+            started = True
+            pending = b""
+            async for chunk in response.aiter_raw():
+                *lines, pending = (pending + chunk).split(b"\n")
+                for line in lines:
+                    if line.strip() and on_line(line):
+                        return
+                if lines:
+                    deadline.move(clock() + timeouts.idle_seconds)
+            if pending.strip() and on_line(pending):
+                return
+            raise UpstreamError(f"{engine} ended the stream before it was done.")
+    except httpx.HTTPError as exc:
+        if started:
+            raise UpstreamFailed(f"{engine} dropped the connection mid-stream.") from exc
+        raise UpstreamUnavailable(f"{engine} is not reachable: {exc}") from exc
+    except asyncio.CancelledError:
+        if not deadline.expired or deadline.task.uncancel() > 0:
+            raise  # not the deadline's, or not only: the generation was stopped
+        if started:
+            raise UpstreamTimeout(
+                f"{engine} sent nothing for {timeouts.idle_seconds:g} seconds."
+            ) from None
+        raise UpstreamTimeout(
+            f"{engine} sent no first token within {timeouts.first_token_seconds:g} seconds."
+        ) from None
+    finally:
+        deadline.cancel()
+
+
+class Deadline:
+    """Cancels the current task once the time passes ``at`` (``move`` sets it) with one timer,
+    set again only when it fires before a later ``at`` or when ``at`` comes sooner: moving it
+    later, as every line does, costs a comparison."""
+
+    def __init__(self, seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.expired = False
+        self.at = self._loop.time() + seconds
+        self._timer = self._loop.call_at(self.at, self._fire)
+        self._armed = self.at
+
+    def move(self, at: float) -> None:
+        self.at = at
+        if at < self._armed:
+            self._timer.cancel()
+            self._timer, self._armed = self._loop.call_at(at, self._fire), at
+
+    def _fire(self) -> None:
+        if self._loop.time() < self.at:
+            self._timer, self._armed = self._loop.call_at(self.at, self._fire), self.at
+        else:
+            self.expired = True
+            self.task.cancel()
+
+    def cancel(self) -> None:
+        self._timer.cancel()
