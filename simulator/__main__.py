@@ -1,4 +1,5 @@
-"""``python -m simulator``: serves the Ollama simulator (default port 11434, like Ollama)."""
+"""``python -m simulator``: serves the Ollama simulator (default port 11434, like Ollama), or
+with ``--engine vllm`` vLLM's OpenAI-compatible API (default port 8000, like vLLM)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import argparse
 
 import uvicorn
 
-from simulator.app import FAULTS, Behaviour, create_app
+from simulator.app import ENGINES, FAULTS, Behaviour, create_app
 
 DEFAULTS = Behaviour()
 
@@ -14,7 +15,8 @@ DEFAULTS = Behaviour()
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=11434)
+    parser.add_argument("--port", type=int, help="11434, or 8000 for vllm")
+    parser.add_argument("--engine", choices=ENGINES, default=DEFAULTS.engine, help="whose API")
     parser.add_argument("--tokens", type=int, default=DEFAULTS.tokens, help="tokens per answer")
     parser.add_argument(
         "--token-delay", type=float, default=DEFAULTS.token_delay, help="seconds between tokens"
@@ -42,11 +44,12 @@ def main() -> None:
         fault_after=args.fault_after,
         models=tuple(name.strip() for name in args.models.split(",") if name.strip()),
         tags_delay=args.tags_delay,
+        engine=args.engine,
     )
     uvicorn.run(
         create_app(behaviour),
         host=args.host,
-        port=args.port,
+        port=(8000 if args.engine == "vllm" else 11434) if args.port is None else args.port,
         log_level="warning",
         access_log=False,
         server_header=False,

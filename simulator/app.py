@@ -13,6 +13,9 @@ With ``tools`` a chat calls the first tool; a last message that is a tool's resu
 in words, "The tool said:" and the result's first words. A prompt or the last message (not a
 system one) can direct the answer: ``[sim: say WORDS]`` answers those words,
 ``[sim: call NAME {JSON}]`` calls that tool with those arguments.
+
+``Behaviour.engine="vllm"`` serves vLLM's OpenAI-compatible API instead (``simulator.openai``),
+with the same text, knobs, faults and counters.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import json
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
@@ -43,6 +47,7 @@ WORDS = (
 )  # fmt: skip
 EMBEDDING_LENGTH = 8  # of every model's vectors
 FAULTS = ("none", "error", "hang", "drop", "garbage", "500", "busy")
+ENGINES = ("ollama", "vllm")  # whose API it speaks
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +59,7 @@ class Behaviour:
     fault_after: int = 3  # tokens sent before the fault
     models: tuple[str, ...] = MODELS  # what this "host" has pulled
     tags_delay: float = 0.0  # seconds before /api/tags answers, like a host busy generating
+    engine: str = "ollama"  # one of ENGINES
 
 
 @dataclass(slots=True)
@@ -79,6 +85,12 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
 
     async def counters_endpoint(request: Request) -> Response:
         return JSONResponse({k: v for k, v in asdict(counters).items() if k != "loaded"})
+
+    if defaults.engine == "vllm":
+        from simulator import openai  # imports this module
+
+        routes = [*openai.routes(defaults, counters), Route("/_sim/counters", counters_endpoint)]
+        return Starlette(routes=routes)
 
     async def tags(request: Request) -> Response:
         await anyio.sleep(defaults.tags_delay)
@@ -176,8 +188,20 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    """What a generation sends once its request passed: ``frames`` ``token_delay`` apart (the
+    status line with the first), then ``end()``, made when due since it tells the durations."""
+
+    headers: list[tuple[bytes, bytes]]
+    frames: list[bytes]  # one a token
+    end: Callable[[], bytes]
+    error: bytes  # what the ``error`` fault sends
+
+
 class _Generation:
-    """``POST /api/generate`` or ``/api/chat`` as a raw ASGI app (to watch for disconnects)."""
+    """``POST /api/generate`` or ``/api/chat`` as a raw ASGI app (to watch for disconnects).
+    ``simulator.openai`` subclasses it: the same counters, delays and faults, other shapes."""
 
     def __init__(self, defaults: Behaviour, counters: Counters, *, chat: bool) -> None:
         self.defaults, self.counters, self.chat = defaults, counters, chat
@@ -194,13 +218,13 @@ class _Generation:
             if not isinstance(request, dict):
                 raise ValueError
         except ValueError:
-            await _json({"error": "invalid request body"}, 400)(scope, receive, send)
+            await self._error(400, "invalid request body")(scope, receive, send)
             return
-        rejection = self._reject(request)
-        if rejection is not None:
-            await rejection(scope, receive, send)
+        request = self._accept(request)
+        if isinstance(request, Response):
+            await request(scope, receive, send)
             return
-        behaviour = _behaviour(self.defaults, request.get("options") or {})
+        behaviour = _behaviour(self.defaults, self._options(request))
         self.counters.started += 1
         self.counters.loaded.add(str(request["model"]).split(":")[0])
         if behaviour.fault in ("500", "busy"):
@@ -208,7 +232,7 @@ class _Generation:
             status = 500 if behaviour.fault == "500" else 503
             text = "server busy, please try again.  maximum pending requests exceeded"
             error = "simulated internal error" if status == 500 else text
-            await _json({"error": error}, status)(scope, receive, send)
+            await self._error(status, error)(scope, receive, send)
             return
         async with anyio.create_task_group() as group:
 
@@ -224,7 +248,7 @@ class _Generation:
             counters.running += 1
             counters.peak_running = max(counters.peak_running, counters.running)
             try:
-                await self._stream(request, behaviour, send)
+                await self._stream(self._answer(request, behaviour), behaviour, send)
             except _Abort:
                 self.counters.failed += 1
                 return
@@ -232,55 +256,68 @@ class _Generation:
                 counters.running -= 1
                 group.cancel_scope.cancel()
 
-    def _reject(self, request: dict[str, Any]) -> Response | None:
+    def _error(self, status: int, message: str) -> Response:
+        return _json({"error": message}, status)
+
+    def _accept(self, request: dict[str, Any]) -> dict[str, Any] | Response:
+        """The request to answer, or the response that refuses it."""
         model = request.get("model")
         if not model:
-            return _json({"error": "model is required"}, 400)
+            return self._error(400, "model is required")
         if str(model).split(":")[0] not in self.defaults.models:
-            return _json({"error": f'model "{model}" not found, try pulling it first'}, 404)
+            return self._error(404, f'model "{model}" not found, try pulling it first')
         if request.get("think") and str(model).split(":")[0] not in THINKING_MODELS:
-            return _json({"error": f'"{model}" does not support thinking'}, 400)
-        return None
+            return self._error(400, f'"{model}" does not support thinking')
+        return request
 
-    async def _stream(self, request: dict[str, Any], behaviour: Behaviour, send: Send) -> None:
+    def _options(self, request: dict[str, Any]) -> dict[str, Any]:
+        """Where the ``sim_*`` knobs are."""
+        options: dict[str, Any] = request.get("options") or {}
+        return options
+
+    def _answer(self, request: dict[str, Any], behaviour: Behaviour) -> _Answer:
         started = time.monotonic_ns()
         lines = _lines(request, behaviour, chat=self.chat)
-        fault_at = behaviour.fault_after if behaviour.fault in ("error", "hang", "drop") else -1
-        if behaviour.fault == "garbage":
-            fault_at = behaviour.fault_after
+        return _Answer(
+            _NDJSON,
+            [_encode(line) for line in lines],
+            lambda: _encode(self._final(request, behaviour, started, len(lines))),
+            _encode({"error": "simulated failure mid-stream"}),
+        )
+
+    async def _stream(self, answer: _Answer, behaviour: Behaviour, send: Send) -> None:
+        faulty = behaviour.fault in ("error", "hang", "drop", "garbage")
+        fault_at = behaviour.fault_after if faulty else -1
         await anyio.sleep(behaviour.first_token_delay)
-        for index, line in enumerate([*lines, None]):
+        for index, frame in enumerate([*answer.frames, None]):
             if index == fault_at:
-                await self._fault(behaviour.fault, index, send)
+                await self._fault(answer, behaviour.fault, index, send)
             if index > 0:
                 await anyio.sleep(behaviour.token_delay)
             else:
-                await send({"type": "http.response.start", "status": 200, "headers": _NDJSON})
-            body = _encode(line or self._final(request, behaviour, started, len(lines)))
+                await send(
+                    {"type": "http.response.start", "status": 200, "headers": answer.headers}
+                )
+            body = answer.end() if frame is None else frame
             await send({"type": "http.response.body", "body": body, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         self.counters.completed += 1
 
-    async def _fault(self, fault: str, sent: int, send: Send) -> None:
+    async def _fault(self, answer: _Answer, fault: str, sent: int, send: Send) -> None:
         if fault == "hang":  # before the first token, even the status line never comes
             self.counters.failed += 1
             await anyio.sleep_forever()
         if not sent:
-            await send({"type": "http.response.start", "status": 200, "headers": _NDJSON})
+            await send({"type": "http.response.start", "status": 200, "headers": answer.headers})
         if fault == "drop":
             raise _Abort
-        body = (
-            b"<html>502 Bad Gateway</html>\n"
-            if fault == "garbage"
-            else _encode({"error": "simulated failure mid-stream"})
-        )
+        body = b"<html>502 Bad Gateway</html>\n" if fault == "garbage" else answer.error
         await send({"type": "http.response.body", "body": body, "more_body": False})
         raise _Abort
 
     def _final(
         self, request: dict[str, Any], behaviour: Behaviour, started_ns: int, count: int
     ) -> dict[str, Any]:
-        limit = (request.get("options") or {}).get("num_predict")
         final: dict[str, Any] = {
             "model": request["model"],
             "created_at": _now(),
@@ -288,7 +325,7 @@ class _Generation:
                 {"message": {"role": "assistant", "content": ""}} if self.chat else {"response": ""}
             ),
             "done": True,
-            "done_reason": "length" if isinstance(limit, int) and count >= limit else "stop",
+            "done_reason": _done_reason(request.get("options") or {}, count),
         }
         if not self.chat:
             final["context"] = list(range(1, 9))
@@ -314,8 +351,15 @@ def _behaviour(defaults: Behaviour, options: dict[str, Any]) -> Behaviour:
     return replace(defaults, **overrides)
 
 
-def _lines(request: dict[str, Any], behaviour: Behaviour, *, chat: bool) -> list[dict[str, Any]]:
-    """The non-final lines: thinking first (when asked), then tokens or a tool call."""
+def _done_reason(options: dict[str, Any], count: int) -> str:
+    """``length`` when ``num_predict`` tokens came."""
+    limit = options.get("num_predict")
+    return "length" if isinstance(limit, int) and count >= limit else "stop"
+
+
+def _pieces(request: dict[str, Any], behaviour: Behaviour, *, chat: bool) -> list[dict[str, Any]]:
+    """The answer of an Ollama request, a token a piece: ``thinking`` first (when asked), then
+    ``content`` or ``tool_calls``; deterministic per request content."""
     content = {k: v for k, v in request.items() if k not in ("stream", "keep_alive")}
     seed = hashlib.sha256(json.dumps(content, sort_keys=True).encode()).digest()
     rng = random.Random(seed)
@@ -323,7 +367,7 @@ def _lines(request: dict[str, Any], behaviour: Behaviour, *, chat: bool) -> list
     count = (
         min(behaviour.tokens, limit) if isinstance(limit, int) and limit > 0 else behaviour.tokens
     )
-    pieces: list[dict[str, str | list[Any]]] = []
+    pieces: list[dict[str, Any]] = []
     if request.get("think"):
         pieces += [{"thinking": word} for word in (" Let", " me", " think", ".")]
     tools = request.get("tools") if chat else None
@@ -344,8 +388,13 @@ def _lines(request: dict[str, Any], behaviour: Behaviour, *, chat: bool) -> list
         pieces.append({"tool_calls": [{"function": {"name": name, "arguments": {"q": "x"}}}]})
     else:
         pieces += [{"content": rng.choice(WORDS)} for _ in range(count)]
+    return pieces
+
+
+def _lines(request: dict[str, Any], behaviour: Behaviour, *, chat: bool) -> list[dict[str, Any]]:
+    """The non-final lines: one a piece."""
     lines = []
-    for piece in pieces:
+    for piece in _pieces(request, behaviour, chat=chat):
         line: dict[str, Any] = {"model": request["model"], "created_at": _now()}
         if chat:
             line["message"] = {
