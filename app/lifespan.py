@@ -79,12 +79,11 @@ def lifespan(
         )
         store = RedisStore(redis, blocking, gate)
         hosts = Hosts.connect(
-            settings.upstream_urls,
+            settings.engines,
             store,
             first_token_timeout_seconds=settings.upstream_timeout_seconds,
             idle_timeout_seconds=settings.upstream_idle_timeout_seconds,
             timings=Timings.of(settings),
-            slots=settings.upstream_slots,
             queue=FairQueue(
                 redis,
                 max_per_client=settings.queue_max_per_client,

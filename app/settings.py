@@ -17,6 +17,19 @@ LOG_LEVELS = ("critical", "error", "warning", "info", "debug")
 HTTP_URL = re.compile(r"https?://[^\s/]+(/\S*)?")
 AUTH_MODES = ("off", "optional", "required")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
+# what each upstream engine speaks: Ollama's API, or OpenAI's with that server's differences
+ENGINES = ("ollama", "vllm", "sglang", "llamacpp", "lmstudio", "openai")
+SECRET_VARIABLES = frozenset({"UPSTREAMS"})  # never echoed: a spec may hold a key
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """One engine server: its base URL, what it speaks, its slots (0: no queue) and its key."""
+
+    url: str
+    engine: str = "ollama"
+    slots: int = 0
+    key: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +40,7 @@ class Settings:
     ollama_hosts: tuple[
         str, ...
     ] = ()  # OLLAMA_HOSTS, comma-separated, each URL with an optional ;slots=N
+    upstreams: tuple[Upstream, ...] = ()  # UPSTREAMS: url;engine=NAME;slots=N;key=K, …
     ollama_slots: int = 0  # OLLAMA_SLOTS, generations at once per host; 0: no gateway queue
     ollama_refresh_seconds: float = 5.0  # OLLAMA_REFRESH_INTERVAL, each host's /api/tags
     ollama_eject_seconds: float = 1.0  # OLLAMA_EJECT_SECONDS, a failed host's first cool-down
@@ -73,15 +87,23 @@ class Settings:
         return any(quotas) or self.auth != "off"
 
     @property
-    def upstream_urls(self) -> tuple[str, ...]:
-        """The Ollama hosts to use: ``OLLAMA_HOSTS``, else the one ``OLLAMA_HOST``."""
-        return tuple(spec.partition(";")[0] for spec in self.ollama_hosts) or (self.ollama_host,)
+    def engines(self) -> tuple[Upstream, ...]:
+        """The engine servers to use: ``UPSTREAMS``; else ``OLLAMA_HOSTS``, else the one
+        ``OLLAMA_HOST``, as Ollama servers. A server without its own slots has
+        ``OLLAMA_SLOTS``."""
+        given = (
+            self.upstreams
+            or tuple(
+                Upstream(url, slots=int(slots) if slots else 0)
+                for url, _, slots in (spec.partition(";slots=") for spec in self.ollama_hosts)
+            )
+            or (Upstream(self.ollama_host),)
+        )
+        return tuple(replace(u, slots=u.slots or self.ollama_slots) for u in given)
 
     @property
-    def upstream_slots(self) -> tuple[int, ...]:
-        """Each host's generation slots: its own ``;slots=N``, else ``OLLAMA_SLOTS``."""
-        own = [spec.partition(";slots=")[2] for spec in self.ollama_hosts] or [""]
-        return tuple(int(n) if n else self.ollama_slots for n in own)
+    def upstream_urls(self) -> tuple[str, ...]:
+        return tuple(upstream.url for upstream in self.engines)
 
     @classmethod
     def from_environ(cls, environ: Mapping[str, str]) -> Settings:
@@ -96,7 +118,12 @@ class Settings:
             try:
                 values[name] = parse(raw)
             except ValueError:
-                raise ValueError(f"{variable}={raw!r} is invalid: expected {accepts}") from None
+                shown = "…" if variable in SECRET_VARIABLES else repr(raw)
+                raise ValueError(f"{variable}={shown} is invalid: expected {accepts}") from None
+        ollama = [v for v in ("OLLAMA_HOST", "OLLAMA_HOSTS") if config(v, default="")]
+        if values.get("upstreams") and ollama:
+            raise ValueError(f"UPSTREAMS and {' and '.join(ollama)} are both set: "
+                             "give the Ollama servers in UPSTREAMS instead")  # fmt: skip
         return replace(defaults, **values)
 
 
@@ -172,6 +199,25 @@ def _http_urls(raw: str) -> tuple[str, ...]:
     return tuple(specs)
 
 
+def _upstreams(raw: str) -> tuple[Upstream, ...]:
+    """Distinct URLs, each with optional ``;engine=NAME``, ``;slots=N`` (N >= 1), ``;key=K``."""
+    found = []
+    for part in (part.strip() for part in raw.split(",")):
+        if part:
+            url, *options = (piece.strip() for piece in part.split(";"))
+            named = dict(option.partition("=")[::2] for option in options)
+            if len(named) != len(options) or not named.keys() <= {"engine", "slots", "key"}:
+                raise ValueError(raw)
+            engine, slots = named.get("engine", "ollama"), named.get("slots", "")
+            if engine not in ENGINES or (slots and not re.fullmatch(r"[1-9][0-9]*", slots)):
+                raise ValueError(raw)
+            found.append(Upstream(_http_url(url), engine, int(slots or 0), named.get("key", "")))
+    urls = [upstream.url for upstream in found]
+    if not urls or len(set(urls)) != len(urls):
+        raise ValueError(raw)
+    return tuple(found)
+
+
 def _redis_url(raw: str) -> str:
     if not re.fullmatch(r"(redis|rediss)(\+cluster)?://\S*|unix://\S*", raw):
         raise ValueError(raw)
@@ -220,6 +266,12 @@ def _log_level(raw: str) -> str:
 _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("ollama_host", "OLLAMA_HOST", _http_url, "an http(s) URL"),
     ("ollama_hosts", "OLLAMA_HOSTS", _http_urls, "distinct http(s) URLs, each maybe ;slots=N"),
+    (
+        "upstreams",
+        "UPSTREAMS",
+        _upstreams,
+        f"distinct http(s) URLs, each maybe ;engine={'|'.join(ENGINES)}, ;slots=N, ;key=K",
+    ),
     ("ollama_slots", "OLLAMA_SLOTS", _non_negative_int, "an integer >= 0"),
     ("ollama_refresh_seconds", "OLLAMA_REFRESH_INTERVAL", _positive_float, "seconds > 0"),
     ("ollama_eject_seconds", "OLLAMA_EJECT_SECONDS", _positive_float, "seconds > 0"),

@@ -51,12 +51,14 @@ from app.errors import (
     UpstreamUnavailable,
 )
 from app.ops import metrics
-from app.settings import Settings
+from app.settings import Settings, Upstream
 from app.store.client import RedisUnavailable
 from app.store.generations import RedisStore
-from app.upstream.engine import Emit, Finished, Prompt, Queued, Token
+from app.upstream import openai
+from app.upstream.engine import Emit, EngineClient, Finished, Prompt, Queued, Token
 from app.upstream.fair_queue import FairQueue
-from app.upstream.ollama import OllamaClient
+from app.upstream.ollama import CONNECT_TIMEOUT_SECONDS, OllamaClient, aiohttp_transport
+from app.upstream.streaming import Timeouts
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +99,7 @@ class Host:
     """One Ollama server and what this worker knows of it."""
 
     url: str
-    client: OllamaClient
+    client: EngineClient
     models: list[dict[str, Any]] | None = None  # /api/tags at the last refresh; None: not yet
     ejected: bool = False
     ejected_until: float = 0.0  # monotonic; the probe comes after it
@@ -108,10 +110,11 @@ class Host:
     streamed_at: float = float("-inf")  # monotonic: the last token any generation got here
     tickets: set[str] = field(default_factory=set)  # generations in flight from this worker
     slots: int = 0  # generations at once here, across replicas (OLLAMA_SLOTS); 0: no cap
+    engine: str = "ollama"  # what it speaks (UPSTREAMS' engine=)
 
     def has(self, model: str) -> bool:
         if self.models is None:
-            return True  # not listed yet: let Ollama say
+            return self.engine == "ollama"  # not listed yet: let Ollama say
         return any(model_key(str(m.get("name"))) == model_key(model) for m in self.models)
 
     def failed(self, error: str, timings: Timings, *, eject: bool) -> None:
@@ -175,28 +178,28 @@ class Hosts:
     @classmethod
     def connect(
         cls,
-        urls: Sequence[str],
+        upstreams: Sequence[Upstream],
         store: RedisStore | None,
         *,
         first_token_timeout_seconds: float,
         idle_timeout_seconds: float,
         timings: Timings,
-        slots: Sequence[int] = (),
         queue: FairQueue | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> Hosts:
-        clients = [
-            OllamaClient.connect(
-                url,
-                first_token_timeout_seconds=first_token_timeout_seconds,
-                idle_timeout_seconds=idle_timeout_seconds,
-                transport=transport,
-            )
-            for url in urls
-        ]
-        counts = list(slots) or [0] * len(urls)
-        hosts = [Host(url, client, slots=n) for url, client, n in zip(urls, clients, counts,
-                                                                      strict=True)]  # fmt: skip
+        timeouts = Timeouts(first_token_timeout_seconds, idle_timeout_seconds)
+
+        def client(upstream: Upstream) -> EngineClient:
+            if upstream.engine == "ollama":
+                return OllamaClient.connect(
+                    upstream.url, first_token_timeout_seconds=first_token_timeout_seconds,
+                    idle_timeout_seconds=idle_timeout_seconds, transport=transport,
+                )  # fmt: skip
+            return openai.client(upstream.url, upstream.engine, upstream.key, timeouts,
+                                 transport=transport or aiohttp_transport(),
+                                 connect_seconds=CONNECT_TIMEOUT_SECONDS)  # fmt: skip
+
+        hosts = [Host(u.url, client(u), slots=u.slots, engine=u.engine) for u in upstreams]
         return cls(hosts, store, timings, queue)
 
     async def aclose(self) -> None:
@@ -209,6 +212,8 @@ class Hosts:
         tried: list[Host] = []
         while True:
             candidates = self._candidates(request.model, tried)
+            if not candidates:
+                raise ModelNotFound(f"No upstream serves the model {request.model}.")
             host, ticket = await self._take(candidates, client, request.model, emit)
             taken_at = time.monotonic()
             tried.append(host)
@@ -225,7 +230,8 @@ class Hosts:
             except ServiceError as exc:
                 fault = isinstance(exc, HOST_FAULTS)
                 host.failed(exc.detail, self._timings, eject=fault)
-                elsewhere = self._candidates(request.model, tried)
+                elsewhere = [h for h in self._candidates(request.model, tried)
+                             if h.has(request.model)]  # fmt: skip
                 if started or not fault or len(tried) > 1 or not elsewhere:
                     raise
                 logger.info("retrying on another Ollama host after %s: %s", host.url, exc.detail)
@@ -243,13 +249,20 @@ class Hosts:
             self._queue.wake()
 
     def _candidates(self, model: str, tried: Sequence[Host]) -> list[Host]:
-        """Serving hosts with the model; else any serving host (Ollama then says what it
-        lacks); else, as a last resort, the ejected host that is back soonest."""
+        """Serving hosts with the model; else the ejected hosts that have it (which say it is
+        unavailable); else any serving Ollama host (Ollama then says what it lacks; another
+        engine would answer with whatever it serves), and none when only other engines serve;
+        else, as a last resort, the ejected host that is back soonest."""
         hosts = [h for h in self.hosts if h not in tried]
         serving = [h for h in hosts if not h.ejected]
         with_model = [h for h in serving if h.has(model)]
-        if with_model or serving:
-            return with_model or serving
+        if with_model:
+            return with_model
+        away = [h for h in hosts if h.ejected and h.has(model)]  # it lives where none answers
+        # an OpenAI-compatible server may answer any name with the one model it has
+        asked = away or [h for h in serving if h.engine == "ollama"]
+        if asked or serving:  # none asked while others serve: nobody has the model
+            return asked
         return sorted(hosts, key=lambda h: h.ejected_until)[:1]
 
     async def _take(self, candidates: list[Host], client: str, model: str, emit: Emit
@@ -324,7 +337,7 @@ class Hosts:
         for host in self.hosts:
             if not host.ejected:
                 for model in host.models or ():
-                    merged.setdefault(str(model.get("name")), model)
+                    merged.setdefault(model_key(str(model.get("name"))), model)
         return list(merged.values())
 
     async def version(self) -> str:
@@ -347,7 +360,7 @@ class Hosts:
                     raise models
                 continue
             for model in models:
-                merged.setdefault(str(model.get("name")), model)
+                merged.setdefault(model_key(str(model.get("name"))), model)
         return list(merged.values())
 
     async def show(self, model: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -376,9 +389,10 @@ class Hosts:
         return await self._with_model(model).client.embed(path, body)
 
     async def forward(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
-        """A model management request, passed on to every serving host in turn: the answer of
-        the first that refuses it, else the last one's."""
-        *others, last = self._serving()
+        """A model management request, passed on to every serving Ollama host in turn: the
+        answer of the first that refuses it, else the last one's (other engines manage their
+        models themselves)."""
+        *others, last = [h for h in self._serving() if h.engine == "ollama"] or self._serving()
         for host in others:
             answer = await host.client.forward(method, path, body)
             if answer[0] >= 400:
@@ -408,6 +422,7 @@ class Hosts:
         return [
             {
                 "url": host.url,
+                "engine": host.engine,
                 "state": "ejected" if host.ejected else "serving",
                 "in_flight": count,
                 "slots": host.slots or None,  # None: no cap, no gateway queue

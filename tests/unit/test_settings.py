@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.settings import Settings
+from app.settings import Settings, Upstream
 
 
 def test_defaults_match_the_design() -> None:
@@ -45,6 +45,37 @@ def test_several_hosts_replace_the_single_one() -> None:
         {"OLLAMA_HOST": "http://gpu-box:11434", "OLLAMA_HOSTS": "http://a:11434/, http://b:11434"}
     )
     assert several.upstream_urls == ("http://a:11434", "http://b:11434")
+
+
+def test_upstreams_name_each_engine_its_slots_and_key() -> None:
+    settings = Settings.from_environ({
+        "UPSTREAMS": "http://gpu1:11434;slots=4, http://gpu2:8000/;engine=vllm;key=sk-1,"
+                     "http://cpu1:8080;engine=llamacpp;slots=2",
+        "OLLAMA_SLOTS": "3",
+    })  # fmt: skip
+    assert settings.engines == (
+        Upstream("http://gpu1:11434", "ollama", 4),
+        Upstream("http://gpu2:8000", "vllm", 3, key="sk-1"),
+        Upstream("http://cpu1:8080", "llamacpp", 2),
+    )
+    assert "sk-1" not in repr(settings)
+    hosts = Settings.from_environ({"OLLAMA_HOSTS": "http://a:1;slots=2,http://b:1"})
+    assert hosts.engines == (Upstream("http://a:1", slots=2), Upstream("http://b:1"))
+
+
+@pytest.mark.parametrize("other", ["OLLAMA_HOST", "OLLAMA_HOSTS"])
+def test_upstreams_beside_an_ollama_host_is_an_error_naming_both(other: str) -> None:
+    with pytest.raises(ValueError, match=f"^UPSTREAMS and {other} are both set"):
+        Settings.from_environ({"UPSTREAMS": "http://a:1", other: "http://b:1"})
+
+
+@pytest.mark.parametrize("value", ["http://a:1;engine=tgi", "http://a:1;slots=0",
+                                   "http://a:1;colour=red", "http://a:1,http://a:1;engine=vllm",
+                                   "http://a:1;engine=vllm;key=sk-secret;slots=x"])  # fmt: skip
+def test_a_bad_upstream_is_refused_without_echoing_a_key(value: str) -> None:
+    with pytest.raises(ValueError, match=r"^UPSTREAMS=… is invalid") as caught:
+        Settings.from_environ({"UPSTREAMS": value})
+    assert "secret" not in str(caught.value)
 
 
 def test_a_cluster_url_is_accepted() -> None:
