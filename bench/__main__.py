@@ -835,7 +835,66 @@ def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[str]]
             print("|" + "|".join("-" * (width + 2) for width in widths) + "|")
 
 
-SECTIONS = ("relay", "replay", "surfaces", "auth", "queue", "capacity", "live", "soak", "routing")
+MODEL_TOKENS = 64  # per answer of the real model
+
+
+def model(setup: Setup, rounds: int) -> list[Table]:
+    """A real model (llama.cpp's server with Gemma 3 270M, one thread on the load core): one
+    stream's time to first token and tokens per second straight from llama-server and through
+    the service (the native API, cache off), a distinct greedy prompt per round, alternated."""
+    llama = servers.llama_server("--threads", "1", "--parallel", "1")
+    llama.argv = [*_pinned(LOAD_CORE), *llama.argv]
+    llama.start("/health", timeout_seconds=120)
+    setup.apps.append(llama)
+    app = setup.app(env={**DEFAULTS, "OLLAMA_HOST": "", "CACHE_TTL": "0",
+                         "UPSTREAMS": f"{llama.url};engine=llamacpp"})  # fmt: skip
+    greedy = {"temperature": 0, "max_tokens": MODEL_TOKENS}
+
+    def direct(prompt: str) -> bytes:
+        body = {"model": servers.GEMMA, "messages": [{"role": "user", "content": prompt}],
+                "stream": True, **greedy}  # fmt: skip
+        return post("/v1/chat/completions", orjson.dumps(body))
+
+    def through(prompt: str) -> bytes:
+        options = {"temperature": 0, "num_predict": MODEL_TOKENS}
+        body = {"model": servers.GEMMA, "prompt": prompt, "options": options, "cache": False}
+        return post("/v1/chats/generate", orjson.dumps(body))
+
+    said = httpx.post(f"{llama.url}/v1/chat/completions", timeout=60, json={
+        "model": servers.GEMMA, "messages": [{"role": "user", "content": "model bench"}],
+        **greedy}).json()  # fmt: skip
+    assert said["usage"]["completion_tokens"] == MODEL_TOKENS, said  # the rate's numerator
+    ttft: dict[str, list[float]] = {"direct": [], "through": []}
+    rate: dict[str, list[float]] = {"direct": [], "through": []}
+    for round_ in range(rounds):
+        # a prompt of each way's own, of one length, its difference first: llama.cpp reuses the
+        # longest prefix it has seen, which would favour whichever asks second
+        ways = [("direct", llama.port, direct(f"{round_}a model bench: a bottle"),
+                 b'"content":"', b"data: [DONE]"),
+                ("through", app.port, through(f"{round_}b model bench: a bottle"),
+                 b"\nevent: token\n", DONE)]  # fmt: skip
+        for name, port, request, first, last in ways[:: 1 if round_ % 2 else -1]:
+            (timing,) = asyncio.run(concurrent(1, port, [request], first, last))
+            ttft[name].append(timing.first_token_seconds * 1e3)
+            rate[name].append((MODEL_TOKENS - 1)
+                              / (timing.total_seconds - timing.first_token_seconds))  # fmt: skip
+    added = [t - d for t, d in zip(ttft["through"], ttft["direct"], strict=True)]
+    return [
+        (
+            f"model: Gemma 3 270M on llama.cpp's server (one thread, load core), one stream of "
+            f"{MODEL_TOKENS} tokens, greedy, a new prompt each round",
+            ["measure", "llama-server direct", "through the service", "service/direct"],
+            [
+                _row("time to first token, ms", ttft["direct"], ttft["through"], "{:.1f}"),
+                ["added time to first token, ms", "", f"{median(added):.1f}", ""],
+                _row("tokens per second", rate["direct"], rate["through"], "{:.1f}"),
+            ],
+        )
+    ]
+
+
+SECTIONS = ("relay", "replay", "surfaces", "auth", "queue", "capacity", "live", "soak", "routing",
+            "model")  # fmt: skip
 
 
 def main() -> None:
@@ -872,6 +931,7 @@ def main() -> None:
         "soak": lambda setup: soak(setup, args.soak_rounds, args.soak_streams),
         "routing": lambda setup: hosts(setup, args.route_generations, args.rounds,
                                        args.route_seconds),
+        "model": lambda setup: model(setup, args.rounds),
     }  # fmt: skip
     setup = Setup()
     try:
