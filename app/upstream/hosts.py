@@ -399,6 +399,14 @@ class Hosts:
                 return answer
         return await last.client.forward(method, path, body)
 
+    async def count_tokens(self, request: Prompt) -> int | None:
+        """The prompt's tokens as the engine serving its model counts them; ``None`` when it
+        cannot (Ollama has no tokenizer endpoint) or does not answer."""
+        try:
+            return await self._with_model(request.model).client.count_tokens(request)
+        except ServiceError:
+            return None
+
     def _with_model(self, model: str) -> Host:
         having = [h for h in self._serving() if h.has(model)]
         if not having:

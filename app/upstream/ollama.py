@@ -124,6 +124,10 @@ class OllamaClient:
         """``/api/embed`` or the legacy ``/api/embeddings``, as Ollama answers them."""
         return await self._get_json(path, body)
 
+    async def count_tokens(self, request: Prompt) -> int | None:
+        """Ollama has no tokenizer endpoint."""
+        return None
+
     async def forward(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
         """Passes a request on as it came (model management); its status, body, media type."""
         try:

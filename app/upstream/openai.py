@@ -58,10 +58,14 @@ class Profile:
     # how thinking is switched: the chat template's enable_thinking (vLLM, SGLang, llama.cpp,
     # LM Studio with such models), or only OpenAI's reasoning_effort
     template_thinking: bool = True
+    # how a prompt's tokens are counted: vLLM's /tokenize of messages, llama.cpp's
+    # /apply-template then /tokenize, or not at all
+    tokenizer: str | None = None
 
 
 def profile(engine: str) -> Profile:
-    return Profile(NAMES[engine], template_thinking=engine != "openai")
+    tokenizer = engine if engine in ("vllm", "llamacpp") else None
+    return Profile(NAMES[engine], template_thinking=engine != "openai", tokenizer=tokenizer)
 
 
 class OpenAIClient:
@@ -125,6 +129,21 @@ class OpenAIClient:
         usage = answer.get("usage") or {}
         return {"model": body.get("model"), "embeddings": vectors,
                 "prompt_eval_count": usage.get("prompt_tokens", 0)}  # fmt: skip
+
+    async def count_tokens(self, request: Prompt) -> int | None:
+        """The prompt's tokens, chat template included, as the engine itself counts them: what
+        its usage will say of the same request; ``None`` for an engine that cannot say."""
+        body = chat_body(request, self._engine)
+        asked: dict[str, Any] = {name: body[name] for name in ("model", "messages", "tools")
+                                 if name in body}  # fmt: skip
+        if self._engine.tokenizer == "vllm":
+            return int((await self._get_json("/tokenize", asked)).get("count", 0))
+        if self._engine.tokenizer == "llamacpp":
+            prompt = (await self._get_json("/apply-template", asked)).get("prompt", "")
+            tokens = await self._get_json("/tokenize", {"content": prompt, "add_special": True,
+                                                        "parse_special": True})  # fmt: skip
+            return len(tokens.get("tokens") or ())
+        return None
 
     async def forward(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
         """Ollama's model management has no counterpart here."""

@@ -139,3 +139,13 @@ def test_a_dead_engine_is_503_for_its_models_only(service_env: dict[str, str],
     finally:
         app.stop()
         doomed.stop()
+
+
+def test_count_tokens_is_the_engines_own_count(fleet: servers.Server,
+                                               vllm: servers.Server) -> None:  # fmt: skip
+    """An engine with a tokenizer counts a Messages request exactly: what its usage says."""
+    content = unique("count these words please")
+    body = {"model": MODEL, "messages": [{"role": "user", "content": content}]}
+    counted = httpx.post(fleet.url + "/v1/messages/count_tokens", json=body, timeout=20).json()
+    usage = httpx.post(vllm.url + "/v1/chat/completions", json=body, timeout=20).json()["usage"]
+    assert counted == {"input_tokens": usage["prompt_tokens"]}

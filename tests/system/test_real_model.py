@@ -99,6 +99,14 @@ def test_every_surface_answers_what_llama_server_says(fleet: servers.Server,
         library.close()  # type: ignore[no-untyped-call]
 
 
+def test_count_tokens_is_llama_cpps_own_count(fleet: servers.Server,
+                                              llama: servers.Server) -> None:  # fmt: skip
+    content = unique("How many tokens is this?")
+    body = {"model": GEMMA, "messages": [{"role": "user", "content": content}]}
+    counted = httpx.post(fleet.url + "/v1/messages/count_tokens", json=body, timeout=60).json()
+    assert counted == {"input_tokens": direct(llama, content)["usage"]["prompt_tokens"]}
+
+
 def test_a_repeat_is_a_cache_hit_llama_never_sees(fleet: servers.Server,
                                                   llama: servers.Server) -> None:  # fmt: skip
     body = {"model": GEMMA, "prompt": unique("Once upon a time"),

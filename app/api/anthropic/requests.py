@@ -291,8 +291,8 @@ def _tools(value: object) -> list[dict[str, Any]]:
 
 def estimate_tokens(request: MessagesRequest) -> int:
     """About how many tokens the request's input is: a quarter of its characters (the
-    messages, system prompts and tools as the engine gets them). Ollama has no tokenizer
-    endpoint, so no engine here can count exactly."""
+    messages, system prompts and tools as the engine gets them), for an engine that cannot
+    count (Ollama has no tokenizer endpoint)."""
     characters = 0
     for message in request.native["messages"]:
         characters += len(message.get("content", "")) + len(message.get("thinking", ""))

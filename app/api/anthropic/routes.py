@@ -53,11 +53,14 @@ async def messages(request: Request[State]) -> Response:
 
 
 async def count_tokens(request: Request[State]) -> Response:
-    """``POST /v1/messages/count_tokens``: ``{"input_tokens": n}``, an estimate (the engines
-    here have no tokenizer endpoint; ``requests.estimate_tokens`` says how). Counted against no
-    quota: it generates nothing."""
+    """``POST /v1/messages/count_tokens``: ``{"input_tokens": n}``, as the engine serving the
+    model counts them where it can (vLLM, llama.cpp), else an estimate
+    (``requests.estimate_tokens`` says how). Counted against no quota: it generates nothing."""
     mapped = requests.parse(await pipeline.read_object(request), counting=True)
-    return JSONBody({"input_tokens": requests.estimate_tokens(mapped)})
+    completion = mapped.completion(request.state["settings"].default_model, can_think=False)
+    counted = await request.state["hosts"].count_tokens(completion)
+    return JSONBody({"input_tokens": requests.estimate_tokens(mapped) if counted is None
+                     else counted})  # fmt: skip
 
 
 ROUTES = [

@@ -163,3 +163,18 @@ async def test_models_are_listed_as_ollama_lists_them(router: respx.MockRouter) 
         assert (await engine.show({"model": "gemma-3-270m:latest"}))["details"]
     finally:
         await engine.aclose()
+
+
+async def test_tokens_are_counted_the_way_each_engine_can(router: respx.MockRouter) -> None:
+    router.post("/tokenize", json__content="<user>Hi").respond(200, json={"tokens": [1, 2, 3]})
+    router.post("/tokenize").respond(200, json={"count": 5, "max_model_len": 4096})
+    router.post("/apply-template").respond(200, json={"prompt": "<user>Hi"})
+    counts = []
+    for engine in ("vllm", "llamacpp", "sglang"):
+        made = openai.client(BASE, engine, "", Timeouts(5.0, 5.0),
+                             transport=httpx.AsyncHTTPTransport(), connect_seconds=1.0)  # fmt: skip
+        try:
+            counts.append(await made.count_tokens(CHAT))
+        finally:
+            await made.aclose()
+    assert counts == [5, 3, None]  # SGLang: no tokenizer endpoint known here
