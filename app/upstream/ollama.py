@@ -25,7 +25,7 @@ from app.errors import (
 )
 from app.ops import jsonbytes
 from app.upstream.engine import Finished, Kind, Prompt, Relay, Token
-from app.upstream.streaming import JSON_HEADERS, Timeouts, stream_lines
+from app.upstream.streaming import JSON_HEADERS, Timeouts, get_json, stream_lines
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 _PATHS: dict[Kind, bytes] = {"chat": b"api/chat", "generate": b"api/generate"}
@@ -138,25 +138,8 @@ class OllamaClient:
         return response.status_code, response.content, media
 
     async def _get_json(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        """A JSON object from ``path`` (``POST`` with ``body`` when given, else ``GET``)."""
-        try:
-            if body is None:
-                response = await self._http.get(path)
-            else:
-                response = await self._http.post(
-                    path, content=orjson.dumps(body), headers=JSON_HEADERS
-                )
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"Ollama is not reachable: {exc}") from exc
-        if response.status_code != 200:
-            raise _status_error(response.status_code, response.content)
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"Ollama's {path} answer is not JSON.") from exc
-        if not isinstance(data, dict):
-            raise UpstreamError(f"Ollama's {path} answer is not a JSON object.")
-        return data
+        return await get_json(self._http, path, body, engine="Ollama",
+                              status_error=_status_error)  # fmt: skip
 
 
 def request_body(request: Prompt) -> dict[str, Any]:

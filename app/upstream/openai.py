@@ -32,7 +32,7 @@ from app.errors import (
     UpstreamUnavailable,
 )
 from app.upstream.engine import Finished, Prompt, Relay, Token
-from app.upstream.streaming import JSON_HEADERS, Timeouts, stream_lines
+from app.upstream.streaming import Timeouts, get_json, stream_lines
 
 # Ollama's options as the OpenAI-compatible request's fields
 OPTIONS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "seed": "seed",
@@ -151,23 +151,8 @@ class OpenAIClient:
                              "is Ollama's only.")  # fmt: skip
 
     async def _get_json(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        try:
-            if body is None:
-                response = await self._http.get(path)
-            else:
-                response = await self._http.post(path, content=orjson.dumps(body),
-                                                 headers=JSON_HEADERS)  # fmt: skip
-        except httpx.HTTPError as exc:
-            raise UpstreamUnavailable(f"{self._engine.name} is not reachable: {exc}") from exc
-        if response.status_code != 200:
-            raise self._status_error(response.status_code, response.content)
-        try:
-            data = orjson.loads(response.content)
-        except orjson.JSONDecodeError as exc:
-            raise UpstreamError(f"{self._engine.name}'s {path} answer is not JSON.") from exc
-        if not isinstance(data, dict):
-            raise UpstreamError(f"{self._engine.name}'s {path} answer is not a JSON object.")
-        return data
+        return await get_json(self._http, path, body, engine=self._engine.name,
+                              status_error=self._status_error)  # fmt: skip
 
     def _status_error(self, status: int, body: bytes) -> ServiceError:
         """Maps an OpenAI-style error answer (``{"error": {"message"}}``, or vLLM's flat

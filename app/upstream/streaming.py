@@ -1,4 +1,5 @@
-"""One streamed request to an engine, line by line, with its deadlines and failures mapped.
+"""Requests to an engine, with their failures mapped: one streamed line by line, with its
+deadlines, and one answered with a JSON object.
 
 Engines send their status line only with the first token, after any model load. So the
 first-token deadline (``UPSTREAM_TIMEOUT``) covers connecting, loading and the first token,
@@ -13,8 +14,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import httpx
+import orjson
 
 from app.errors import (
     ServiceError,
@@ -81,6 +84,33 @@ async def stream_lines(
         ) from None
     finally:
         deadline.cancel()
+
+
+async def get_json(
+    http: httpx.AsyncClient,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    engine: str,
+    status_error: Callable[[int, bytes], ServiceError],
+) -> dict[str, Any]:
+    """A JSON object from ``path`` (``POST`` with ``body`` when given, else ``GET``)."""
+    try:
+        if body is None:
+            response = await http.get(path)
+        else:
+            response = await http.post(path, content=orjson.dumps(body), headers=JSON_HEADERS)
+    except httpx.HTTPError as exc:
+        raise UpstreamUnavailable(f"{engine} is not reachable: {exc}") from exc
+    if response.status_code != 200:
+        raise status_error(response.status_code, response.content)
+    try:
+        data = orjson.loads(response.content)
+    except orjson.JSONDecodeError as exc:
+        raise UpstreamError(f"{engine}'s {path} answer is not JSON.") from exc
+    if not isinstance(data, dict):
+        raise UpstreamError(f"{engine}'s {path} answer is not a JSON object.")
+    return data
 
 
 class Deadline:

@@ -22,34 +22,9 @@ from openai.types.chat import (
 from harness.servers import Server, simulator_counters
 from tests.support import sse
 from tests.support.bodies import unique
+from tests.support.sdks import Recording
 
 pytestmark = pytest.mark.system
-
-
-class Recording(httpx2.HTTPTransport):
-    """The SDK's own transport, keeping a copy of every response body as it streams by."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.seen = bytearray()
-
-    def handle_request(self, request: httpx2.Request) -> httpx2.Response:
-        response = super().handle_request(request)
-        stream, seen = response.stream, self.seen
-        assert isinstance(stream, httpx2.SyncByteStream)
-        source: httpx2.SyncByteStream = stream  # narrowed for the class below
-
-        class Tee(httpx2.SyncByteStream):
-            def __iter__(self) -> Iterator[bytes]:
-                for chunk in source:
-                    seen.extend(chunk)
-                    yield chunk
-
-            def close(self) -> None:
-                source.close()
-
-        response.stream = Tee()
-        return response
 
 
 SDK = Callable[..., openai.OpenAI]
