@@ -35,6 +35,8 @@ def main() -> None:
     parser.add_argument(
         "--tags-delay", type=float, default=DEFAULTS.tags_delay, help="seconds /api/tags takes"
     )
+    parser.add_argument("--max-num-seqs", type=int, default=DEFAULTS.max_running,
+                        help="generations at once (vLLM's flag); more wait; 0: no cap")  # fmt: skip
     args = parser.parse_args()
     behaviour = Behaviour(
         tokens=args.tokens,
@@ -45,6 +47,7 @@ def main() -> None:
         models=tuple(name.strip() for name in args.models.split(",") if name.strip()),
         tags_delay=args.tags_delay,
         engine=args.engine,
+        max_running=args.max_num_seqs,
     )
     uvicorn.run(
         create_app(behaviour),

@@ -60,6 +60,7 @@ class Behaviour:
     models: tuple[str, ...] = MODELS  # what this "host" has pulled
     tags_delay: float = 0.0  # seconds before /api/tags answers, like a host busy generating
     engine: str = "ollama"  # one of ENGINES
+    max_running: int = 0  # generations at once (vLLM's --max-num-seqs); more wait; 0: no cap
 
 
 @dataclass(slots=True)
@@ -71,6 +72,7 @@ class Counters:
     embedded: int = 0  # embedding requests answered
     managed: int = 0  # model management requests (pull, delete) answered
     running: int = 0  # generations streaming now
+    waiting: int = 0  # generations waiting for one of max_running to end
     peak_running: int = 0  # the most that ever streamed at once
     loaded: set[str] = field(default_factory=set)  # models that generated: /api/ps lists them
 
@@ -82,6 +84,7 @@ class _Abort(Exception):
 def create_app(behaviour: Behaviour | None = None) -> Starlette:
     defaults = behaviour or Behaviour()
     counters = Counters()
+    seats = anyio.Semaphore(defaults.max_running) if defaults.max_running else None
 
     async def counters_endpoint(request: Request) -> Response:
         return JSONResponse({k: v for k, v in asdict(counters).items() if k != "loaded"})
@@ -89,7 +92,10 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
     if defaults.engine == "vllm":
         from simulator import openai  # imports this module
 
-        routes = [*openai.routes(defaults, counters), Route("/_sim/counters", counters_endpoint)]
+        routes = [
+            *openai.routes(defaults, counters, seats),
+            Route("/_sim/counters", counters_endpoint),
+        ]
         return Starlette(routes=routes)
 
     async def tags(request: Request) -> Response:
@@ -181,8 +187,12 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
             Route("/api/pull", pull, methods=["POST"]),
             Route("/api/delete", delete, methods=["DELETE"]),
             Route("/api/embeddings", embed, methods=["POST"]),
-            Route("/api/generate", _Generation(defaults, counters, chat=False), methods=["POST"]),
-            Route("/api/chat", _Generation(defaults, counters, chat=True), methods=["POST"]),
+            Route(
+                "/api/generate",
+                _Generation(defaults, counters, seats, chat=False),
+                methods=["POST"],
+            ),
+            Route("/api/chat", _Generation(defaults, counters, seats, chat=True), methods=["POST"]),
             Route("/_sim/counters", counters_endpoint),
         ]
     )
@@ -203,8 +213,9 @@ class _Generation:
     """``POST /api/generate`` or ``/api/chat`` as a raw ASGI app (to watch for disconnects).
     ``simulator.openai`` subclasses it: the same counters, delays and faults, other shapes."""
 
-    def __init__(self, defaults: Behaviour, counters: Counters, *, chat: bool) -> None:
-        self.defaults, self.counters, self.chat = defaults, counters, chat
+    def __init__(self, defaults: Behaviour, counters: Counters, seats: anyio.Semaphore | None,
+                 *, chat: bool) -> None:  # fmt: skip
+        self.defaults, self.counters, self.seats, self.chat = defaults, counters, seats, chat
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         body = b""
@@ -245,6 +256,12 @@ class _Generation:
 
             group.start_soon(watch_disconnect)
             counters = self.counters
+            if self.seats is not None:
+                counters.waiting += 1
+                try:
+                    await self.seats.acquire()
+                finally:
+                    counters.waiting -= 1
             counters.running += 1
             counters.peak_running = max(counters.peak_running, counters.running)
             try:
@@ -254,6 +271,8 @@ class _Generation:
                 return
             finally:
                 counters.running -= 1
+                if self.seats is not None:
+                    self.seats.release()
                 group.cancel_scope.cancel()
 
     def _error(self, status: int, message: str) -> Response:

@@ -26,6 +26,7 @@ import time
 import uuid
 from typing import Any
 
+import anyio
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -57,7 +58,8 @@ _JSON = [(b"content-type", b"application/json")]
 _DONE = b"data: [DONE]\n\n"
 
 
-def routes(defaults: Behaviour, counters: Counters) -> list[Route]:
+def routes(defaults: Behaviour, counters: Counters, seats: anyio.Semaphore | None
+           ) -> list[Route]:  # fmt: skip
     async def models(request: Request) -> Response:
         created = int(time.time())
         return JSONResponse({"object": "list", "data": [
@@ -75,7 +77,7 @@ def routes(defaults: Behaviour, counters: Counters) -> list[Route]:
     async def metrics(request: Request) -> Response:
         """The served names are one engine's, so each tells its count, in vLLM's float format."""
         lines = []
-        for gauge, value in (("running", counters.running), ("waiting", 0)):
+        for gauge, value in (("running", counters.running), ("waiting", counters.waiting)):
             lines += [f"# TYPE vllm:num_requests_{gauge} gauge"] + [
                 f'vllm:num_requests_{gauge}{{model_name="{name}"}} {float(value)}'
                 for name in defaults.models
@@ -124,8 +126,14 @@ def routes(defaults: Behaviour, counters: Counters) -> list[Route]:
         Route("/metrics", metrics),
         Route("/tokenize", tokenize, methods=["POST"]),
         Route("/v1/embeddings", embeddings, methods=["POST"]),
-        Route("/v1/chat/completions", _Completion(defaults, counters, chat=True), methods=["POST"]),
-        Route("/v1/completions", _Completion(defaults, counters, chat=False), methods=["POST"]),
+        Route(
+            "/v1/chat/completions",
+            _Completion(defaults, counters, seats, chat=True),
+            methods=["POST"],
+        ),
+        Route(
+            "/v1/completions", _Completion(defaults, counters, seats, chat=False), methods=["POST"]
+        ),
     ]
 
 

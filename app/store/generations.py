@@ -236,10 +236,12 @@ class RedisStore:
             except REDIS_FAULTS:
                 await asyncio.sleep(RETRY_AFTER_SECONDS)
 
-    async def pick_host(self, urls: list[str], ticket: str, lease_seconds: float) -> int:
-        """Adds ``ticket`` to the least busy of the hosts' in-flight sets; returns its index."""
+    async def pick_host(self, urls: list[str], ticket: str, lease_seconds: float,
+                        waiting: Sequence[int] = ()) -> int:  # fmt: skip
+        """Adds ``ticket`` to the least busy of the hosts' in-flight sets, each counted with
+        what its engine has ``waiting`` besides; returns its index."""
         names = [keys.host_in_flight(url) for url in urls]
-        args: list[str | float] = [time.time(), ticket, lease_seconds]
+        args: list[str | float] = [time.time(), ticket, lease_seconds, *waiting]
         return int(await self._shared.script(self._least_taken, names, args))
 
     async def drop_host_ticket(self, url: str, ticket: str, *, announce: bool = False) -> None:

@@ -1,11 +1,13 @@
-"""Several Ollama hosts behind one token source: least-busy routing, ejection and one retry.
+"""Several engine hosts behind one token source: least-busy routing, ejection and one retry.
 
-Each generation goes to a serving host that has the model (as its ``/api/tags`` said at the last
-refresh) and the fewest generations in flight, counted in Redis across workers and replicas;
-ties are broken at random. A host that refuses connections, times out or answers 5xx is ejected
-for a cool-down that doubles with each ejection in a row (``OLLAMA_EJECT_SECONDS`` up to
-``OLLAMA_EJECT_MAX_SECONDS``). When it ends, the background refresh probes the host's
-``/api/tags`` and puts it back if it answers; a generation that then succeeds there resets the
+Each generation goes to a serving host that has the model (as its ``/api/tags`` or
+``/v1/models`` said at the last refresh) and the fewest generations in flight, counted in Redis
+across workers and replicas, plus the requests its engine said it had queued at that refresh
+(vLLM's, SGLang's and llama.cpp's metrics: load from elsewhere); ties are broken at random.
+A host that refuses connections, times out or answers 5xx is ejected for a cool-down that
+doubles with each ejection in a row (``OLLAMA_EJECT_SECONDS`` up to
+``OLLAMA_EJECT_MAX_SECONDS``). When it ends, the background refresh probes the host's model
+list and puts it back if it answers; a generation that then succeeds there resets the
 doubling. A request that fails on one host before its first token is retried once on another;
 after the first token it cannot be, since the client has already seen text.
 
@@ -111,6 +113,7 @@ class Host:
     tickets: set[str] = field(default_factory=set)  # generations in flight from this worker
     slots: int = 0  # generations at once here, across replicas (OLLAMA_SLOTS); 0: no cap
     engine: str = "ollama"  # what it speaks (UPSTREAMS' engine=)
+    waiting: int = 0  # requests its engine said it had queued at the last probe
 
     def has(self, model: str) -> bool:
         if self.models is None:
@@ -272,7 +275,7 @@ class Hosts:
         random.shuffle(candidates)
         self._issued += 1
         ticket = f"{self._worker}:{self._issued}"
-        chosen = min(candidates, key=lambda h: len(h.tickets))  # this worker's own count
+        chosen = min(candidates, key=lambda h: len(h.tickets) + h.waiting)  # this worker's
         if self._queue is not None:
             with contextlib.suppress(RedisUnavailable):  # counted here only
                 chosen = candidates[await self._queue.take(
@@ -283,8 +286,9 @@ class Hosts:
         elif self._store is not None:
             try:
                 urls = [h.url for h in candidates]
+                waiting = [h.waiting for h in candidates]
                 chosen = candidates[
-                    await self._store.pick_host(urls, ticket, IN_FLIGHT_LEASE_SECONDS)
+                    await self._store.pick_host(urls, ticket, IN_FLIGHT_LEASE_SECONDS, waiting)
                 ]
             except RedisUnavailable:
                 pass  # counted here only
@@ -313,6 +317,7 @@ class Hosts:
         try:
             with anyio.fail_after(PROBE_TIMEOUT_SECONDS):
                 models = await host.client.models()
+                host.waiting = await host.client.waiting() or 0
         except TimeoutError:
             slow = f"no model list within {PROBE_TIMEOUT_SECONDS:g} s"
             if time.monotonic() - host.streamed_at < SERVING_SECONDS:

@@ -128,6 +128,10 @@ class OllamaClient:
         """Ollama has no tokenizer endpoint."""
         return None
 
+    async def waiting(self) -> int | None:
+        """Ollama does not say how many requests it has queued."""
+        return None
+
     async def forward(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
         """Passes a request on as it came (model management); its status, body, media type."""
         try:

@@ -14,6 +14,7 @@ assembled into whole calls, sent when the engine finishes.
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -61,11 +62,18 @@ class Profile:
     # how a prompt's tokens are counted: vLLM's /tokenize of messages, llama.cpp's
     # /apply-template then /tokenize, or not at all
     tokenizer: str | None = None
+    # the Prometheus gauge of requests the engine has queued, not yet running
+    waiting_metric: str | None = None
+
+
+_WAITING = {"vllm": "vllm:num_requests_waiting", "sglang": "sglang:num_queue_reqs",
+            "llamacpp": "llamacpp:requests_deferred"}  # fmt: skip
 
 
 def profile(engine: str) -> Profile:
     tokenizer = engine if engine in ("vllm", "llamacpp") else None
-    return Profile(NAMES[engine], template_thinking=engine != "openai", tokenizer=tokenizer)
+    return Profile(NAMES[engine], template_thinking=engine != "openai", tokenizer=tokenizer,
+                   waiting_metric=_WAITING.get(engine))  # fmt: skip
 
 
 class OpenAIClient:
@@ -144,6 +152,26 @@ class OpenAIClient:
                                                         "parse_special": True})  # fmt: skip
             return len(tokens.get("tokens") or ())
         return None
+
+    async def waiting(self) -> int | None:
+        """The requests the engine has queued (its ``/metrics``, summed over its models), which
+        routing counts beside the service's own; ``None`` when it does not say."""
+        metric = self._engine.waiting_metric
+        if metric is None:
+            return None
+        try:
+            response = await self._http.get("/metrics")
+        except httpx.HTTPError:
+            return None
+        if response.status_code != 200:
+            return None  # llama.cpp serves /metrics only with --metrics
+        total = 0.0
+        for line in response.text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if name.partition("{")[0] == metric:
+                with contextlib.suppress(ValueError):
+                    total += float(value)
+        return int(total)
 
     async def forward(self, method: str, path: str, body: bytes) -> tuple[int, bytes, str]:
         """Ollama's model management has no counterpart here."""

@@ -5,6 +5,7 @@ the engine's generation; a dead engine's models are 503 while the other's still 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from typing import Any
 
@@ -149,3 +150,35 @@ def test_count_tokens_is_the_engines_own_count(fleet: servers.Server,
     counted = httpx.post(fleet.url + "/v1/messages/count_tokens", json=body, timeout=20).json()
     usage = httpx.post(vllm.url + "/v1/chat/completions", json=body, timeout=20).json()["usage"]
     assert counted == {"input_tokens": usage["prompt_tokens"]}
+
+
+async def test_an_engines_own_queue_steers_generations_elsewhere(
+    service_env: dict[str, str],
+) -> None:
+    """Load the service did not send (other clients of the engine) shows only in the engine's
+    metrics: the host whose vLLM says it has requests waiting gets none of ours."""
+    busy, idle = (servers.simulator("--engine", "vllm", "--models", MODEL, "--max-num-seqs", "1",
+                                    "--tokens", "200", "--token-delay", "0.05").start()
+                  for _ in range(2))  # fmt: skip
+    env = {k: v for k, v in service_env.items() if k not in ("OLLAMA_HOST", "OLLAMA_HOSTS")}
+    app = servers.app({**env, "UPSTREAMS": f"{busy.url};engine=vllm,{idle.url};engine=vllm",
+                       "OLLAMA_REFRESH_INTERVAL": "0.2"}).start("/livez")  # fmt: skip
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "elsewhere"}]}
+    try:
+        async with httpx.AsyncClient(timeout=30) as http:
+            others = [asyncio.create_task(http.post(busy.url + "/v1/chat/completions",
+                                                    json=body)) for _ in range(3)]  # fmt: skip
+            await wait_for(lambda: simulator_counters(busy)["waiting"] == 2, seconds=5)
+            await asyncio.sleep(0.6)  # the app's next probes read the metrics
+            before = simulator_counters(idle)["started"]
+            for _ in range(4):  # one after another: each sees 2 waiting there, none here
+                ask = {"model": MODEL, "prompt": unique("ours"), "options": {"num_predict": 2}}
+                assert (await http.post(app.url + GENERATE, json=ask)).status_code == 200
+            assert simulator_counters(idle)["started"] - before == 4
+            assert simulator_counters(busy)["started"] == 3  # the others' only
+            for other in others:
+                other.cancel()
+    finally:
+        app.stop()
+        busy.stop()
+        idle.stop()

@@ -123,3 +123,10 @@ async def test_host_tickets_go_to_the_least_busy_host_and_come_back(store: Redis
     assert await store.pick_host(urls, "t3", 10) == picks[0]
     await store.renew_host_tickets({first: ["t3"]}, 10)
     assert (await store.host_counts(urls))[picks[0]] == 1
+
+
+async def test_what_an_engine_has_waiting_counts_beside_the_tickets(store: RedisStore) -> None:
+    urls = [f"http://gpu{i}-{uuid.uuid4().hex[:6]}:8000" for i in range(2)]
+    picks = [await store.pick_host(urls, f"t{i}", 10, waiting=[3, 0]) for i in range(3)]
+    assert picks == [1, 1, 1]  # 0, 1, 2 tickets: fewer than the 3 waiting there
+    assert await store.pick_host(urls, "t3", 10, waiting=[3, 0]) == 0  # 3 and 3: the first

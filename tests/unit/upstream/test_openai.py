@@ -178,3 +178,20 @@ async def test_tokens_are_counted_the_way_each_engine_can(router: respx.MockRout
         finally:
             await made.aclose()
     assert counts == [5, 3, None]  # SGLang: no tokenizer endpoint known here
+
+
+async def test_the_queue_an_engine_reports_is_read_from_its_metrics(
+    router: respx.MockRouter,
+) -> None:
+    router.get("/metrics").respond(200, text=(
+        '# TYPE vllm:num_requests_waiting gauge\n'
+        'vllm:num_requests_waiting{model_name="a"} 2.0\n'
+        'vllm:num_requests_waiting{model_name="b"} 1.0\n'
+        'vllm:num_requests_running{model_name="a"} 7.0\n'))  # fmt: skip
+    engine = client()
+    try:
+        assert await engine.waiting() == 3
+        router.get("/metrics").respond(404)  # llama.cpp without --metrics, say
+        assert await engine.waiting() is None
+    finally:
+        await engine.aclose()
