@@ -64,6 +64,8 @@ class Profile:
     tokenizer: str | None = None
     # the Prometheus gauge of requests the engine has queued, not yet running
     waiting_metric: str | None = None
+    # its model listing: OpenAI's, or LM Studio's own, which also says which are loaded
+    listing: str = "/v1/models"
 
 
 _WAITING = {"vllm": "vllm:num_requests_waiting", "sglang": "sglang:num_queue_reqs",
@@ -72,8 +74,9 @@ _WAITING = {"vllm": "vllm:num_requests_waiting", "sglang": "sglang:num_queue_req
 
 def profile(engine: str) -> Profile:
     tokenizer = engine if engine in ("vllm", "llamacpp") else None
+    listing = "/api/v0/models" if engine == "lmstudio" else "/v1/models"
     return Profile(NAMES[engine], template_thinking=engine != "openai", tokenizer=tokenizer,
-                   waiting_metric=_WAITING.get(engine))  # fmt: skip
+                   waiting_metric=_WAITING.get(engine), listing=listing)  # fmt: skip
 
 
 class OpenAIClient:
@@ -98,18 +101,22 @@ class OpenAIClient:
                            status_error=self._status_error)  # fmt: skip
 
     async def models(self) -> list[dict[str, Any]]:
-        """The served models (``/v1/models``) as Ollama's ``/api/tags`` lists models."""
-        data = (await self._get_json("/v1/models")).get("data")
-        if not isinstance(data, list):
-            raise UpstreamError(f"{self._engine.name}'s model list has no data array.")
-        return [_tag(model) for model in data if isinstance(model, dict) and "id" in model]
+        """The served models as Ollama's ``/api/tags`` lists models."""
+        return [_tag(model) for model in await self._listed()]
 
     async def version(self) -> str:
         return self._engine.name
 
     async def running(self) -> list[dict[str, Any]]:
-        """Such a server holds every model it serves in memory."""
-        return await self.models()
+        """The models in memory: those LM Studio says are loaded; every model of the others,
+        which load what they serve when they start."""
+        return [_tag(model) for model in await self._listed() if model.get("state") != "not-loaded"]
+
+    async def _listed(self) -> list[dict[str, Any]]:
+        data = (await self._get_json(self._engine.listing)).get("data")
+        if not isinstance(data, list):
+            raise UpstreamError(f"{self._engine.name}'s model list has no data array.")
+        return [model for model in data if isinstance(model, dict) and "id" in model]
 
     async def show(self, body: dict[str, Any]) -> dict[str, Any]:
         """``/api/show`` as far as ``/v1/models`` tells: the model exists; its capabilities

@@ -195,3 +195,19 @@ async def test_the_queue_an_engine_reports_is_read_from_its_metrics(
         assert await engine.waiting() is None
     finally:
         await engine.aclose()
+
+
+async def test_lm_studio_lists_its_models_and_says_which_are_loaded(
+    router: respx.MockRouter,
+) -> None:
+    router.get("/api/v0/models").respond(200, json={"object": "list", "data": [
+        {"id": "qwen3-8b", "object": "model", "type": "llm", "state": "loaded"},
+        {"id": "nomic-embed", "object": "model", "type": "embeddings", "state": "not-loaded"},
+    ]})  # fmt: skip
+    engine = openai.client(BASE, "lmstudio", "", Timeouts(5.0, 5.0),
+                           transport=httpx.AsyncHTTPTransport(), connect_seconds=1.0)  # fmt: skip
+    try:
+        assert [m["name"] for m in await engine.models()] == ["qwen3-8b", "nomic-embed"]
+        assert [m["name"] for m in await engine.running()] == ["qwen3-8b"]
+    finally:
+        await engine.aclose()
