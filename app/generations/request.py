@@ -37,6 +37,7 @@ class CompletionRequest:
     keep_alive: str | float | None = None
     stream: bool = True
     cache: bool = True
+    raw: bool = False  # the prompt as the model's input, no template (Ollama's raw, OpenAI's text)
 
     @property
     def kind(self) -> Kind:
@@ -57,6 +58,8 @@ class CompletionRequest:
             "tools": list(self.tools) if self.tools is not None else None,
         }
         content.update((k, v) for k, v in optional.items() if v is not None)
+        if self.raw:
+            content["raw"] = True
         return content
 
 

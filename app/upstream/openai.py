@@ -1,6 +1,7 @@
 """The client of an OpenAI-compatible engine (vLLM, SGLang, llama.cpp's server, LM Studio, any
-other): a generation request mapped onto ``/v1/chat/completions``, its stream read back as the
-tokens an Ollama stream gives, and its answers as Ollama's, so every surface works over it.
+other): a generation request mapped onto ``/v1/chat/completions`` (a raw prompt onto
+``/v1/completions``), its stream read back as the tokens an Ollama stream gives, and its
+answers as Ollama's, so every surface works over it.
 
 What differs between these engines is in ``Profile``: how each turns thinking on or off. The
 mapping of a request is a table in the README ("Engines"): a prompt becomes a chat of one user
@@ -88,15 +89,20 @@ class OpenAIClient:
         self._timeouts = timeouts
         base = http.base_url  # parsed once (see app.upstream.ollama)
         self._chat_url = base.copy_with(raw_path=base.raw_path + b"v1/chat/completions")
+        self._text_url = base.copy_with(raw_path=base.raw_path + b"v1/completions")
 
     async def aclose(self) -> None:
         await self._http.aclose()
 
     async def generate(self, request: Prompt, emit: Relay) -> None:
-        """Streams ``request`` as a chat into ``emit``; see the module docstring."""
+        """Streams ``request`` as a chat (a raw prompt: a text completion) into ``emit``; see
+        the module docstring."""
         stream = _Stream(self._engine.name, emit)
-        body = orjson.dumps(chat_body(request, self._engine))
-        await stream_lines(self._http, self._chat_url, body, engine=self._engine.name,
+        body = chat_body(request, self._engine)
+        url = self._chat_url
+        if "prompt" in body:
+            url = self._text_url
+        await stream_lines(self._http, url, orjson.dumps(body), engine=self._engine.name,
                            timeouts=self._timeouts, on_line=stream.line,
                            status_error=self._status_error)  # fmt: skip
 
@@ -215,12 +221,15 @@ def client(base_url: str, engine: str, key: str, timeouts: Timeouts, *,
 
 
 def chat_body(request: Prompt, engine: Profile) -> dict[str, Any]:
-    """The request as a streamed ``/v1/chat/completions`` body; raises ``Unsupported`` for an
-    option no such engine honours."""
+    """The request as a streamed ``/v1/chat/completions`` body, or for a raw prompt
+    ``/v1/completions``'s; raises ``Unsupported`` for an option no such engine honours."""
     content = request.content()
-    messages = _messages(content)
-    body: dict[str, Any] = {"model": _served_name(request.model), "messages": messages,
-                            "stream": True, "stream_options": {"include_usage": True}}  # fmt: skip
+    body: dict[str, Any] = {"model": _served_name(request.model), "stream": True,
+                            "stream_options": {"include_usage": True}}  # fmt: skip
+    if content.get("raw"):  # the prompt as it is, to /v1/completions (no system: no template)
+        body["prompt"] = content["prompt"]
+    else:
+        body["messages"] = _messages(content)
     for name, value in (content.get("options") or {}).items():
         if name in IGNORED_OPTIONS:
             continue
@@ -353,7 +362,7 @@ class _Stream:
         delta = choice.get("delta") or {}
         fields = {name: value for name, value in (
             ("thinking", delta.get("reasoning_content") or delta.get("reasoning")),
-            ("text", delta.get("content")),
+            ("text", delta.get("content") or choice.get("text")),  # a chat's, or a completion's
         ) if value}  # fmt: skip
         for call in delta.get("tool_calls") or ():
             index = int(call.get("index", len(self.calls)))

@@ -182,3 +182,14 @@ async def test_an_engines_own_queue_steers_generations_elsewhere(
         app.stop()
         busy.stop()
         idle.stop()
+
+
+def test_a_raw_prompt_is_the_engines_text_completion(fleet: servers.Server,
+                                                     vllm: servers.Server) -> None:  # fmt: skip
+    prompt = unique("raw")
+    body = {"model": MODEL, "prompt": prompt}
+    direct_text = httpx.post(vllm.url + "/v1/completions", json=body,
+                             timeout=20).json()["choices"][0]["text"]  # fmt: skip
+    answer = httpx.post(fleet.url + "/api/generate", json={**body, "raw": True, "stream": False},
+                        timeout=20)  # fmt: skip
+    assert answer.json()["response"] == direct_text

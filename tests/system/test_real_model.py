@@ -65,7 +65,7 @@ def metric(server: servers.Server, name: str) -> float:
 
 def test_every_surface_answers_what_llama_server_says(fleet: servers.Server,
                                                       llama: servers.Server) -> None:  # fmt: skip
-    prompt = unique("The sky is blue because")
+    prompt = f"{unique('Question')}. Why is the sky blue?"  # words last, as below
     reference = direct(llama, prompt)
     expected = reference["choices"][0]["message"]["content"]
     messages: list[Any] = [{"role": "user", "content": prompt}]
@@ -82,8 +82,6 @@ def test_every_surface_answers_what_llama_server_says(fleet: servers.Server,
         chat = sdk.chat.completions.create(model=GEMMA, messages=messages, temperature=0,
                                            max_tokens=LIMIT)  # fmt: skip
         assert chat.choices[0].message.content == expected
-        text = sdk.completions.create(model=GEMMA, prompt=prompt, temperature=0, max_tokens=LIMIT)
-        assert text.choices[0].text == expected  # a prompt is a chat of one user message
         answer = sdk.responses.create(model=GEMMA, input=prompt, temperature=0,
                                       max_output_tokens=LIMIT)  # fmt: skip
         assert answer.output_text == expected
@@ -95,6 +93,27 @@ def test_every_surface_answers_what_llama_server_says(fleet: servers.Server,
     try:
         said = library.chat(model=GEMMA, messages=messages, options=greedy)
         assert said.message.content == expected
+    finally:
+        library.close()  # type: ignore[no-untyped-call]
+
+
+def test_a_raw_prompt_is_llama_servers_own_completion(fleet: servers.Server,
+                                                    llama: servers.Server) -> None:  # fmt: skip
+    """OpenAI's /v1/completions and Ollama's raw generate complete the prompt as it is."""
+    # words last: after hex digits, near-equal choices could differ between a prompt read
+    # fresh and one read from llama.cpp's prompt cache
+    prompt = f"{unique('Story')}. Once upon a time, in a small village by the sea,"
+    body = {"model": GEMMA, "prompt": prompt, "temperature": 0, "max_tokens": LIMIT}
+    expected = httpx.post(llama.url + "/v1/completions", json=body,
+                          timeout=60).json()["choices"][0]["text"]  # fmt: skip
+    with openai.OpenAI(base_url=fleet.url + "/v1", api_key="x", timeout=60) as sdk:
+        text = sdk.completions.create(model=GEMMA, prompt=prompt, temperature=0, max_tokens=LIMIT)
+        assert text.choices[0].text == expected
+    library = ollama.Client(host=fleet.url, timeout=60)
+    try:
+        said = library.generate(model=GEMMA, prompt=prompt, raw=True,
+                                options={"temperature": 0, "num_predict": LIMIT})  # fmt: skip
+        assert said.response == expected
     finally:
         library.close()  # type: ignore[no-untyped-call]
 

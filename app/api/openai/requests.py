@@ -26,7 +26,8 @@ OpenAI                                       native (``app.generations.request``
                                              above go over those in ``options``)
 ==========================================  =================================================
 
-``/v1/completions`` takes ``prompt`` (one string) and the same options. ``/v1/embeddings``
+``/v1/completions`` takes ``prompt`` (one string) and the same options, and completes it as it
+is, untemplated (``raw``). ``/v1/embeddings``
 takes ``model``, ``input`` (a string or strings; token arrays are unsupported), ``dimensions``,
 ``encoding_format`` (``float``, or ``base64``, which the SDK asks for unless told) and ``user``,
 and is Ollama's ``/api/embed``, sharing its cache entries. The content key comes
@@ -40,7 +41,7 @@ field) is ``Unsupported`` (400), naming the field; a value of the wrong type is 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -108,7 +109,8 @@ def parse_text(data: Mapping[str, Any], default_model: str) -> OpenAIRequest:
             raise Unsupported("Only one prompt, as a string, can be answered.", "prompt")
         raise InvalidRequest("prompt must be a string.", {"prompt": "must be a string"})
     native["prompt"] = body["prompt"]
-    return _request(body, native, default_model)
+    text = _request(body, native, default_model)
+    return replace(text, completion=replace(text.completion, raw=True))  # completed as given
 
 
 def parse_embeddings(data: Mapping[str, Any], default_model: str

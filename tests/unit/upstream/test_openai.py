@@ -211,3 +211,16 @@ async def test_lm_studio_lists_its_models_and_says_which_are_loaded(
         assert [m["name"] for m in await engine.running()] == ["qwen3-8b"]
     finally:
         await engine.aclose()
+
+
+async def test_a_raw_prompt_is_a_text_completion(router: respx.MockRouter) -> None:
+    request = CompletionRequest(model="m", prompt="Once upon", system="ignored", raw=True,
+                                options={"temperature": 0})  # fmt: skip
+    body = openai.chat_body(request, VLLM)
+    assert (body["prompt"], "messages" in body, body["temperature"]) == ("Once upon", False, 0)
+    text = {"choices": [{"index": 0, "text": " a time", "finish_reason": None}]}
+    route = router.post("/v1/completions").respond(200, content=sse(text, finish("stop"), USAGE,
+                                                                   "[DONE]"))  # fmt: skip
+    emitted = await run(request)
+    assert route.called
+    assert emitted[0] == Token({"text": " a time"})
