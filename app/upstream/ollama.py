@@ -16,16 +16,13 @@ import orjson
 from httpx_aiohttp import AiohttpTransport
 
 from app.errors import (
-    InvalidRequest,
-    ModelNotFound,
     ServiceError,
     UpstreamError,
-    UpstreamFailed,
     UpstreamUnavailable,
 )
 from app.ops import jsonbytes
 from app.upstream.engine import Finished, Kind, Prompt, Relay, Token
-from app.upstream.streaming import JSON_HEADERS, Timeouts, get_json, stream_lines
+from app.upstream.streaming import JSON_HEADERS, Timeouts, get_json, status_error, stream_lines
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 _PATHS: dict[Kind, bytes] = {"chat": b"api/chat", "generate": b"api/generate"}
@@ -194,12 +191,4 @@ def _status_error(status: int, body: bytes) -> ServiceError:
         message = str(orjson.loads(body)["error"])
     except (orjson.JSONDecodeError, KeyError, TypeError):
         message = body[:200].decode("utf-8", "replace").strip() or f"status {status}"
-    if status == 404:
-        return ModelNotFound(f"Ollama does not know this model: {message}")
-    if status == 400:
-        return InvalidRequest(f"Ollama refused the request: {message}")
-    if status in (429, 503):
-        return UpstreamUnavailable(f"Ollama is busy: {message}")
-    if status >= 500:
-        return UpstreamFailed(f"Ollama answered {status}: {message}")
-    return UpstreamError(f"Ollama answered {status}: {message}")
+    return status_error("Ollama", status, message)

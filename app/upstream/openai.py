@@ -30,11 +30,9 @@ from app.errors import (
     ServiceError,
     Unsupported,
     UpstreamError,
-    UpstreamFailed,
-    UpstreamUnavailable,
 )
 from app.upstream.engine import Finished, Prompt, Relay, Token
-from app.upstream.streaming import Timeouts, get_json, stream_lines
+from app.upstream.streaming import Timeouts, get_json, status_error, stream_lines
 
 # Ollama's options as the OpenAI-compatible request's fields
 OPTIONS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "seed": "seed",
@@ -198,17 +196,7 @@ class OpenAIClient:
     def _status_error(self, status: int, body: bytes) -> ServiceError:
         """Maps an OpenAI-style error answer (``{"error": {"message"}}``, or vLLM's flat
         ``{"message"}``) onto our errors."""
-        message = _error_message(body) or f"status {status}"
-        name = self._engine.name
-        if status == 404:
-            return ModelNotFound(f"{name} does not know this model: {message}")
-        if status in (400, 422):
-            return InvalidRequest(f"{name} refused the request: {message}")
-        if status in (429, 503):
-            return UpstreamUnavailable(f"{name} is busy: {message}")
-        if status >= 500:
-            return UpstreamFailed(f"{name} answered {status}: {message}")
-        return UpstreamError(f"{name} answered {status}: {message}")
+        return status_error(self._engine.name, status, _error_message(body) or f"status {status}")
 
 
 def client(base_url: str, engine: str, key: str, timeouts: Timeouts, *,

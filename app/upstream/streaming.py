@@ -20,6 +20,8 @@ import httpx
 import orjson
 
 from app.errors import (
+    InvalidRequest,
+    ModelNotFound,
     ServiceError,
     UpstreamError,
     UpstreamFailed,
@@ -111,6 +113,20 @@ async def get_json(
     if not isinstance(data, dict):
         raise UpstreamError(f"{engine}'s {path} answer is not a JSON object.")
     return data
+
+
+def status_error(engine: str, status: int, message: str) -> ServiceError:
+    """An engine's non-200 answer as ours, with the engine's own words: an unknown model, a
+    refusal, busy (which ejects the host for a while), a failure."""
+    if status == 404:
+        return ModelNotFound(f"{engine} does not know this model: {message}")
+    if status in (400, 422):
+        return InvalidRequest(f"{engine} refused the request: {message}")
+    if status in (429, 503):
+        return UpstreamUnavailable(f"{engine} is busy: {message}")
+    if status >= 500:
+        return UpstreamFailed(f"{engine} answered {status}: {message}")
+    return UpstreamError(f"{engine} answered {status}: {message}")
 
 
 class Deadline:

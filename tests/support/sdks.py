@@ -1,13 +1,15 @@
-"""The real SDKs' own HTTP, watched: ``Recording``, an ``httpx2`` transport (``httpx2`` is the
-fork of httpx that the ``openai`` 3.x and ``anthropic`` 2.x SDKs speak through) that keeps a
-copy of every response body as it streams by, so a test reads the raw bytes while the SDK
-still does all the parsing."""
+"""The real SDKs in the tests: ``SDK``, what the system tests' ``sdk`` fixture makes, and their
+own HTTP watched: ``Recording``, an ``httpx2`` transport (``httpx2`` is the fork of httpx that
+the ``openai`` 3.x and ``anthropic`` 2.x SDKs speak through) that keeps a copy of every
+response body as it streams by, so a test reads the raw bytes while the SDK still does all the
+parsing."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx2
+import openai
 
 
 class Recording(httpx2.HTTPTransport):
@@ -34,3 +36,6 @@ class Recording(httpx2.HTTPTransport):
 
         response.stream = Tee()
         return response
+
+
+SDK = Callable[..., openai.OpenAI]  # the system tests' ``sdk`` fixture: (server, transport?)

@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
+import httpx2
+import openai
 import pytest
 
 from harness import servers
+from tests.support.sdks import SDK
 from tests.support.settings import SERVICE_ENV
 
 
@@ -50,3 +53,21 @@ def start_service(service_env: dict[str, str]) -> Iterator[Callable[..., servers
 async def client(service: servers.Server) -> AsyncIterator[httpx.AsyncClient]:
     async with httpx.AsyncClient(base_url=service.url, timeout=20) as http:
         yield http
+
+
+@pytest.fixture
+def sdk() -> Iterator[SDK]:
+    """Makes ``openai`` SDK clients of a server (through ``transport`` if given), closed after
+    the test."""
+    made: list[openai.OpenAI] = []
+
+    def make(server: servers.Server, transport: httpx2.BaseTransport | None = None
+             ) -> openai.OpenAI:  # fmt: skip
+        http = httpx2.Client(transport=transport or httpx2.HTTPTransport(), timeout=20)
+        made.append(openai.OpenAI(base_url=server.url + "/v1", api_key="anything",
+                                  http_client=http, max_retries=0))  # fmt: skip
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()

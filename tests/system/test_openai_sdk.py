@@ -7,10 +7,9 @@ bytes wraps the SDK's transport, so the SDK still does all the parsing.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
-import httpx2
 import openai
 import pytest
 from openai.types.chat import (
@@ -22,28 +21,9 @@ from openai.types.chat import (
 from harness.servers import Server, simulator_counters
 from tests.support import sse
 from tests.support.bodies import unique
-from tests.support.sdks import Recording
+from tests.support.sdks import SDK, Recording
 
 pytestmark = pytest.mark.system
-
-
-SDK = Callable[..., openai.OpenAI]
-
-
-@pytest.fixture
-def sdk() -> Iterator[SDK]:
-    """Makes SDK clients of a server (through ``transport`` if given), closed after the test."""
-    made: list[openai.OpenAI] = []
-
-    def make(server: Server, transport: httpx2.BaseTransport | None = None) -> openai.OpenAI:
-        http = httpx2.Client(transport=transport or httpx2.HTTPTransport(), timeout=20)
-        made.append(openai.OpenAI(base_url=server.url + "/v1", api_key="anything",
-                                  http_client=http, max_retries=0))  # fmt: skip
-        return made[-1]
-
-    yield make
-    for client in made:
-        client.close()
 
 
 def ask(label: str) -> list[ChatCompletionUserMessageParam]:

@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
-import httpx2
 import openai
 import pytest
 from openai.types.responses import Response, ToolParam
@@ -23,28 +22,12 @@ from openai.types.responses import Response, ToolParam
 from harness import servers
 from harness.servers import Server, simulator_counters
 from tests.support.bodies import simulator_chat_text, unique
+from tests.support.sdks import SDK
 
 pytestmark = pytest.mark.system
 
-SDK = Callable[[Server], openai.OpenAI]
 ENDED = ("completed", "incomplete", "failed", "cancelled")
 PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hi from apply_patch\n*** End Patch\n"
-
-
-@pytest.fixture
-def sdk() -> Iterator[SDK]:
-    """Makes SDK clients of a server, closed after the test."""
-    made: list[openai.OpenAI] = []
-
-    def make(server: Server) -> openai.OpenAI:
-        http = httpx2.Client(timeout=20)
-        made.append(openai.OpenAI(base_url=server.url + "/v1", api_key="anything",
-                                  http_client=http, max_retries=0))  # fmt: skip
-        return made[-1]
-
-    yield make
-    for client in made:
-        client.close()
 
 
 @pytest.fixture(scope="module")
