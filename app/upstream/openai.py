@@ -3,8 +3,8 @@ other): a generation request mapped onto ``/v1/chat/completions`` (a raw prompt 
 ``/v1/completions``), its stream read back as the tokens an Ollama stream gives, and its
 answers as Ollama's, so every surface works over it.
 
-What differs between these engines is in ``Profile``: how each turns thinking on or off. The
-mapping of a request is a table in the README ("Engines"): a prompt becomes a chat of one user
+What differs between these engines is data, in ``Profile``: how each turns thinking on or off,
+counts a prompt's tokens, tells what it has queued, and lists its models. The mapping of a request is a table in the README ("Engines"): a prompt becomes a chat of one user
 message after the system prompt, as Ollama's templated ``/api/generate`` does; options map
 field by field, and one that no such engine honours is refused naming it (``options.NAME``),
 while Ollama's loading controls (``num_ctx``, ``num_gpu``, ``keep_alive``, …) are ignored, since
