@@ -4,12 +4,13 @@ other): a generation request mapped onto ``/v1/chat/completions`` (a raw prompt 
 answers as Ollama's, so every surface works over it.
 
 What differs between these engines is data, in ``Profile``: how each turns thinking on or off,
-counts a prompt's tokens, tells what it has queued, and lists its models. The mapping of a request is a table in the README ("Engines"): a prompt becomes a chat of one user
-message after the system prompt, as Ollama's templated ``/api/generate`` does; options map
-field by field, and one that no such engine honours is refused naming it (``options.NAME``),
-while Ollama's loading controls (``num_ctx``, ``num_gpu``, ``keep_alive``, …) are ignored, since
-these servers fix them at start. The tool calls the engine streams as argument pieces are
-assembled into whole calls, sent when the engine finishes.
+counts a prompt's tokens, tells what it has queued, and lists its models. The mapping of a
+request is a table in the README ("Engines"): a prompt becomes a chat of one user message after
+the system prompt, as Ollama's templated ``/api/generate`` does; options map field by field,
+and one that no such engine honours is refused naming it (``options.NAME``), while Ollama's
+loading controls (``num_ctx``, ``num_gpu``, ``keep_alive``, …) are ignored, since these servers
+fix them at start. The tool calls the engine streams as argument pieces are assembled into
+whole calls, sent when the engine finishes.
 """
 
 from __future__ import annotations
