@@ -106,6 +106,14 @@ class LocalFeed:
         self._detach()
 
 
+async def outcome(feed: Feed) -> Answer | ServiceError:
+    """The generation's answer, or the error that ended it, once it has ended."""
+    try:
+        return await feed.answer()
+    except ServiceError as exc:
+        return exc
+
+
 class CachedFeed:
     def __init__(self, completion: CachedCompletion) -> None:
         self.generation_id = completion.generation

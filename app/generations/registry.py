@@ -23,7 +23,7 @@ from app.errors import Cancelled, ServiceError, ShuttingDown
 from app.generations import cache
 from app.generations.answer import Answer
 from app.generations.cache import LocalCopies
-from app.generations.feeds import CachedFeed, Feed, LocalFeed, RemoteFeed
+from app.generations.feeds import CachedFeed, Feed, LocalFeed, RemoteFeed, outcome
 from app.generations.generation import (
     Account,
     Generation,
@@ -173,11 +173,7 @@ class Registry:
 
         async def follow() -> None:
             try:
-                try:
-                    outcome: Answer | ServiceError = await feed.answer()
-                except ServiceError as exc:
-                    outcome = exc
-                await then(outcome)
+                await then(await outcome(feed))
             finally:
                 await feed.aclose()
 

@@ -59,7 +59,7 @@ from app.store.generations import RedisStore
 from app.upstream import openai
 from app.upstream.engine import Emit, EngineClient, Finished, Prompt, Queued, Token
 from app.upstream.fair_queue import FairQueue
-from app.upstream.ollama import CONNECT_TIMEOUT_SECONDS, OllamaClient, aiohttp_transport
+from app.upstream.ollama import OllamaClient
 from app.upstream.streaming import Timeouts
 
 logger = logging.getLogger(__name__)
@@ -199,8 +199,7 @@ class Hosts:
                     idle_timeout_seconds=idle_timeout_seconds, transport=transport,
                 )  # fmt: skip
             return openai.client(upstream.url, upstream.engine, upstream.key, timeouts,
-                                 transport=transport or aiohttp_transport(),
-                                 connect_seconds=CONNECT_TIMEOUT_SECONDS)  # fmt: skip
+                                 transport)  # fmt: skip
 
         hosts = [Host(u.url, client(u), slots=u.slots, engine=u.engine) for u in upstreams]
         return cls(hosts, store, timings, queue)
@@ -262,10 +261,10 @@ class Hosts:
         if with_model:
             return with_model
         away = [h for h in hosts if h.ejected and h.has(model)]  # it lives where none answers
-        # an OpenAI-compatible server may answer any name with the one model it has
-        asked = away or [h for h in serving if h.engine == "ollama"]
-        if asked or serving:  # none asked while others serve: nobody has the model
-            return asked
+        if away:
+            return away
+        if serving:  # an OpenAI-compatible server may answer any name with the one it has
+            return [h for h in serving if h.engine == "ollama"]
         return sorted(hosts, key=lambda h: h.ejected_until)[:1]
 
     async def _take(self, candidates: list[Host], client: str, model: str, emit: Emit
@@ -372,21 +371,21 @@ class Hosts:
         """``/api/show`` from a serving host that has ``model``."""
         return await self._with_model(model).client.show(body)
 
-    async def capabilities(self, model: str) -> frozenset[str] | None:
-        """What ``model`` can do (``thinking``, ``tools``, …) as a serving host's ``/api/show``
-        lists it, kept ``CAPABILITIES_SECONDS``; ``None`` when no host says (the engine then
+    async def can_think(self, model: str) -> bool | None:
+        """Whether ``model`` can think, as a serving host's ``/api/show`` lists its
+        capabilities, kept ``CAPABILITIES_SECONDS``; ``None`` when no host says (the engine then
         answers for itself)."""
         key = model_key(model)
         known = self._capabilities.get(key)
-        if known is not None and known[0] > time.monotonic():
-            return known[1]
-        try:
-            listed = (await self.show(model, {"model": model})).get("capabilities")
-        except ServiceError:
-            return None
-        found = frozenset(map(str, listed)) if isinstance(listed, list) else None
-        self._capabilities[key] = (time.monotonic() + CAPABILITIES_SECONDS, found)
-        return found
+        if known is None or known[0] <= time.monotonic():
+            try:
+                listed = (await self.show(model, {"model": model})).get("capabilities")
+            except ServiceError:
+                return None
+            found = frozenset(map(str, listed)) if isinstance(listed, list) else None
+            known = (time.monotonic() + CAPABILITIES_SECONDS, found)
+            self._capabilities[key] = known
+        return None if known[1] is None else "thinking" in known[1]
 
     async def embed(self, model: str, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """Embeddings (``path``: ``/api/embed`` or ``/api/embeddings``) from a serving host

@@ -2,18 +2,15 @@
 
 Ollama answers ``/api/generate`` and ``/api/chat`` with NDJSON lines, streamed with the
 deadlines and failures of ``app.upstream.streaming``; in-band ``{"error": ...}`` lines are
-translated here. The HTTP client is httpx over aiohttp's transport, which relays a token for
-about a third of the CPU of httpx's own transport; tests pass any httpx transport instead.
+translated here.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
 import httpx
 import orjson
-from httpx_aiohttp import AiohttpTransport
 
 from app.errors import (
     ServiceError,
@@ -22,26 +19,20 @@ from app.errors import (
 )
 from app.ops import jsonbytes
 from app.upstream.engine import Finished, Kind, Prompt, Relay, Token
-from app.upstream.streaming import JSON_HEADERS, Timeouts, get_json, status_error, stream_lines
+from app.upstream.streaming import (
+    JSON_HEADERS,
+    Timeouts,
+    engine_http,
+    get_json,
+    status_error,
+    stream_lines,
+    under,
+)
 
-CONNECT_TIMEOUT_SECONDS = 5.0
 _PATHS: dict[Kind, bytes] = {"chat": b"api/chat", "generate": b"api/generate"}
 # Final-line fields that are not statistics: the text is already streamed, and `context` is a
 # long token array that Ollama deprecates.
 _NOT_STATS = frozenset({"response", "message", "thinking", "context", "done"})
-
-
-def aiohttp_transport() -> httpx.AsyncBaseTransport:
-    """The production transport: no connection cap (each open stream holds one connection)."""
-
-    def session() -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
-            timeout=aiohttp.ClientTimeout(total=None),
-        )
-
-    transport: httpx.AsyncBaseTransport = AiohttpTransport(client=session)
-    return transport
 
 
 class OllamaClient:
@@ -55,12 +46,7 @@ class OllamaClient:
         idle_timeout_seconds: float,
     ) -> None:
         self._http = http
-        # parsed once: httpx parses a URL string with regular expressions on every request,
-        # some 8% of a relayed request's CPU (py-spy)
-        # (the base URL ends with "/", and a path under it stays there, as httpx merges it)
-        base = http.base_url
-        self._urls = {kind: base.copy_with(raw_path=base.raw_path + path)
-                      for kind, path in _PATHS.items()}  # fmt: skip
+        self._urls = {kind: under(http, path) for kind, path in _PATHS.items()}
         self._timeouts = Timeouts(first_token_timeout_seconds, idle_timeout_seconds)
 
     @classmethod
@@ -72,13 +58,8 @@ class OllamaClient:
         idle_timeout_seconds: float,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> OllamaClient:
-        http = httpx.AsyncClient(
-            base_url=base_url,
-            transport=transport or aiohttp_transport(),
-            timeout=httpx.Timeout(None, connect=CONNECT_TIMEOUT_SECONDS),
-        )
         return cls(
-            http,
+            engine_http(base_url, transport),
             first_token_timeout_seconds=first_token_timeout_seconds,
             idle_timeout_seconds=idle_timeout_seconds,
         )

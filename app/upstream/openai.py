@@ -33,7 +33,14 @@ from app.errors import (
     UpstreamError,
 )
 from app.upstream.engine import Finished, Prompt, Relay, Token
-from app.upstream.streaming import Timeouts, get_json, status_error, stream_lines
+from app.upstream.streaming import (
+    Timeouts,
+    engine_http,
+    get_json,
+    status_error,
+    stream_lines,
+    under,
+)
 
 # Ollama's options as the OpenAI-compatible request's fields
 OPTIONS = {"temperature": "temperature", "top_p": "top_p", "top_k": "top_k", "seed": "seed",
@@ -86,9 +93,8 @@ class OpenAIClient:
         self._http = http
         self._engine = engine
         self._timeouts = timeouts
-        base = http.base_url  # parsed once (see app.upstream.ollama)
-        self._chat_url = base.copy_with(raw_path=base.raw_path + b"v1/chat/completions")
-        self._text_url = base.copy_with(raw_path=base.raw_path + b"v1/completions")
+        self._chat_url = under(http, b"v1/chat/completions")
+        self._text_url = under(http, b"v1/completions")
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -200,13 +206,10 @@ class OpenAIClient:
         return status_error(self._engine.name, status, _error_message(body) or f"status {status}")
 
 
-def client(base_url: str, engine: str, key: str, timeouts: Timeouts, *,
-           transport: httpx.AsyncBaseTransport, connect_seconds: float
-           ) -> OpenAIClient:  # fmt: skip
+def client(base_url: str, engine: str, key: str, timeouts: Timeouts,
+           transport: httpx.AsyncBaseTransport | None = None) -> OpenAIClient:  # fmt: skip
     headers = {"authorization": f"Bearer {key}"} if key else None
-    http = httpx.AsyncClient(base_url=base_url, transport=transport, headers=headers,
-                             timeout=httpx.Timeout(None, connect=connect_seconds))  # fmt: skip
-    return OpenAIClient(http, profile(engine), timeouts)
+    return OpenAIClient(engine_http(base_url, transport, headers), profile(engine), timeouts)
 
 
 def chat_body(request: Prompt, engine: Profile) -> dict[str, Any]:

@@ -9,7 +9,7 @@ the ``anthropic-version`` and ``anthropic-beta`` headers are accepted and change
 
 Thinking asked of a model that cannot think is served without it: Claude Code asks for
 thinking on every request, and Ollama refuses ``think`` for such a model. Whether the model can
-is what its host's ``/api/show`` lists (``Hosts.capabilities``, kept a minute).
+is what its host's ``/api/show`` lists (``Hosts.can_think``, kept a minute).
 """
 
 from __future__ import annotations
@@ -34,8 +34,7 @@ async def _asked(data: Mapping[str, Any], request: Request[State]) -> Asked:
     can_think = None
     if mapped.thinking == "on":
         model = mapped.native.get("model", request.state["settings"].default_model)
-        capabilities = await request.state["hosts"].capabilities(str(model))
-        can_think = None if capabilities is None else "thinking" in capabilities
+        can_think = await request.state["hosts"].can_think(str(model))
     completion = mapped.completion(request.state["settings"].default_model, can_think=can_think)
     show, model = mapped.show_thinking, completion.model
     rendering = Rendering(

@@ -55,7 +55,7 @@ def router() -> Iterator[respx.MockRouter]:
 
 def client() -> openai.OpenAIClient:
     return openai.client(BASE, "vllm", "", Timeouts(5.0, 5.0),
-                         transport=httpx.AsyncHTTPTransport(), connect_seconds=1.0)  # fmt: skip
+                         httpx.AsyncHTTPTransport())  # fmt: skip
 
 
 async def run(request: CompletionRequest) -> list[Token | Finished]:
@@ -172,7 +172,7 @@ async def test_tokens_are_counted_the_way_each_engine_can(router: respx.MockRout
     counts = []
     for engine in ("vllm", "llamacpp", "sglang"):
         made = openai.client(BASE, engine, "", Timeouts(5.0, 5.0),
-                             transport=httpx.AsyncHTTPTransport(), connect_seconds=1.0)  # fmt: skip
+                             httpx.AsyncHTTPTransport())  # fmt: skip
         try:
             counts.append(await made.count_tokens(CHAT))
         finally:
@@ -205,7 +205,7 @@ async def test_lm_studio_lists_its_models_and_says_which_are_loaded(
         {"id": "nomic-embed", "object": "model", "type": "embeddings", "state": "not-loaded"},
     ]})  # fmt: skip
     engine = openai.client(BASE, "lmstudio", "", Timeouts(5.0, 5.0),
-                           transport=httpx.AsyncHTTPTransport(), connect_seconds=1.0)  # fmt: skip
+                           httpx.AsyncHTTPTransport())  # fmt: skip
     try:
         assert [m["name"] for m in await engine.models()] == ["qwen3-8b", "nomic-embed"]
         assert [m["name"] for m in await engine.running()] == ["qwen3-8b"]

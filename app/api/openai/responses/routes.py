@@ -39,6 +39,7 @@ from app.api.routing import SurfaceRoute
 from app.errors import InvalidRequest, NotFound, ServiceError
 from app.generations.answer import Answer
 from app.generations.feeds import Feed
+from app.generations.feeds import outcome as feed_outcome
 from app.lifespan import State
 from app.responses import NO_STORE, JSONBody
 from app.store.client import RedisUnavailable
@@ -78,8 +79,7 @@ async def _asked(data: Mapping[str, Any], request: Request[State]) -> Asked:
     model = mapped.model or settings.default_model
     can_think = None
     if mapped.thinking == "on":
-        capabilities = await request.state["hosts"].capabilities(model)
-        can_think = None if capabilities is None else "thinking" in capabilities
+        can_think = await request.state["hosts"].can_think(model)
     completion = mapped.completion(history, settings.default_model, can_think=can_think)
     items = Items(mapped.custom_tools, mapped.namespaces)
     created = _Created(mapped, history, int(time.time()))
@@ -166,10 +166,7 @@ async def _resolved(request: Request[State], record: dict[str, Any]) -> dict[str
     try:
         if not feed.ended:
             return base
-        try:
-            outcome: Answer | ServiceError = await feed.answer()
-        except ServiceError as exc:
-            outcome = exc
+        outcome = await feed_outcome(feed)
     finally:
         await feed.aclose()
     final = _final(record, outcome)
