@@ -27,6 +27,12 @@ def main() -> None:
         default=DEFAULTS.first_token_delay,
         help="seconds before the first token (a model load)",
     )
+    parser.add_argument(
+        "--prefill-delay",
+        type=float,
+        default=DEFAULTS.prefill_delay,
+        help="seconds per prompt token not in its prompt cache",
+    )
     parser.add_argument("--fault", choices=FAULTS, default="none")
     parser.add_argument("--fault-after", type=int, default=DEFAULTS.fault_after)
     parser.add_argument(
@@ -42,6 +48,7 @@ def main() -> None:
         tokens=args.tokens,
         token_delay=args.token_delay,
         first_token_delay=args.first_token_delay,
+        prefill_delay=args.prefill_delay,
         fault=args.fault,
         fault_after=args.fault_after,
         models=tuple(name.strip() for name in args.models.split(",") if name.strip()),

@@ -3,11 +3,15 @@
 Like Ollama it sends the status line only with the first token, after any "model load" delay, and
 notices a client that goes away at any moment (counted as cancelled). Behaviour comes from the
 command line (``Behaviour``) and can be changed per request through ``options``: ``sim_tokens``,
-``sim_token_delay``, ``sim_first_token_delay``, ``sim_fault`` and ``sim_fault_after`` (tokens
-sent before the fault). Faults: ``error`` (an ``{"error": ...}`` line mid-stream, status 200),
-``hang`` (silence; before the status line when ``sim_fault_after`` is 0), ``drop`` (connection
-closed mid-stream), ``garbage`` (a line that is not JSON), ``500`` and ``busy`` (503). A host busy
-generating can also be slow to list its models (``tags_delay``).
+``sim_token_delay``, ``sim_first_token_delay``, ``sim_prefill_delay``, ``sim_fault`` and
+``sim_fault_after`` (tokens sent before the fault). Faults: ``error`` (an ``{"error": ...}`` line
+mid-stream, status 200), ``hang`` (silence; before the status line when ``sim_fault_after`` is
+0), ``drop`` (connection closed mid-stream), ``garbage`` (a line that is not JSON), ``500`` and
+``busy`` (503). A host busy generating can also be slow to list its models (``tags_delay``).
+Like an engine's KV cache (llama.cpp's slots, vLLM's prefix caching), a simulator remembers the
+prompts it served lately (``_PromptCache``): a prompt is prefilled, ``prefill_delay`` seconds a
+token, only past its longest prefix in common with one of them, so the host that served a
+conversation answers its next turn sooner; ``/_sim/counters`` tells the tokens seen and cached.
 The text is deterministic per request content and mixes in tokens that break naive SSE relays.
 With ``tools`` a chat calls the first tool; a last message that is a tool's result is answered
 in words, "The tool said:" and the result's first words. A prompt or the last message (not a
@@ -25,8 +29,9 @@ import json
 import random
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -48,6 +53,7 @@ WORDS = (
 EMBEDDING_LENGTH = 8  # of every model's vectors
 FAULTS = ("none", "error", "hang", "drop", "garbage", "500", "busy")
 ENGINES = ("ollama", "vllm")  # whose API it speaks
+PROMPT_CACHE_SIZE = 64  # prompts a host remembers
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +67,35 @@ class Behaviour:
     tags_delay: float = 0.0  # seconds before /api/tags answers, like a host busy generating
     engine: str = "ollama"  # one of ENGINES
     max_running: int = 0  # generations at once (vLLM's --max-num-seqs); more wait; 0: no cap
+    prefill_delay: float = 0.0  # seconds a prompt token not in the prompt cache takes; 0: off
+
+
+class _PromptCache:
+    """The token sequences of the prompts a host served lately (``PROMPT_CACHE_SIZE``, the least
+    recently served forgotten first), whose prefixes an engine's KV cache would still hold."""
+
+    def __init__(self) -> None:
+        self.prompts: OrderedDict[tuple[str, ...], None] = OrderedDict()
+
+    def cached(self, tokens: tuple[str, ...]) -> int:
+        """How many of ``tokens`` need no prefill: the longest prefix shared with a prompt."""
+        return max((_shared(tokens, prompt) for prompt in self.prompts), default=0)
+
+    def remember(self, tokens: tuple[str, ...]) -> None:
+        self.prompts[tokens] = None
+        self.prompts.move_to_end(tokens)
+        if len(self.prompts) > PROMPT_CACHE_SIZE:
+            self.prompts.popitem(last=False)
+
+
+def _shared(one: tuple[str, ...], other: tuple[str, ...]) -> int:
+    """The length of the prefix the two have in common."""
+    count = 0
+    for mine, theirs in zip(one, other, strict=False):
+        if mine != theirs:
+            break
+        count += 1
+    return count
 
 
 @dataclass(slots=True)
@@ -75,6 +110,17 @@ class Counters:
     waiting: int = 0  # generations waiting for one of max_running to end
     peak_running: int = 0  # the most that ever streamed at once
     loaded: set[str] = field(default_factory=set)  # models that generated: /api/ps lists them
+    prompt_tokens: int = 0  # the tokens of the prompts generations were asked
+    prompt_tokens_cached: int = 0  # of those, found in the prompt cache
+    prompts: _PromptCache = field(default_factory=_PromptCache)  # not a counter, not shown
+
+
+@dataclass(frozen=True, slots=True)
+class _Prompt:
+    """A generation's prompt as the prompt cache found it."""
+
+    cached: int  # its first tokens, found in the cache
+    prefill: float  # seconds the others take before the first token
 
 
 class _Abort(Exception):
@@ -87,7 +133,8 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
     seats = anyio.Semaphore(defaults.max_running) if defaults.max_running else None
 
     async def counters_endpoint(request: Request) -> Response:
-        return JSONResponse({k: v for k, v in asdict(counters).items() if k != "loaded"})
+        shown = [f.name for f in fields(counters) if f.name not in ("loaded", "prompts")]
+        return JSONResponse({name: getattr(counters, name) for name in shown})
 
     if defaults.engine == "vllm":
         from simulator import openai  # imports this module
@@ -264,12 +311,19 @@ class _Generation:
                     counters.waiting -= 1
             counters.running += 1
             counters.peak_running = max(counters.peak_running, counters.running)
+            tokens = tuple(_prompt_tokens(request))
+            cached = counters.prompts.cached(tokens)  # when it runs, not while it waits
+            prompt = _Prompt(cached, behaviour.prefill_delay * (len(tokens) - cached))
+            counters.prompt_tokens += len(tokens)
+            counters.prompt_tokens_cached += cached
             try:
-                await self._stream(self._answer(request, behaviour), behaviour, send)
+                await self._stream(self._answer(request, behaviour, prompt), behaviour, prompt,
+                                   send)  # fmt: skip
             except _Abort:
                 self.counters.failed += 1
                 return
             finally:
+                counters.prompts.remember(tokens)
                 counters.running -= 1
                 if self.seats is not None:
                     self.seats.release()
@@ -294,20 +348,21 @@ class _Generation:
         options: dict[str, Any] = request.get("options") or {}
         return options
 
-    def _answer(self, request: dict[str, Any], behaviour: Behaviour) -> _Answer:
+    def _answer(self, request: dict[str, Any], behaviour: Behaviour, prompt: _Prompt) -> _Answer:
         started = time.monotonic_ns()
         lines = _lines(request, behaviour, chat=self.chat)
         return _Answer(
             _NDJSON,
             [_encode(line) for line in lines],
-            lambda: _encode(self._final(request, behaviour, started, len(lines))),
+            lambda: _encode(self._final(request, behaviour, prompt, started, len(lines))),
             _encode({"error": "simulated failure mid-stream"}),
         )
 
-    async def _stream(self, answer: _Answer, behaviour: Behaviour, send: Send) -> None:
+    async def _stream(self, answer: _Answer, behaviour: Behaviour, prompt: _Prompt, send: Send
+                      ) -> None:  # fmt: skip
         faulty = behaviour.fault in ("error", "hang", "drop", "garbage")
         fault_at = behaviour.fault_after if faulty else -1
-        await anyio.sleep(behaviour.first_token_delay)
+        await anyio.sleep(behaviour.first_token_delay + prompt.prefill)
         for index, frame in enumerate([*answer.frames, None]):
             if index == fault_at:
                 await self._fault(answer, behaviour.fault, index, send)
@@ -334,9 +389,10 @@ class _Generation:
         await send({"type": "http.response.body", "body": body, "more_body": False})
         raise _Abort
 
-    def _final(
-        self, request: dict[str, Any], behaviour: Behaviour, started_ns: int, count: int
-    ) -> dict[str, Any]:
+    def _final(self, request: dict[str, Any], behaviour: Behaviour, prompt: _Prompt,
+               started_ns: int, count: int) -> dict[str, Any]:  # fmt: skip
+        """Ollama's stats; its ``prompt_eval_count`` is a constant (the gateway's quota tests
+        count on it), its ``prompt_eval_duration`` the prefill past the cached prefix."""
         final: dict[str, Any] = {
             "model": request["model"],
             "created_at": _now(),
@@ -349,14 +405,15 @@ class _Generation:
         if not self.chat:
             final["context"] = list(range(1, 9))
         total = time.monotonic_ns() - started_ns
+        load, prefill = round(behaviour.first_token_delay * 1e9), round(prompt.prefill * 1e9)
         return {
             **final,
             "total_duration": total,
-            "load_duration": int(behaviour.first_token_delay * 1e9),
+            "load_duration": load,
             "prompt_eval_count": 26,
-            "prompt_eval_duration": 1_000_000,
+            "prompt_eval_duration": 1_000_000 + prefill,
             "eval_count": count,
-            "eval_duration": max(total - int(behaviour.first_token_delay * 1e9), 0),
+            "eval_duration": max(total - load - prefill, 0),
         }
 
 
@@ -368,6 +425,30 @@ def _behaviour(defaults: Behaviour, options: dict[str, Any]) -> Behaviour:
         name: options[f"sim_{name}"] for name in asdict(defaults) if f"sim_{name}" in options
     }
     return replace(defaults, **overrides)
+
+
+def _prompt_tokens(request: dict[str, Any]) -> list[str]:
+    """What the prompt cache compares, in the order a template renders it: the words of the
+    system prompt, the tools (as JSON), each message's role, content and tool calls, the prompt.
+    Either API's chat or completion request."""
+    texts = [str(request.get("system") or "")]
+    if request.get("tools"):
+        texts.append(json.dumps(request["tools"], sort_keys=True))
+    for message in request.get("messages") or ():
+        if not isinstance(message, dict):
+            continue
+        texts += [str(message.get("role", "")), _content_text(message.get("content"))]
+        if message.get("tool_calls"):
+            texts.append(json.dumps(message["tool_calls"], sort_keys=True))
+    texts.append(str(request.get("prompt") or ""))
+    return " ".join(texts).split()
+
+
+def _content_text(content: Any) -> str:
+    """A message's text; of OpenAI's parts, their texts."""
+    if isinstance(content, list):
+        return " ".join(str(part.get("text", "")) for part in content if isinstance(part, dict))
+    return "" if content is None else str(content)
 
 
 def _done_reason(options: dict[str, Any], count: int) -> str:

@@ -14,6 +14,9 @@ comes with the first token and the answer whole after the last, so faults hit it
 ``n`` and ``user`` change nothing, ``stop`` cuts nothing, and there is one choice. The
 simulator's tokens of a text are its whitespace-separated words (``_words``): they make
 ``usage.prompt_tokens`` and ``/tokenize``'s count; completion tokens are the streamed deltas.
+With a ``prefill_delay`` the usage tells, like vLLM's with prefix caching, the prompt's tokens
+found in the prompt cache (``prompt_tokens_details.cached_tokens``; its tokens count the roles
+and tools too, so it is capped at ``prompt_tokens``).
 """
 
 from __future__ import annotations
@@ -37,10 +40,12 @@ from simulator.app import (
     Behaviour,
     Counters,
     _Answer,
+    _content_text,
     _done_reason,
     _Generation,
     _normalised,
     _pieces,
+    _Prompt,
     _vector,
 )
 
@@ -160,7 +165,7 @@ class _Completion(_Generation):
     def _options(self, request: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in request.items() if k.startswith("sim_")}
 
-    def _answer(self, request: dict[str, Any], behaviour: Behaviour) -> _Answer:
+    def _answer(self, request: dict[str, Any], behaviour: Behaviour, prompt: _Prompt) -> _Answer:
         ollama = _equivalent(request, chat=self.chat)
         options = ollama.get("options") or {}
         limit = options.get("num_predict")  # vLLM's counts the thinking too
@@ -168,9 +173,11 @@ class _Completion(_Generation):
         calls = [_call(call) for piece in pieces for call in piece.get("tool_calls", ())]
         deltas = _deltas(pieces, calls)
         reason = "tool_calls" if calls else _done_reason(options, len(pieces))
-        prompt = len(_words(request))
-        usage = {"prompt_tokens": prompt, "completion_tokens": len(deltas),
-                 "total_tokens": prompt + len(deltas)}  # fmt: skip
+        count = len(_words(request))
+        usage: dict[str, Any] = {"prompt_tokens": count, "completion_tokens": len(deltas),
+                                 "total_tokens": count + len(deltas)}  # fmt: skip
+        if behaviour.prefill_delay:
+            usage["prompt_tokens_details"] = {"cached_tokens": min(prompt.cached, count)}
         head = {"id": ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex,
                 "object": "chat.completion" if self.chat else "text_completion",
                 "created": int(time.time()), "model": request["model"]}  # fmt: skip
@@ -264,14 +271,8 @@ def _words(request: dict[str, Any]) -> list[str]:
     """The simulator's tokens of a prompt, or of messages' texts (no template's): its words."""
     if "messages" not in request:
         return str(request.get("prompt") or "").split()
-    texts = []
-    for message in request["messages"]:
-        content = message.get("content") if isinstance(message, dict) else None
-        if isinstance(content, list):  # parts: their texts
-            texts += [str(part.get("text", "")) for part in content if isinstance(part, dict)]
-        elif content is not None:
-            texts.append(str(content))
-    return " ".join(texts).split()
+    messages = [m for m in request["messages"] if isinstance(m, dict)]
+    return " ".join(_content_text(m.get("content")) for m in messages).split()
 
 
 async def _body(request: Request) -> dict[str, Any] | Response:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import anyio
 import httpx
 import orjson
 import pytest
 
+from harness import servers
 from harness.servers import Server, simulator_counters
 
 pytestmark = [pytest.mark.anyio, pytest.mark.system]
@@ -93,3 +96,44 @@ async def test_counters_tell_completed_from_cancelled(simulator: Server) -> None
     assert after["started"] - before["started"] == 2
     assert after["completed"] - before["completed"] == 1
     assert after["cancelled"] - before["cancelled"] == 1
+
+
+def chat_body(words: int, *extra: dict[str, str], **options: float) -> dict[str, object]:
+    """A chat: a user message of ``words`` words (with its role 1 + ``words`` tokens), ``extra``."""
+    message = {"role": "user", "content": " ".join(f"w{i}" for i in range(words))}
+    return {"model": "llama3.2", "messages": [message, *extra], "options": options}
+
+
+async def test_a_host_prefills_only_what_its_prompt_cache_lacks() -> None:
+    """Started with ``--prefill-delay``: a follow-up is prefilled past the turn it extends, an
+    unrelated prompt as long is prefilled whole (told by ``prompt_eval_duration``, 1 ms plus the
+    prefill) and the counters add up the tokens seen and found cached."""
+    host = servers.simulator("--prefill-delay", "0.0001", "--tokens", "2", "--token-delay", "0")
+    host.start()
+    try:
+
+        async def prefilled(body: Mapping[str, object], path: str = "/api/chat") -> int:
+            async with httpx.AsyncClient(base_url=host.url) as http:
+                response = await http.post(path, json=body)
+            final = orjson.loads(response.content.splitlines()[-1])
+            return round((int(final["prompt_eval_duration"]) - 1_000_000) / 100_000)
+
+        reply = {"role": "assistant", "content": "an answer"}
+        assert await prefilled(chat_body(30)) == 31  # "user" and 30 words
+        assert await prefilled(chat_body(30, reply, {"role": "user", "content": "more"})) == 5
+        assert await prefilled(chat_body(30, sim_prefill_delay=0.0002)) == 0  # seen: all cached
+        other = {"model": "llama3.2", "prompt": " ".join(f"other{i}" for i in range(36))}
+        assert await prefilled(other, "/api/generate") == 36
+        counters = simulator_counters(host)
+    finally:
+        host.stop()
+    assert (counters["prompt_tokens"], counters["prompt_tokens_cached"]) == (31 + 36 + 31 + 36, 62)
+
+
+async def test_without_a_prefill_delay_a_prompt_costs_nothing_more(simulator: Server) -> None:
+    body = chat_body(30)
+    async with httpx.AsyncClient(base_url=simulator.url) as http:
+        for _ in range(2):
+            response = await http.post("/api/chat", json=body)
+            final = orjson.loads(response.content.splitlines()[-1])
+            assert (final["load_duration"], final["prompt_eval_duration"]) == (0, 1_000_000)
