@@ -3,7 +3,7 @@
 
 A bad setting stops start-up here with one line naming the variable, before any worker starts.
 
-    python -m app keys create NAME [--rate-limit N]
+    python -m app keys create NAME [--rate-limit N] [--priority batch]
     python -m app keys list
     python -m app keys revoke NAME
 """
@@ -25,7 +25,7 @@ from types import FrameType
 import uvicorn
 
 from app.ops.logs import uvicorn_config
-from app.settings import Settings
+from app.settings import BANDS, Settings
 
 
 def main() -> None:
@@ -95,6 +95,8 @@ async def _keys(settings: Settings, argv: list[str]) -> int:
         ("--concurrency", "concurrency_limit", "generations running at once (0: no cap)"),
     ):
         create.add_argument(flag, dest=dest, type=_count, help=f"{meaning}, for this key")
+    create.add_argument("--priority", choices=BANDS, default=BANDS[0],
+                        help="the highest band its generations wait in for a GPU slot")  # fmt: skip
     commands.add_parser("list", help="the keys' names, when they were made, their limits")
     revoke = commands.add_parser("revoke", help="the key stops working within a second")
     revoke.add_argument("name")
@@ -108,7 +110,7 @@ async def _keys(settings: Settings, argv: list[str]) -> int:
     try:
         if args.command == "create":
             limits = {k: getattr(args, k) for k in api_keys.LIMITS if getattr(args, k) is not None}
-            key = await api_keys.create(redis, args.name, limits)
+            key = await api_keys.create(redis, args.name, limits, args.priority)
             if key is None:
                 print(f"error: a key named {args.name!r} exists", file=sys.stderr)
                 return 1
@@ -117,7 +119,7 @@ async def _keys(settings: Settings, argv: list[str]) -> int:
             for entry in await api_keys.listed(redis):
                 made = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.created))
                 shown = " ".join(f"{k}={v}" for k, v in sorted(entry.limits.items()))
-                print(f"{entry.name}\t{made} UTC\t{shown or 'defaults'}")
+                print(f"{entry.name}\t{made} UTC\t{shown or 'defaults'}\t{entry.priority}")
         elif not await api_keys.revoke(redis, args.name):
             print(f"error: no key named {args.name!r}", file=sys.stderr)
             return 1

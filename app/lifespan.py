@@ -30,6 +30,7 @@ from app.store.client import RedisClient
 from app.store.client import connect as connect_redis
 from app.store.generations import RedisStore
 from app.store.responses import ResponseRecords
+from app.upstream.affinity import Affinity
 from app.upstream.fair_queue import FairQueue
 from app.upstream.hosts import Hosts, Timings
 
@@ -88,6 +89,13 @@ def lifespan(
                 redis,
                 max_per_client=settings.queue_max_per_client,
                 timeout_seconds=settings.queue_timeout_seconds,
+                batch_max_wait_seconds=settings.queue_batch_max_wait_seconds,
+                gate=gate,
+            ),
+            affinity=Affinity(
+                redis,
+                ttl_seconds=settings.affinity_ttl_seconds,
+                spill=settings.affinity_spill,
                 gate=gate,
             ),
             transport=upstream_transport,

@@ -19,6 +19,7 @@ AUTH_MODES = ("off", "optional", "required")
 MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,127}")
 # what each upstream engine speaks: Ollama's API, or OpenAI's with that server's differences
 ENGINES = ("ollama", "vllm", "sglang", "llamacpp", "lmstudio", "openai")
+BANDS = ("interactive", "batch")  # the GPU queue's priority bands, the first served first
 SECRET_VARIABLES = frozenset({"UPSTREAMS"})  # never echoed: a spec may hold a key
 
 
@@ -79,6 +80,11 @@ class Settings:
     request_body_timeout_seconds: float = 30.0  # REQUEST_BODY_TIMEOUT, for its body
     queue_max_per_client: int = 20  # QUEUE_MAX_PER_CLIENT, queued generations per client
     queue_timeout_seconds: float = 300.0  # QUEUE_TIMEOUT, the longest a generation waits
+    queue_batch_max_wait_seconds: float = 60.0  # QUEUE_BATCH_MAX_WAIT, then batch is served too
+    anonymous_priority: str = "interactive"  # ANONYMOUS_PRIORITY, the band of keyless clients
+    affinity_ttl_seconds: int = 600  # AFFINITY_TTL, a prefix remembers its host; 0: no affinity
+    affinity_spill: int = 2  # AFFINITY_SPILL, generations busier than the least busy host
+    strip_volatile_prompt: bool = False  # STRIP_VOLATILE_PROMPT, e.g. Claude Code's billing line
 
     @property
     def limits_requests(self) -> bool:
@@ -255,6 +261,12 @@ def _header_name(raw: str) -> str:
     return raw.lower()
 
 
+def _band(raw: str) -> str:
+    if raw not in BANDS:
+        raise ValueError(raw)
+    return raw
+
+
 def _log_level(raw: str) -> str:
     lowered = raw.lower()
     if lowered not in LOG_LEVELS:
@@ -310,4 +322,9 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("request_body_timeout_seconds", "REQUEST_BODY_TIMEOUT", _positive_float, "seconds > 0"),
     ("queue_max_per_client", "QUEUE_MAX_PER_CLIENT", _positive_int, "an integer >= 1"),
     ("queue_timeout_seconds", "QUEUE_TIMEOUT", _positive_float, "seconds > 0"),
+    ("queue_batch_max_wait_seconds", "QUEUE_BATCH_MAX_WAIT", _positive_float, "seconds > 0"),
+    ("anonymous_priority", "ANONYMOUS_PRIORITY", _band, " or ".join(BANDS)),
+    ("affinity_ttl_seconds", "AFFINITY_TTL", _non_negative_int, "seconds >= 0"),
+    ("affinity_spill", "AFFINITY_SPILL", _non_negative_int, "an integer >= 0"),
+    ("strip_volatile_prompt", "STRIP_VOLATILE_PROMPT", _boolean, "true or false"),
 )

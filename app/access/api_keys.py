@@ -4,10 +4,11 @@ service on every request that carries one.
 A key is ``bib_`` and 256 random bits (base64url). It is shown once, when it is made, and Redis
 holds only its SHA-256: a key has far too much entropy to be found from its hash, so a plain
 hash is enough, and a lookup by hash compares nothing in Python whose timing could tell how much
-of a guess was right. Per key, Redis holds its name, when it was made and its limits (each
-overrides the service's default for that key's requests; absent: the default).
+of a guess was right. Per key, Redis holds its name, when it was made, its limits (each
+overrides the service's default for that key's requests; absent: the default) and its priority
+band (the highest its generations wait in for a GPU slot: ``app.access.placement``).
 
-    bib:{keys}:key:<sha256>   the key's record (JSON): name, created, limits
+    bib:{keys}:key:<sha256>   the key's record (JSON): name, created, limits, priority
     bib:{keys}:names          name -> sha256, for ``list`` and ``revoke``
 
 Both share one hash tag, so creating and revoking are one transaction, on a cluster too. A
@@ -27,6 +28,7 @@ from typing import cast
 
 import orjson
 
+from app.settings import BANDS
 from app.store import keys
 from app.store.client import Guarded, RedisClient
 
@@ -42,6 +44,7 @@ class ApiKey:
     name: str
     created: float
     limits: dict[str, int] = field(default_factory=dict)
+    priority: str = BANDS[0]
 
 
 def digest(key: str) -> str:
@@ -53,7 +56,8 @@ def new_key() -> str:
 
 
 def _record(entry: ApiKey) -> bytes:
-    return orjson.dumps({"name": entry.name, "created": entry.created, "limits": entry.limits})
+    return orjson.dumps({"name": entry.name, "created": entry.created, "limits": entry.limits,
+                         "priority": entry.priority})  # fmt: skip
 
 
 def _text(value: bytes | str) -> str:
@@ -62,17 +66,21 @@ def _text(value: bytes | str) -> str:
 
 def _parse(found: bytes | str) -> ApiKey:
     fields = orjson.loads(found)
-    return ApiKey(fields["name"], fields["created"], fields.get("limits") or {})
+    priority = fields.get("priority")  # keys made before priorities: the first band
+    return ApiKey(fields["name"], fields["created"], fields.get("limits") or {},
+                  priority if priority in BANDS else BANDS[0])  # fmt: skip
 
 
-async def create(redis: RedisClient, name: str, limits: dict[str, int]) -> str | None:
+async def create(redis: RedisClient, name: str, limits: dict[str, int],
+                 priority: str = BANDS[0]) -> str | None:  # fmt: skip
     """Makes a key named ``name`` and returns it (the only time it is ever seen); ``None``
     when a key of that name exists."""
     key = new_key()
     sha = digest(key)
+    record = _record(ApiKey(name, time.time(), limits, priority))
     async with redis.pipeline(transaction=True) as pipe:
         pipe.hsetnx(keys.API_KEY_NAMES, name, sha)
-        pipe.set(keys.api_key(sha), _record(ApiKey(name, time.time(), limits)), nx=True)
+        pipe.set(keys.api_key(sha), record, nx=True)
         made, _ = await pipe.execute()
     if not made:
         await redis.delete(keys.api_key(sha))  # the name was taken: this record is nobody's

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -29,6 +29,8 @@ from starlette.responses import Response
 from starlette.types import Receive
 
 from app.access.admission import Admission, Admitted
+from app.access.identity import identity
+from app.access.placement import placed
 from app.api.relay import SSE_HEADERS, SSE_MEDIA_TYPE, SSE_PING, RelayResponse
 from app.errors import InvalidJSON, ServiceError, TooLarge
 from app.generations.answer import Answer
@@ -43,6 +45,7 @@ from app.responses import JSONBody
 from app.settings import Settings
 
 GENERATION_HEADER = "X-Generation-ID"
+HOST_HEADER = "X-Upstream-Host"
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,10 +95,13 @@ async def complete(
     async def read() -> CompletionRequest:
         nonlocal asked
         if request.method == "POST" or query is None:
-            asked = await parse(await read_object(request), request)
+            parsed = await parse(await read_object(request), request)
         else:
-            asked = await query(request.query_params, request)
-        return asked.completion
+            parsed = await query(request.query_params, request)
+        settings, asking = request.state["settings"], identity(request.scope)
+        completion = placed(parsed.completion, request.headers, asking, settings)
+        asked = replace(parsed, completion=completion)
+        return completion
 
     async with _owning(request) as admission:
         admitted = await admission.admit(read, resumable=resumable)
@@ -173,12 +179,17 @@ async def read_object(request: Request[State]) -> dict[str, Any]:
     return data
 
 
-def provenance(x_cache: XCache, generation: str | None = None) -> dict[str, str]:
-    """The headers of every surface's answer: where it came from, and the generation's id (to
-    follow or resume it at ``/v1/chats/generations/<id>/events``)."""
-    if generation is None:
-        return {"X-Cache": x_cache}
-    return {"X-Cache": x_cache, GENERATION_HEADER: generation}
+def provenance(x_cache: XCache, generation: str | None = None, host: str | None = None
+               ) -> dict[str, str]:  # fmt: skip
+    """The headers of every surface's answer: where it came from, the generation's id (to
+    follow or resume it at ``/v1/chats/generations/<id>/events``), and the host generating it
+    when this worker placed it there (for debugging routing)."""
+    headers: dict[str, str] = {"X-Cache": x_cache}
+    if generation is not None:
+        headers[GENERATION_HEADER] = generation
+    if host is not None:
+        headers[HOST_HEADER] = host
+    return headers
 
 
 def record(request: Request[State], feed: Feed) -> RequestFacts:
@@ -213,9 +224,9 @@ async def _relay_response(request: Request[State], feed: Feed, index: int, head:
                           rendering: Rendering) -> Response:  # fmt: skip
     settings = request.state["settings"]
     noted = record(request, feed)
-    headers = {**SSE_HEADERS, **provenance(feed.x_cache, feed.generation_id)}
     wire = rendering.wire(feed.generation_id)
     ready = await feed.ready(settings.heartbeat_interval_seconds)
+    headers = {**SSE_HEADERS, **provenance(feed.x_cache, feed.generation_id, feed.host)}
     error = feed.early_error()
     if error is not None:
         raise error
@@ -266,7 +277,7 @@ async def _json(request: Request[State], feed: Feed, rendering: Rendering) -> Re
     if not answer.done() or answer.cancelled():
         return Response(status_code=499)  # nobody reads it: the client has gone
     body = rendering.body(feed.generation_id, answer.result())
-    return JSONBody(body, headers=provenance(feed.x_cache, feed.generation_id))
+    return JSONBody(body, headers=provenance(feed.x_cache, feed.generation_id, feed.host))
 
 
 async def _disconnected(receive: Receive) -> None:

@@ -54,6 +54,10 @@ class Feed(Protocol):
     def ended(self) -> bool:
         """Whether the generation has ended (done or failed), as far as this feed knows."""
 
+    @property
+    def host(self) -> str | None:
+        """The host its generation runs on, when this worker placed it."""
+
     def early_error(self) -> ServiceError | None:
         """The error that ended the generation before its first token, if any."""
 
@@ -78,6 +82,10 @@ class LocalFeed:
     @property
     def ended(self) -> bool:
         return self._generation.ended
+
+    @property
+    def host(self) -> str | None:
+        return self._generation.host
 
     async def ready(self, timeout_seconds: float) -> bool:
         with anyio.move_on_after(timeout_seconds) as waiting:
@@ -119,6 +127,7 @@ class CachedFeed:
         self.generation_id = completion.generation
         self.model = completion.model
         self.x_cache: XCache = "HIT"
+        self.host: str | None = None  # which host generated it is not kept
         self._completion = completion
         # built once per wire: copies of hot entries serve many hits, through any surface
         self._replays: dict[tuple[str, ...], Chunk] = {}
@@ -196,6 +205,7 @@ class RemoteFeed:
         self.generation_id = generation_id
         self.model = model
         self.x_cache = x_cache
+        self.host: str | None = None  # placed by another worker
         self._store = store
         self._kind = kind
         self._worker = worker

@@ -56,7 +56,7 @@ from app.store.generations import (
     RedisStore,
     Renewal,
 )
-from app.upstream.engine import Emit, Finished, Queued, Token
+from app.upstream.engine import Emit, Finished, Placed, Queued, Token
 
 logger = logging.getLogger(__name__)
 
@@ -126,6 +126,8 @@ class GenerationView(Protocol):
     @property
     def ended(self) -> bool: ...
     @property
+    def host(self) -> str | None: ...
+    @property
     def queued(self) -> int | None: ...
     async def wait_beyond(self, index: int, queued: int | None = None) -> None: ...
     async def wait_settled(self) -> None: ...
@@ -186,6 +188,7 @@ class Generation:
         self.stats: dict[str, Any] | None = None
         self.error: ServiceError | None = None
         self.queued: int | None = None  # its place in the GPU queue, until its first token
+        self.host: str | None = None  # the host it runs on, once placed
         self._followed = False  # a client has waited on it (then leaving it queued cancels it)
         self._store = store
         self._leases = leases
@@ -233,8 +236,10 @@ class Generation:
             logger.exception("generation %s failed", self.id)
             self._end(error=ServiceError("The generation failed inside the service."))
 
-    def _emit(self, chunk: Token | Finished | Queued) -> None:
-        if isinstance(chunk, Queued):
+    def _emit(self, chunk: Token | Finished | Queued | Placed) -> None:
+        if isinstance(chunk, Placed):
+            self.host = chunk.host
+        elif isinstance(chunk, Queued):
             if chunk.position != self.queued:
                 self.queued = chunk.position
                 self._notify()

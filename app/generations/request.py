@@ -38,6 +38,8 @@ class CompletionRequest:
     stream: bool = True
     cache: bool = True
     raw: bool = False  # the prompt as the model's input, no template (Ollama's raw, OpenAI's text)
+    band: str = "interactive"  # its place in the GPU queue (app.access.placement)
+    session: str | None = None  # the conversation its client named (app.upstream.affinity)
 
     @property
     def kind(self) -> Kind:

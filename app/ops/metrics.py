@@ -31,6 +31,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.responses import NO_STORE
+from app.settings import BANDS
 
 REQUESTS = Counter("bib_requests", "HTTP requests answered", ["route", "method", "status"])
 FIRST_TOKEN = Histogram(
@@ -80,6 +81,18 @@ HOST_IN_FLIGHT = Gauge(
     multiprocess_mode="livesum",
 )
 HOST_ERRORS = Counter("bib_ollama_host_errors", "Failures of each Ollama host", ["host"])
+AFFINITY = Counter(
+    "bib_affinity",
+    "Generations routed by conversation affinity: to their warm host (hit), with none known "
+    "(miss, by the host chosen), or elsewhere because it was too busy (spill, by the warm host)",
+    ["host", "result"],
+)
+QUEUE_WAITING_BANDS = Gauge(
+    "bib_queue_waiting_band",
+    "Generations of this replica waiting for a slot, by priority band",
+    ["band"],
+    multiprocess_mode="livesum",
+)
 OPEN_STREAMS = Gauge(
     "bib_open_streams", "Server-sent event streams open now", multiprocess_mode="livesum"
 )
@@ -99,7 +112,8 @@ KNOWN: tuple[tuple[Counter, str, tuple[str, ...]], ...] = (
     (SLOW_REQUESTS, "part", ("head", "body")),
     (UPSTREAM_ERRORS, "kind",
      ("upstream_error", "upstream_unavailable", "upstream_timeout", "model_not_found")),
-    (REDIS_ERRORS, "component", ("generations", "limiter", "keys", "queue", "responses")),
+    (REDIS_ERRORS, "component",
+     ("generations", "limiter", "keys", "queue", "responses", "affinity")),
 )  # fmt: skip
 
 
@@ -111,6 +125,10 @@ def export_known(hosts: Sequence[str]) -> None:
             metric.labels(value)
     for host in hosts:
         HOST_ERRORS.labels(host)
+        for result in ("hit", "miss", "spill"):
+            AFFINITY.labels(host, result)
+    for band in BANDS:
+        QUEUE_WAITING_BANDS.labels(band)
 
 
 def time_full_collections(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:

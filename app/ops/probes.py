@@ -65,7 +65,7 @@ async def health(request: Request[State]) -> Response:
     redis = await request.state["redis_check"]()
     upstream = await request.state["hosts_check"]()
     hosts = request.state["hosts"]
-    queued = await hosts.queue_lengths()  # one read for both views of the queue
+    queued = await hosts.queue_lengths()  # one read for every view of the queue
     status = "healthy" if redis.passed else "degraded"
     if not upstream.passed:
         status = "unhealthy"
@@ -76,6 +76,7 @@ async def health(request: Request[State]) -> Response:
         "available_models": [str(model.get("name")) for model in upstream.value or []],
         "ollama_hosts": await hosts.report(queued["hosts"]),
         "queued_by_model": queued["models"],
+        "queued_by_band": queued["bands"],
         "version": VERSION,
         "uptime_seconds": round(time.monotonic() - request.state["started_at"], 3),
     }

@@ -237,11 +237,14 @@ class RedisStore:
                 await asyncio.sleep(RETRY_AFTER_SECONDS)
 
     async def pick_host(self, urls: list[str], ticket: str, lease_seconds: float,
-                        waiting: Sequence[int] = ()) -> int:  # fmt: skip
+                        waiting: Sequence[int] = (), preferred: int | None = None,
+                        spill: int = 0) -> int:  # fmt: skip
         """Adds ``ticket`` to the least busy of the hosts' in-flight sets, each counted with
-        what its engine has ``waiting`` besides; returns its index."""
+        what its engine has ``waiting`` besides, or to the ``preferred`` one's unless that
+        counts more than ``spill`` above the least; returns its index."""
         names = [keys.host_in_flight(url) for url in urls]
-        args: list[str | float] = [time.time(), ticket, lease_seconds, *waiting]
+        first = 0 if preferred is None else preferred + 1
+        args: list[str | float] = [time.time(), ticket, lease_seconds, first, spill, *waiting]
         return int(await self._shared.script(self._least_taken, names, args))
 
     async def drop_host_ticket(self, url: str, ticket: str, *, announce: bool = False) -> None:

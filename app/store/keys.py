@@ -22,10 +22,14 @@ script and pipeline stays within a slot.
     bib:{hosts}:in-flight:<url>  tickets of the generations running on that host
                               (``app.store.tickets``); one tag, so one script sees them all
     bib:{hosts}:queue         generations waiting for a host's slot
-                              (``app.upstream.fair_queue``), scored by their fair tag;
-                              ``:leases``, ``:entries``, ``:clients``, ``:tags``, ``:clock``,
-                              ``:seq`` beside it (the same tag)
+                              (``app.upstream.fair_queue``), scored by band and fair tag;
+                              ``:leases``, ``:entries``, ``:clients``, ``:tags``, ``:clocks``,
+                              ``:seq``, ``:batch`` beside it (the same tag)
     bib:slots                 pub/sub channel: a host's slot was freed, or a waiter left
+    bib:{affinity}:<sha256>   the host (and its epoch) that last served a prompt with this
+                              prefix (``app.upstream.affinity``), TTL ``AFFINITY_TTL``
+    bib:{affinity}:session:<sha256>  the same, for a client's session key
+    bib:{affinity}:epochs     host URL -> its epoch, raised when the host is ejected
     bib:rl:{<client>}:<n>     requests of a client in fixed window ``n``
                               (``app.access.quotas``), expiring after two windows
     bib:rl:{<client>}:tokens:<n>  the engines' tokens charged to a client in token window
@@ -46,6 +50,7 @@ STOP_CHANNEL = "bib:stop"
 API_KEY_NAMES = "bib:{keys}:names"
 WATCH_CHANNEL = "bib:watch"
 SLOTS_CHANNEL = "bib:slots"
+AFFINITY_EPOCHS = "bib:{affinity}:epochs"
 
 
 def content(sha: str, name: Literal["cache", "live", "embedding"]) -> str:
@@ -60,9 +65,17 @@ def host_in_flight(url: str) -> str:
     return f"bib:{{hosts}}:in-flight:{url}"
 
 
+def affinity(sha: str) -> str:
+    return f"bib:{{affinity}}:{sha}"
+
+
+def affinity_session(sha: str) -> str:
+    return f"bib:{{affinity}}:session:{sha}"
+
+
 def queue() -> list[str]:
     """The queue's keys, in the order ``fair_queue.lua`` takes them."""
-    parts = ("", ":leases", ":entries", ":clients", ":tags", ":clock", ":seq")
+    parts = ("", ":leases", ":entries", ":clients", ":tags", ":clocks", ":seq", ":batch")
     return ["bib:{hosts}:queue" + part for part in parts]
 
 

@@ -3,8 +3,9 @@
 An engine (``app.upstream.ollama``, behind ``app.upstream.hosts``) reads a generation request
 through ``Prompt``, the little it needs of one, so that the request itself stays the use case's
 (``app.generations.request``) and satisfies it without knowing it. It answers by emitting
-chunks: ``Token`` for each piece of the answer, one ``Finished`` at the end, and, while the
-generation waits for a GPU slot, ``Queued`` with its place in line.
+chunks: ``Token`` for each piece of the answer, one ``Finished`` at the end, while the
+generation waits for a GPU slot ``Queued`` with its place in line, and ``Placed`` with the host
+that took it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,14 @@ class Prompt(Protocol):
     def kind(self) -> Kind: ...
     @property
     def keep_alive(self) -> str | float | None: ...
+    @property
+    def band(self) -> str:
+        """Its priority band in the GPU queue (``app.settings.BANDS``)."""
+
+    @property
+    def session(self) -> str | None:
+        """The conversation its client named, for affinity (``app.upstream.affinity``)."""
+
     def content(self) -> dict[str, Any]:
         """What decides the answer: ``kind``, ``model``, and ``prompt`` or ``messages``, with
         ``system``, ``options``, ``format``, ``think`` and ``tools`` where they are set."""
@@ -51,6 +60,13 @@ class Queued:
     position: int
 
 
+@dataclass(frozen=True, slots=True)
+class Placed:
+    """The generation runs on ``host`` (its URL, shown without credentials)."""
+
+    host: str
+
+
 class EngineClient(Protocol):
     """One engine server's client (``app.upstream.ollama``, ``app.upstream.openai``): its
     answers in Ollama's shapes, whatever the engine speaks."""
@@ -67,5 +83,5 @@ class EngineClient(Protocol):
     async def aclose(self) -> None: ...
 
 
-Emit = Callable[[Token | Finished | Queued], None]  # what a generation's source emits
+Emit = Callable[[Token | Finished | Queued | Placed], None]  # what a generation's source emits
 Relay = Callable[[Token | Finished], None]  # what one host's stream emits

@@ -4,11 +4,15 @@ replica through Redis, served round-robin between clients.
 With ``OLLAMA_SLOTS`` (or a host's own ``;slots=N``) a host never has more generations in flight
 than its slots, counted in the in-flight sets that routing already keeps (``app.upstream.hosts``). A
 generation that finds no free slot on a host with its model joins the queue; one Lua script
-(``fair_queue.lua``) joins, tries and leaves atomically. Each client's n-th waiting generation
-is served in the n-th round (start-time fair queuing on a tag per client), so one client's
+(``fair_queue.lua``) joins, tries and leaves atomically. Every entry has a priority band
+(``app.settings.BANDS``): the ``interactive`` band is served before the ``batch`` band, except
+that a batch entry that has waited ``QUEUE_BATCH_MAX_WAIT`` goes next, so a flood of people
+never starves a batch for ever. Within a band, each client's n-th waiting generation is served
+in the n-th round (start-time fair queuing on a tag per client and band), so one client's
 twentieth request waits behind another client's first; within a client, first come, first
 served. The queue is work-conserving: an entry takes a free slot unless an entry ahead of it
-can use that same host.
+can use that same host; of the free hosts, the one conversation affinity prefers
+(``app.upstream.affinity``) unless it is too busy.
 
 A waiter tries again whenever a slot is freed or a waiter leaves anywhere (the ``bib:slots``
 channel, heard by ``wake``), and at least every ``POLL_SECONDS``; each try renews its lease, so
@@ -34,6 +38,7 @@ import anyio
 
 from app.errors import QueueTimeout, RateLimited
 from app.ops import metrics
+from app.settings import BANDS
 from app.store import keys
 from app.store.client import Guarded, RedisClient, RedisUnavailable
 from app.store.pipeline import SharedPipeline
@@ -61,6 +66,7 @@ class Durations:
 
 class FairQueue:
     def __init__(self, redis: RedisClient, *, max_per_client: int, timeout_seconds: float,
+                 batch_max_wait_seconds: float = 60.0,
                  gate: asyncio.Semaphore | None = None) -> None:  # fmt: skip
         self._script = redis.register_script(
             resources.files("app.upstream").joinpath("fair_queue.lua").read_text()
@@ -70,6 +76,7 @@ class FairQueue:
         self._shared = SharedPipeline(redis, self._call)
         self._max_per_client = max_per_client
         self._timeout_seconds = timeout_seconds
+        self._batch_max_wait_seconds = batch_max_wait_seconds
         self._wakes: set[asyncio.Event] = set()
         self.durations = Durations()
 
@@ -87,19 +94,29 @@ class FairQueue:
         *,
         client: str,
         model: str,
+        band: str = "interactive",
+        preferred: int | None = None,
+        spill: int = 0,
         on_position: Callable[[int], None],
     ) -> int:
         """Waits for a slot on one of the hosts ``urls`` (each with its ``slots``; 0: no cap)
-        and puts ``ticket`` in its in-flight set; returns the host's index. Raises
-        ``RateLimited`` (too many waiting), ``QueueTimeout`` and ``RedisUnavailable``."""
+        and puts ``ticket`` in its in-flight set; returns the host's index. ``band``: the
+        entry's priority band; ``preferred``: the index of the host affinity prefers, unless it
+        is more than ``spill`` generations busier. Raises ``RateLimited`` (too many waiting),
+        ``QueueTimeout`` and ``RedisUnavailable``."""
         names = keys.queue() + [keys.host_in_flight(url) for url in urls]
         hosts: list[Any] = []
         for url, n in zip(urls, slots, strict=True):
             hosts += [url, n or UNLIMITED]
         total = sum(n or UNLIMITED for n in slots)
-        reply = await self._run(names, ["join", time.time(), secrets.token_hex(8),
-                                        WAITER_LEASE_SECONDS, client, model, self._max_per_client,
-                                        ticket, ticket_lease, *hosts])  # fmt: skip
+        choice = [ticket, ticket_lease, 0 if preferred is None else preferred + 1, spill,
+                  self._batch_max_wait_seconds]  # fmt: skip
+
+        def join(most: int) -> list[Any]:
+            return ["join", time.time(), secrets.token_hex(8), WAITER_LEASE_SECONDS, *choice,
+                    client, model, band, most, *hosts]  # fmt: skip
+
+        reply = await self._run(names, join(self._max_per_client))
         if reply[0] == b"full":
             metrics.RATE_LIMITED.labels("queue").inc()
             wait = self.durations.retry_after(int(reply[1]), total)
@@ -117,6 +134,7 @@ class FairQueue:
         wake = asyncio.Event()
         self._wakes.add(wake)
         waiting = [metrics.QUEUE_WAITING.labels(url, model) for url in urls]
+        waiting.append(metrics.QUEUE_WAITING_BANDS.labels(band))
         for gauge in waiting:
             gauge.inc()
         try:
@@ -135,11 +153,9 @@ class FairQueue:
                 with anyio.move_on_after(min(POLL_SECONDS, left)):
                     await wake.wait()
                 reply = await self._run(names, ["try", time.time(), member, WAITER_LEASE_SECONDS,
-                                                ticket, ticket_lease, *hosts])  # fmt: skip
+                                                *choice, *hosts])  # fmt: skip
                 if reply[0] == b"gone":  # its lease ran out (a stalled loop): in line again
-                    reply = await self._run(names, [
-                        "join", time.time(), secrets.token_hex(8), WAITER_LEASE_SECONDS, client,
-                        model, UNLIMITED, ticket, ticket_lease, *hosts])  # fmt: skip
+                    reply = await self._run(names, join(UNLIMITED))
                     member = reply[2] if reply[0] == b"wait" else member
             metrics.QUEUE_WAIT.observe(loop.time() - started)
             return int(reply[1])
@@ -162,7 +178,8 @@ class FairQueue:
         return reply
 
     async def lengths(self) -> dict[str, dict[str, int]]:
-        """Live waiting entries per host URL and per model, as every replica sees them."""
+        """Live waiting entries per host URL, per model and per band, as every replica sees
+        them."""
         _, leases, entries_key, *_ = keys.queue()
 
         def queue(pipe: Any) -> None:
@@ -172,9 +189,11 @@ class FairQueue:
         entries, live = await self._shared.run(queue)
         by_host: dict[str, int] = {}
         by_model: dict[str, int] = {}
+        by_band = dict.fromkeys(BANDS, 0)
         for member in live:
-            _, model, urls = entries.get(member, b"\t\t").decode().split("\t")
+            _, model, band, urls = entries.get(member, b"\t\t\t").decode().split("\t")
             by_model[model] = by_model.get(model, 0) + 1
+            by_band[band] = by_band.get(band, 0) + 1
             for url in urls.split():
                 by_host[url] = by_host.get(url, 0) + 1
-        return {"hosts": by_host, "models": by_model}
+        return {"hosts": by_host, "models": by_model, "bands": by_band}

@@ -41,6 +41,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import httpx
@@ -53,11 +54,12 @@ from app.errors import (
     UpstreamUnavailable,
 )
 from app.ops import metrics
-from app.settings import Settings, Upstream
+from app.settings import BANDS, Settings, Upstream
 from app.store.client import RedisUnavailable
 from app.store.generations import RedisStore
-from app.upstream import openai
-from app.upstream.engine import Emit, EngineClient, Finished, Prompt, Queued, Token
+from app.upstream import affinity, openai
+from app.upstream.affinity import Affinity
+from app.upstream.engine import Emit, EngineClient, Finished, Placed, Prompt, Queued, Token
 from app.upstream.fair_queue import FairQueue
 from app.upstream.ollama import OllamaClient
 from app.upstream.streaming import Timeouts
@@ -89,6 +91,12 @@ class Timings:
             eject_seconds=settings.ollama_eject_seconds,
             eject_max_seconds=settings.ollama_eject_max_seconds,
         )
+
+
+def shown(url: str) -> str:
+    """A host's URL as a response header may show it: without any user or password."""
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def model_key(name: str) -> str:
@@ -163,7 +171,8 @@ class Hosts:
     """The token source of the service: every configured Ollama host, chosen per generation."""
 
     def __init__(self, hosts: Sequence[Host], store: RedisStore | None, timings: Timings,
-                 queue: FairQueue | None = None) -> None:  # fmt: skip
+                 queue: FairQueue | None = None, affinity: Affinity | None = None
+                 ) -> None:  # fmt: skip
         self.hosts = list(hosts)
         self._queue = queue if any(h.slots for h in self.hosts) else None
         for host in self.hosts:
@@ -171,6 +180,8 @@ class Hosts:
                 metrics.HOST_SLOTS.labels(host.url).set(host.slots)
         # one host: nothing to share, unless its slots are counted
         self._store = store if len(self.hosts) > 1 or self._queue is not None else None
+        many = len(self.hosts) > 1 and self._store is not None
+        self._affinity = affinity if many and affinity and affinity.ttl_seconds else None
         self._timings = timings
         if len(self.hosts) == 1:  # nothing to route around: probe again at once, and say so
             self._timings = replace(timings, eject_seconds=0.0, eject_max_seconds=0.0)
@@ -188,6 +199,7 @@ class Hosts:
         idle_timeout_seconds: float,
         timings: Timings,
         queue: FairQueue | None = None,
+        affinity: Affinity | None = None,
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> Hosts:
         timeouts = Timeouts(first_token_timeout_seconds, idle_timeout_seconds)
@@ -202,21 +214,22 @@ class Hosts:
                                  transport)  # fmt: skip
 
         hosts = [Host(u.url, client(u), slots=u.slots, engine=u.engine) for u in upstreams]
-        return cls(hosts, store, timings, queue)
+        return cls(hosts, store, timings, queue, affinity)
 
     async def aclose(self) -> None:
         for host in self.hosts:
             await host.client.aclose()
 
     async def generate(self, request: Prompt, emit: Emit, *, client: str) -> None:
-        """Streams ``request`` from the least busy host with the model (waiting for a slot as
-        ``client`` when slots are counted); see the docstring."""
+        """Streams ``request`` from the host affinity prefers or the least busy host with the
+        model (waiting for a slot as ``client`` when slots are counted); see the docstring."""
         tried: list[Host] = []
         while True:
             candidates = self._candidates(request.model, tried)
             if not candidates:
                 raise ModelNotFound(f"No upstream serves the model {request.model}.")
-            host, ticket = await self._take(candidates, client, request.model, emit)
+            host, ticket = await self._take(candidates, request, client, emit)
+            emit(Placed(shown(host.url)))
             taken_at = time.monotonic()
             tried.append(host)
             started = False
@@ -231,7 +244,7 @@ class Hosts:
                 await host.client.generate(request, relay)
             except ServiceError as exc:
                 fault = isinstance(exc, HOST_FAULTS)
-                host.failed(exc.detail, self._timings, eject=fault)
+                self._failed(host, exc.detail, eject=fault)
                 elsewhere = [h for h in self._candidates(request.model, tried)
                              if h.has(request.model)]  # fmt: skip
                 if started or not fault or len(tried) > 1 or not elsewhere:
@@ -244,6 +257,13 @@ class Hosts:
             if self._queue is not None:
                 self._queue.durations.add(time.monotonic() - taken_at)
             return
+
+    def _failed(self, host: Host, error: str, *, eject: bool) -> None:
+        """``host`` failed; ejected now, it loses its affinity entries everywhere."""
+        was_ejected = host.ejected
+        host.failed(error, self._timings, eject=eject)
+        if host.ejected and not was_ejected and self._affinity is not None:
+            self._affinity.forget(host.url)
 
     def slots_freed(self) -> None:
         """Somewhere a host's slot was freed or a waiter left (``bib:slots``)."""
@@ -267,30 +287,39 @@ class Hosts:
             return [h for h in serving if h.engine == "ollama"]
         return sorted(hosts, key=lambda h: h.ejected_until)[:1]
 
-    async def _take(self, candidates: list[Host], client: str, model: str, emit: Emit
+    async def _take(self, candidates: list[Host], request: Prompt, client: str, emit: Emit
                     ) -> tuple[Host, str]:  # fmt: skip
-        """Picks the least busy candidate (random among equals) and counts the generation;
-        with slots, waits in the fair queue for one. Without Redis, only this worker counts."""
+        """Picks the candidate affinity prefers, else the least busy (random among equals),
+        and counts the generation; with slots, waits in the fair queue for one. Without
+        Redis, only this worker counts."""
         random.shuffle(candidates)
+        urls = [h.url for h in candidates]
         self._issued += 1
         ticket = f"{self._worker}:{self._issued}"
         chosen = min(candidates, key=lambda h: len(h.tickets) + h.waiting)  # this worker's
+        match, spill = None, 0
+        if self._affinity is not None:
+            spill = self._affinity.spill
+            with contextlib.suppress(RedisUnavailable):  # least busy, then
+                match = await self._affinity.lookup(request, request.session, urls)
+        preferred = None if match is None else match.preferred
         if self._queue is not None:
             with contextlib.suppress(RedisUnavailable):  # counted here only
                 chosen = candidates[await self._queue.take(
-                    [h.url for h in candidates], [h.slots for h in candidates], ticket,
-                    IN_FLIGHT_LEASE_SECONDS, client=client, model=model,
-                    on_position=lambda n: emit(Queued(n)),
+                    urls, [h.slots for h in candidates], ticket, IN_FLIGHT_LEASE_SECONDS,
+                    client=client, model=request.model, band=request.band, preferred=preferred,
+                    spill=spill, on_position=lambda n: emit(Queued(n)),
                 )]  # fmt: skip
         elif self._store is not None:
             try:
-                urls = [h.url for h in candidates]
                 waiting = [h.waiting for h in candidates]
-                chosen = candidates[
-                    await self._store.pick_host(urls, ticket, IN_FLIGHT_LEASE_SECONDS, waiting)
-                ]
+                chosen = candidates[await self._store.pick_host(
+                    urls, ticket, IN_FLIGHT_LEASE_SECONDS, waiting, preferred, spill)]  # fmt: skip
             except RedisUnavailable:
                 pass  # counted here only
+        if self._affinity is not None and match is not None:
+            affinity.count(match, urls, candidates.index(chosen))
+            self._affinity.record(match, chosen.url)
         chosen.tickets.add(ticket)
         metrics.HOST_IN_FLIGHT.labels(chosen.url).inc()
         return chosen, ticket
@@ -323,9 +352,9 @@ class Hosts:
                 host.last_error = f"{slow}, while streaming: slow, not down"
                 host.listed(None)
             else:
-                host.failed(slow, self._timings, eject=True)
+                self._failed(host, slow, eject=True)
         except ServiceError as exc:
-            host.failed(exc.detail, self._timings, eject=True)
+            self._failed(host, exc.detail, eject=True)
         else:
             host.listed(models)
 
@@ -450,12 +479,12 @@ class Hosts:
         ]
 
     async def queue_lengths(self) -> dict[str, dict[str, int]]:
-        """Generations waiting for a slot, by host URL and by model (empty: no queue, or
-        Redis cannot say)."""
+        """Generations waiting for a slot, by host URL, by model and by band (empty: no
+        queue, or Redis cannot say)."""
         if self._queue is not None:
             with contextlib.suppress(RedisUnavailable):
                 return await self._queue.lengths()
-        return {"hosts": {}, "models": {}}
+        return {"hosts": {}, "models": {}, "bands": dict.fromkeys(BANDS, 0)}
 
     async def run(self) -> None:
         """The background work of a worker's life: probes, and renewing its in-flight tickets."""

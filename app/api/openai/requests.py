@@ -22,6 +22,8 @@ OpenAI                                       native (``app.generations.request``
 ``reasoning_effort``, ``reasoning.effort``   ``think``: ``none`` is false, a level is the level
 ``stream``, ``stream_options.include_usage`` delivery only: the stream, and its usage chunk
 ``user``                                     nothing (accepted: it names the end user)
+``service_tier``, ``prompt_cache_key``       delivery only: ``flex`` waits in the batch band;
+                                             the key names the conversation (affinity)
 ``cache``, ``keep_alive``, ``options``       the same (our extensions; the mapped options
                                              above go over those in ``options``)
 ==========================================  =================================================
@@ -59,7 +61,8 @@ _OPTIONS = {"temperature": "temperature", "top_p": "top_p", "seed": "seed",
             "frequency_penalty": "frequency_penalty", "presence_penalty": "presence_penalty",
             "max_tokens": "num_predict", "max_completion_tokens": "num_predict",
             "stop": "stop"}  # fmt: skip
-_DELIVERY = ("model", "stream", "stream_options", "user", "cache", "keep_alive", "options")
+_DELIVERY = ("model", "stream", "stream_options", "user", "cache", "keep_alive", "options",
+             "service_tier", "prompt_cache_key")  # fmt: skip
 # each: the value that changes nothing (None: only absent or null)
 _HONOURED_ONLY_AS = {"n": 1, "logprobs": False, "top_logprobs": None, "logit_bias": None,
                      "echo": False, "best_of": 1, "suffix": None, "parallel_tool_calls": True,
@@ -166,8 +169,23 @@ def _request(body: Mapping[str, Any], native: dict[str, Any], default_model: str
     stream_options = {} if body.get("stream_options") is None else body["stream_options"]
     if not isinstance(stream_options, dict) or set(stream_options) - {"include_usage"}:
         raise Unsupported("Only stream_options.include_usage is supported.", "stream_options")
-    return OpenAIRequest(parse_body(native, default_model),
-                         include_usage=stream_options.get("include_usage") is True)  # fmt: skip
+    completion = replace(parse_body(native, default_model), **placement(body))
+    return OpenAIRequest(completion, include_usage=stream_options.get("include_usage") is True)
+
+
+def placement(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What an OpenAI body asks of where its generation goes (``app.access.placement``):
+    ``service_tier`` ``flex`` is the batch band (any other tier asks nothing more), and
+    ``prompt_cache_key`` names the conversation."""
+    asked: dict[str, Any] = {}
+    for name in ("service_tier", "prompt_cache_key"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            raise InvalidRequest(f"{name} must be a string.", {name: "must be a string"})
+    if body.get("service_tier") == "flex":
+        asked["band"] = "batch"
+    if body.get("prompt_cache_key"):
+        asked["session"] = body["prompt_cache_key"]
+    return asked
 
 
 def _response_format(value: object) -> dict[str, Any]:

@@ -39,15 +39,18 @@ class Host:
 async def queue(redis: RedisClient, **settings: float) -> FairQueue:
     """A worker's queue whose script Redis holds already (else the first calls of one turn
     load it each on its own, in any order)."""
-    options = {"max_per_client": 20, "timeout_seconds": 30.0, **settings}
+    options = {"max_per_client": 20, "timeout_seconds": 30.0, "batch_max_wait_seconds": 60.0,
+               **settings}  # fmt: skip
     line = FairQueue(redis, max_per_client=int(options["max_per_client"]),
-                     timeout_seconds=options["timeout_seconds"])  # fmt: skip
+                     timeout_seconds=options["timeout_seconds"],
+                     batch_max_wait_seconds=options["batch_max_wait_seconds"])  # fmt: skip
     await line.leave(b"nobody")
     return line
 
 
 async def take(line: FairQueue, hosts: list[Host], client: str, ticket: str,
-               positions: list[int] | None = None) -> int:  # fmt: skip
+               positions: list[int] | None = None, *, band: str = "interactive",
+               preferred: int | None = None, spill: int = 0) -> int:  # fmt: skip
     return await line.take(
         [h.url for h in hosts],
         [h.slots for h in hosts],
@@ -55,6 +58,9 @@ async def take(line: FairQueue, hosts: list[Host], client: str, ticket: str,
         LEASE,
         client=client,
         model="llama3.2",
+        band=band,
+        preferred=preferred,
+        spill=spill,
         on_position=(positions if positions is not None else []).append,
     )
 
@@ -138,10 +144,12 @@ async def test_a_dead_workers_entries_and_slots_are_reclaimed(
     names = [*keys.queue(), keys.host_in_flight(host.url)]
     dead = [host.url, 1]
     # a running generation's ticket lasts 1 s unrenewed; a waiter's entry 0.3 s
-    assert (await line._run(names, ["join", time.time(), "slot", 0.3, "x", "m", 20, "t1",
-                                    1.0, *dead]))[0] == b"granted"  # fmt: skip
-    assert (await line._run(names, ["join", time.time(), "ghost", 0.3, "x", "m", 20, "t2",
-                                    1.0, *dead]))[0] == b"wait"  # fmt: skip
+    # join's arguments: now, member, lease, ticket, its lease, preferred, spill, batch's
+    # longest wait, client, model, band, most waiting, hosts
+    joined = [await line._run(names, ["join", time.time(), member, 0.3, ticket, 1.0, 0, 0, 60,
+                                      "x", "m", "interactive", 20, *dead])
+              for member, ticket in (("slot", "t1"), ("ghost", "t2"))]  # fmt: skip
+    assert [reply[0] for reply in joined] == [b"granted", b"wait"]
     positions: list[int] = []
     assert await asyncio.wait_for(take(line, [host], "y", "alive", positions), 3) == 0
     assert positions[0] == 1  # behind the ghost, until its lease ran out
@@ -162,3 +170,60 @@ async def test_a_waiter_whose_lease_lapsed_gets_back_in_line(
     assert not waiting.done()
     await redis.zrem(keys.host_in_flight(host.url), "running")  # freed, and nobody told
     assert await asyncio.wait_for(waiting, 2) == 0  # its next joining takes the slot
+
+
+async def test_an_interactive_request_goes_before_a_batch_flood(redis: RedisClient) -> None:
+    """One slot, a batch flood from one client, then one person's request: it is next, and its
+    position says so from the start."""
+    line, host = await queue(redis), Host(redis, slots=1)
+    await take(line, [host], "nightly", "running", band="batch")
+    tasks = {f"b{i}": asyncio.create_task(take(line, [host], "nightly", f"b{i}", band="batch"))
+             for i in range(5)}  # fmt: skip
+    await asyncio.sleep(0.1)
+    positions: list[int] = []
+    tasks["person"] = asyncio.create_task(take(line, [host], "alice", "person", positions))
+    await asyncio.sleep(0.1)
+    assert positions == [0]  # nothing will be served before it
+    await host.end("running", line)
+    assert await started(tasks) == {"person"}
+    await host.end("person", line)
+    assert await started(tasks) == {"person", "b0"}  # then the batch, in order
+    for task in tasks.values():
+        task.cancel()
+    await asyncio.gather(*tasks.values(), return_exceptions=True)
+
+
+async def test_a_batch_waiter_is_served_under_steady_interactive_load(redis: RedisClient) -> None:
+    """Interactive requests always waiting: a batch entry still goes next once it has waited
+    ``QUEUE_BATCH_MAX_WAIT``, ahead of interactive entries that joined after that."""
+    line, host = await queue(redis, batch_max_wait_seconds=0.3), Host(redis, slots=1)
+    await take(line, [host], "alice", "running")
+    batch = asyncio.create_task(take(line, [host], "nightly", "batch", band="batch"))
+    waiting = [asyncio.create_task(take(line, [host], "alice", f"i{i}")) for i in range(2)]
+    await asyncio.sleep(0.1)
+    await host.end("running", line)
+    await asyncio.sleep(0.1)
+    assert waiting[0].done()  # within its wait, interactive goes first
+    assert not batch.done()
+    await asyncio.sleep(0.4)  # the batch entry has waited its longest
+    waiting.append(asyncio.create_task(take(line, [host], "bob", "late")))
+    await asyncio.sleep(0.1)
+    await host.end("i0", line)
+    await asyncio.wait_for(batch, 3)
+    assert not waiting[1].done()
+    assert not waiting[2].done()
+    for task in waiting:
+        task.cancel()
+    await asyncio.gather(*waiting, return_exceptions=True)
+
+
+async def test_a_free_preferred_host_is_taken_unless_markedly_busier(redis: RedisClient) -> None:
+    """Affinity's choice among free hosts: the preferred one, within ``spill`` of the least
+    busy; beyond it, the least busy."""
+    line = await queue(redis)
+    warm, cold = Host(redis, slots=4), Host(redis, slots=4)
+    assert await take(line, [warm, cold], "alice", "a", preferred=0, spill=1) == 0
+    assert await take(line, [warm, cold], "alice", "b", preferred=0, spill=1) == 0  # 1 vs 0
+    assert await take(line, [warm, cold], "alice", "c", preferred=0, spill=1) == 1  # 2 vs 0
+    assert await take(line, [warm, cold], "alice", "d", preferred=0, spill=1) == 0  # 2 vs 1
+    assert (await warm.running(), await cold.running()) == (3, 1)

@@ -34,8 +34,11 @@ Responses                                    native (``app.generations.request``
                                              the background)
 ==========================================  =================================================
 
+``service_tier`` and ``prompt_cache_key`` are read as on chat completions: ``flex`` waits in
+the batch band, the key names the conversation (``app.access.placement``).
+
 Accepted and ignored, since they only tune OpenAI's own service or its logs: ``include``,
-``metadata`` (echoed), ``prompt_cache_key``, ``client_metadata``, ``service_tier``, ``user``,
+``metadata`` (echoed), ``client_metadata``, ``user``,
 ``safety_identifier``, ``truncation``, ``parallel_tool_calls``, ``stream_options``,
 ``text.verbosity``, ``reasoning.summary``; input items' ``id`` and ``status``, and a
 reasoning item's ``encrypted_content``. Anything else is ``Unsupported`` (``400``) naming it.

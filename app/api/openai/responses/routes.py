@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
@@ -30,6 +30,7 @@ from starlette.responses import Response
 
 from app.access.admission import Admitted
 from app.api import pipeline
+from app.api.openai.requests import placement
 from app.api.openai.responses import requests, wire
 from app.api.openai.responses.requests import ResponsesRequest, conversation
 from app.api.openai.responses.wire import EventWire, Items
@@ -81,6 +82,7 @@ async def _asked(data: Mapping[str, Any], request: Request[State]) -> Asked:
     if mapped.thinking == "on":
         can_think = await request.state["hosts"].can_think(model)
     completion = mapped.completion(history, settings.default_model, can_think=can_think)
+    completion = replace(completion, **placement(data))
     items = Items(mapped.custom_tools, mapped.namespaces)
     created = _Created(mapped, history, int(time.time()))
     rendering = _rendering(created.at, completion.model, mapped.echo, items)
