@@ -15,6 +15,7 @@ from harness import servers
 from harness.servers import Server, simulator_counters
 from tests.support import sse
 from tests.support.bodies import slow, unique
+from tests.support.keys import made_key
 from tests.support.sse import fetch_from
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster, pytest.mark.system]
@@ -160,3 +161,56 @@ async def test_a_killed_workers_slot_and_queued_entry_strand_nobody(
     after = await fetch_from(survivor, "POST", GENERATE, json=slow(unique("after")))
     assert after.events()[-1].type == "done"
     assert time.monotonic() - killed < 15  # within the in-flight lease (10 s), and a try
+
+
+async def test_a_person_goes_before_a_batch_flood_of_a_batch_key(
+    start_service: Callable[..., Server], gpu: Server, redis_url: str
+) -> None:
+    """One slot; a key made ``--priority batch`` floods it (and cannot raise itself with
+    ``X-Priority``); a person's request that comes after is served next, and ``/v1/health``
+    and ``/metrics`` count the batch waiting."""
+    nightly = made_key(redis_url, unique("nightly").replace(" ", "-"), "--priority", "batch")
+    server = start_service(OLLAMA_HOST=gpu.url, OLLAMA_SLOTS="1", AUTH="optional",
+                           RATE_LIMIT_MAX="1000")  # fmt: skip
+    order: list[str] = []
+
+    async def ask(name: str, headers: dict[str, str]) -> None:
+        await fetch_from(server, "POST", GENERATE, headers=headers,
+                         json=slow(unique(name), tokens=10, delay=0.05))  # fmt: skip
+        order.append(name)
+
+    batch = {"Authorization": f"Bearer {nightly}", "X-Priority": "interactive"}
+    flood = [asyncio.create_task(ask(f"batch{n}", batch)) for n in range(4)]
+    await asyncio.sleep(0.4)
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as http:
+        health = (await http.get("/v1/health")).json()
+        metrics = (await http.get("/metrics")).text
+    assert health["queued_by_band"] == {"interactive": 0, "batch": 3}
+    assert 'bib_queue_waiting_band{band="batch"} 3.0' in metrics
+    await ask("person", {})
+    await asyncio.gather(*flood)
+    assert order.index("person") == 1  # after the one running when it came
+
+
+async def test_service_tier_flex_waits_in_the_batch_band(
+    start_service: Callable[..., Server], gpu: Server
+) -> None:
+    """OpenAI's ``service_tier: "flex"`` lowers a request to the batch band: a later
+    request of the same client without it is served first."""
+    server = start_service(OLLAMA_HOST=gpu.url, OLLAMA_SLOTS="1", RATE_LIMIT_MAX="1000")
+    order: list[str] = []
+
+    async def ask(name: str, **extra: str) -> None:
+        body = {"model": "llama3.2", "messages": [{"role": "user", "content": unique(name)}],
+                "options": {"sim_tokens": 10, "sim_token_delay": 0.05}, **extra}  # fmt: skip
+        async with httpx.AsyncClient(base_url=server.url, timeout=20) as http:
+            response = await http.post("/v1/chat/completions", json=body)
+        assert response.status_code == 200, response.text
+        order.append(name)
+
+    running = asyncio.create_task(ask("running"))
+    await asyncio.sleep(0.2)
+    flex = asyncio.create_task(ask("flex", service_tier="flex"))
+    await asyncio.sleep(0.2)
+    await asyncio.gather(running, ask("default", service_tier="default"), flex)
+    assert order == ["running", "default", "flex"]
