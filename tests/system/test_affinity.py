@@ -35,8 +35,8 @@ def system_prompt() -> str:
     return f"Conversation {uuid.uuid4().hex}. " + "Answer as a careful reviewer would. " * 250
 
 
-async def ask(service: Server, messages: list[dict[str, Any]], slow: bool = False,
-              **headers: str) -> tuple[str, str]:  # fmt: skip
+async def ask(service: Server, messages: list[dict[str, Any]], *, slow: bool = False,
+              headers: dict[str, str] | None = None) -> tuple[str, str]:  # fmt: skip
     """One turn, through Ollama's chat: the host that served it and the answer."""
     body: dict[str, Any] = {"model": "llama3.2", "messages": messages, "stream": False}
     if slow:
@@ -119,7 +119,7 @@ async def test_a_session_key_pins_a_conversation(
     for header in ("X-Session-ID", "X-Claude-Code-Session-Id", "session_id"):
         session = {header: uuid.uuid4().hex}
         served = [(await ask(service, [{"role": "user", "content": f"Short {n} {uuid.uuid4()}"}],
-                             **session))[0] for n in range(6)]  # fmt: skip
+                             headers=session))[0] for n in range(6)]  # fmt: skip
         assert len(set(served)) == 1, (header, served)
 
 
