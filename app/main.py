@@ -51,10 +51,13 @@ def create_app(
                 "Last-Event-ID",
                 "X-API-Key",
                 "X-Request-ID",
+                "X-Priority",
+                "X-Session-ID",
             ],
             expose_headers=[
                 "X-Cache",
                 "X-Generation-ID",
+                "X-Upstream-Host",
                 "X-Request-ID",
                 "RateLimit",
                 "RateLimit-Policy",

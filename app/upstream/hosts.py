@@ -1,9 +1,12 @@
-"""Several engine hosts behind one token source: least-busy routing, ejection and one retry.
+"""Several engine hosts behind one token source: affinity and least-busy routing, ejection and
+one retry.
 
 Each generation goes to a serving host that has the model (as its ``/api/tags`` or
-``/v1/models`` said at the last refresh) and the fewest generations in flight, counted in Redis
-across workers and replicas, plus the requests its engine said it had queued at that refresh
-(vLLM's, SGLang's and llama.cpp's metrics: load from elsewhere); ties are broken at random.
+``/v1/models`` said at the last refresh): the one that served the longest prefix of its prompt
+(``app.upstream.affinity``) unless that one is markedly busier, else the one with the fewest
+generations in flight, counted in Redis across workers and replicas, plus the requests its
+engine said it had queued at that refresh (vLLM's, SGLang's and llama.cpp's metrics: load from
+elsewhere); ties are broken at random.
 A host that refuses connections, times out or answers 5xx is ejected for a cool-down that
 doubles with each ejection in a row (``OLLAMA_EJECT_SECONDS`` up to
 ``OLLAMA_EJECT_MAX_SECONDS``). When it ends, the background refresh probes the host's model
