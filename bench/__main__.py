@@ -718,7 +718,7 @@ def queue(setup: Setup, rounds: int) -> list[Table]:
         slots = {**env, "OLLAMA_SLOTS": "2"}
         apps = {"off": setup.app(rate_limit_max=10**9, env=env),
                 "on": setup.app(rate_limit_max=10**9, env=slots)}  # fmt: skip
-        waits, durations, peaks, idle = [], [], [], []
+        waits, batch_waits, durations, peaks, idle = [], [], [], [], []
         ttft: dict[str, list[float]] = {name: [] for name in apps}
         for round_ in range(rounds):
             wait, duration, peak, idle_share = asyncio.run(_flood(apps["on"].port, gpu, round_))
@@ -726,6 +726,10 @@ def queue(setup: Setup, rounds: int) -> list[Table]:
             durations.append(duration * 1e3)
             peaks.append(peak)
             idle.append(idle_share * 100)
+            batch_wait, duration, _, _ = asyncio.run(
+                _flood(apps["on"].port, gpu, round_, priority="batch"))  # fmt: skip
+            batch_waits.append(batch_wait * 1e3)
+            durations.append(duration * 1e3)
             for name, app in sorted(apps.items(), reverse=round_ % 2 == 1):
                 ttft[name] += [_ttft(1, app.port, f"queue {round_} {name} {i}") * 1e3
                                for i in range(5)]  # fmt: skip
@@ -742,6 +746,8 @@ def queue(setup: Setup, rounds: int) -> list[Table]:
                 ["B's wait for its first token, ms", f"{median(waits):.0f}",
                  f"one generation: {duration:.0f} ms; first come, first served: "
                  f"~{FLOOD // 2} generations, {FLOOD // 2 * duration:.0f} ms"],
+                ["B's wait when A's flood is X-Priority: batch, ms", f"{median(batch_waits):.0f}",
+                 f"one generation: {duration:.0f} ms"],
                 ["generations running at once, most in any round", f"{max(peaks)}",
                  "slots: 2"],
                 ["a slot idle while a generation waited, % of samples", f"{median(idle):.1f}",
@@ -753,14 +759,17 @@ def queue(setup: Setup, rounds: int) -> list[Table]:
     ]  # fmt: skip
 
 
-async def _flood(port: int, gpu: servers.Server, label: int) -> tuple[float, float, int, float]:
-    """One round: B's wait, a generation's duration, the most running at once, and the share
-    of samples in which a slot was idle while a generation waited."""
+async def _flood(port: int, gpu: servers.Server, label: int, priority: str = "interactive"
+                 ) -> tuple[float, float, int, float]:  # fmt: skip
+    """One round (A's flood in the ``priority`` band): B's wait, a generation's duration, the
+    most running at once, and the share of samples in which a slot was idle while a generation
+    waited."""
 
-    def ask(user: str, prompt: str) -> bytes:
+    def ask(user: str, prompt: str, band: str = "interactive") -> bytes:
         body = orjson.dumps({"prompt": prompt, "options": {"sim_tokens": QUEUE_TOKENS}})
         request = post("/v1/chats/generate", body)
-        return request.replace(b"\r\n", f"\r\nX-User: {user}\r\n".encode(), 1)
+        head = f"\r\nX-User: {user}\r\nX-Priority: {band}\r\n"
+        return request.replace(b"\r\n", head.encode(), 1)
 
     marker = b"\nevent: token\n"
     samples: list[tuple[int, int]] = []  # (running, started)
@@ -775,10 +784,11 @@ async def _flood(port: int, gpu: servers.Server, label: int) -> tuple[float, flo
                 await asyncio.sleep(0.005)
 
         sampler = asyncio.create_task(sample())
-        flood = [asyncio.create_task(stream_once(port, ask("alice", f"q {label} a {i}"), marker,
-                                                 DONE)) for i in range(FLOOD)]  # fmt: skip
+        flood = [asyncio.create_task(stream_once(
+            port, ask("alice", f"q {label} {priority} a {i}", priority), marker, DONE))
+            for i in range(FLOOD)]  # fmt: skip
         await asyncio.sleep(0.05)
-        b = await stream_once(port, ask("bob", f"q {label} b"), marker, DONE)
+        b = await stream_once(port, ask("bob", f"q {label} {priority} b"), marker, DONE)
         a = await asyncio.gather(*flood)
         sampling = False
         await sampler
@@ -893,8 +903,71 @@ def model(setup: Setup, rounds: int) -> list[Table]:
     ]
 
 
+CONVERSATIONS, TURNS = 4, 5  # the affinity section's: at once, and each one's length
+
+
+def affinity(setup: Setup, rounds: int) -> list[Table]:
+    """Conversation affinity with a real model: two llama-servers (Gemma 3 270M, two slots and
+    one thread each, ``--cache-ram 0`` so that a host's prompt cache is its slots', not a copy
+    in RAM that any prompt can be restored from), ``CONVERSATIONS`` conversations at once, each
+    with a system prompt of its own of about 1,500 tokens and ``TURNS`` turns, through the
+    service with affinity on and with plain least-busy routing (``AFFINITY_TTL=0``), the
+    service's cache off. Each turn answers 16 tokens greedily; the next turn carries a fixed
+    reply in its place (the engine's cache then holds the prompt up to that reply). The figure:
+    the median time to first token of turns 2 to ``TURNS``, over every conversation."""
+    flags = ("--parallel", "2", "--threads", "1", "--cache-ram", "0", "--ctx-size", "8192")
+    hosts = [servers.llama_server(*flags) for _ in range(2)]
+    for host in hosts:
+        host.start("/health", timeout_seconds=120)
+        setup.apps.append(host)
+    env = {**DEFAULTS, "OLLAMA_HOST": "", "CACHE_TTL": "0", "UPSTREAM_TIMEOUT": "600",
+           "UPSTREAMS": ",".join(f"{h.url};engine=llamacpp" for h in hosts)}  # fmt: skip
+    apps = {
+        "affinity": setup.app(env=env),
+        "least busy": setup.app(env={**env, "AFFINITY_TTL": "0"}),
+    }
+    ttft: dict[str, list[float]] = {name: [] for name in apps}
+    for round_ in range(rounds):
+        for name, app in sorted(apps.items(), reverse=round_ % 2 == 1):
+            ttft[name] += asyncio.run(_conversations(app.port, f"{name} {round_}"))
+    on, off = median(ttft["affinity"]), median(ttft["least busy"])
+    return [
+        (
+            f"affinity: two llama-servers (Gemma 3 270M, 2 slots, 1 thread each), "
+            f"{CONVERSATIONS} conversations at once, a 1,500-token system prompt each, "
+            f"{TURNS} turns; medians of turns 2-{TURNS}, {rounds} round(s)",
+            ["measure", "least busy", "affinity", "least busy/affinity"],
+            [["time to first token, turns 2-5, ms", f"{off:.0f}", f"{on:.0f}",
+              f"{off / on:.1f}x"]],
+        )
+    ]  # fmt: skip
+
+
+async def _conversations(port: int, label: str) -> list[float]:
+    """``CONVERSATIONS`` conversations at once; the times to first token of their later turns."""
+
+    async def converse(n: int) -> list[float]:
+        rules = " ".join(f"Rule {i} of reviewer {label} {n}: check part {i} against the "
+                         f"specification before approving it." for i in range(62))  # fmt: skip
+        messages: list[dict[str, str]] = [{"role": "system", "content": rules}]
+        later = []
+        for turn in range(TURNS):
+            messages.append({"role": "user", "content": f"Turn {turn}: is part {turn} done?"})
+            body = {"model": servers.GEMMA, "messages": messages,
+                    "options": {"temperature": 0, "num_predict": 16}}  # fmt: skip
+            request = post("/v1/chats/generate", orjson.dumps(body))
+            timing = await stream_once(port, request, b"\nevent: token\n", DONE)
+            if turn:
+                later.append(timing.first_token_seconds * 1e3)
+            messages.append({"role": "assistant", "content": "Noted; checking it now."})
+        return later
+
+    found = await asyncio.gather(*(converse(n) for n in range(CONVERSATIONS)))
+    return [ms for conversation in found for ms in conversation]
+
+
 SECTIONS = ("relay", "replay", "surfaces", "auth", "queue", "capacity", "live", "soak", "routing",
-            "model")  # fmt: skip
+            "model", "affinity")  # fmt: skip
 
 
 def main() -> None:
@@ -911,6 +984,7 @@ def main() -> None:
     parser.add_argument("--soak-streams", type=int, default=300, help="per soak round")
     parser.add_argument("--route-generations", type=int, default=60, help="started at once")
     parser.add_argument("--route-seconds", type=float, default=12.0)
+    parser.add_argument("--affinity-rounds", type=int, default=1, help="about 2 minutes each")
     parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=SECTIONS)
     args = parser.parse_args()
     if PINNED:  # this process (the asyncio load client), Valkey and the simulator
@@ -932,6 +1006,7 @@ def main() -> None:
         "routing": lambda setup: hosts(setup, args.route_generations, args.rounds,
                                        args.route_seconds),
         "model": lambda setup: model(setup, args.rounds),
+        "affinity": lambda setup: affinity(setup, args.affinity_rounds),
     }  # fmt: skip
     setup = Setup()
     try:

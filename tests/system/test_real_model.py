@@ -8,6 +8,7 @@ stopped llama-server turns its model into 503 while the simulator's still answer
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -211,3 +212,46 @@ def test_a_stopped_llama_server_is_503_while_the_simulator_answers(
     finally:
         app.stop()
         doomed.stop()
+
+
+def prompt_tokens_read(host: servers.Server) -> float:
+    """The prompt tokens llama-server has read (its cached prefixes not counted)."""
+    text = httpx.get(host.url + "/metrics", timeout=10).text
+    found = re.search(r"^llamacpp:prompt_tokens_total (\S+)$", text, re.MULTILINE)
+    assert found, text
+    return float(found[1])
+
+
+def test_a_conversation_stays_where_llama_holds_its_prompt(service_env: dict[str, str]) -> None:
+    """Two llama-servers, each one slot and no prompt copies in RAM: the turns of a
+    conversation with a long system prompt go to one host, which reads only each turn's new
+    tokens; the other never reads the prompt (``bench --sections affinity`` times it)."""
+    hosts = [servers.llama_server("--parallel", "1", "--cache-ram", "0") for _ in range(2)]
+    app = None
+    try:
+        for host in hosts:
+            host.start("/health", timeout_seconds=120)
+        upstreams = ",".join(f"{h.url};engine=llamacpp" for h in hosts)
+        app = servers.app(engines_env(service_env, upstreams)).start("/livez")
+        rules = " ".join(f"Rule {i} of {unique('review')}: check part {i} twice."
+                         for i in range(40))  # fmt: skip
+        messages = [{"role": "system", "content": rules}]
+        served, read = [], []
+        for turn in range(5):  # by chance, least busy would keep them on one host 1 time in 16
+            messages.append({"role": "user", "content": f"Is part {turn} done?"})
+            before = {h.url: prompt_tokens_read(h) for h in hosts}
+            answer = httpx.post(app.url + "/v1/chat/completions", timeout=120, json={
+        for turn in range(5):  # least busy keeps all on one host by chance 1 time in 16
+            assert answer.status_code == 200, answer.text
+            host = answer.headers["x-upstream-host"]
+            served.append(host)
+            read.append(prompt_tokens_read(next(h for h in hosts if h.url == host)) - before[host])
+            messages.append(answer.json()["choices"][0]["message"])
+        assert len(set(served)) == 1, served
+        assert read[0] > 500  # the whole system prompt, once
+        assert max(read[1:]) < 100, read  # then only what each turn added
+    finally:
+        if app is not None:
+            app.stop()
+        for host in hosts:
+            host.stop()
