@@ -233,15 +233,15 @@ def test_a_conversation_stays_where_llama_holds_its_prompt(service_env: dict[str
             host.start("/health", timeout_seconds=120)
         upstreams = ",".join(f"{h.url};engine=llamacpp" for h in hosts)
         app = servers.app(engines_env(service_env, upstreams)).start("/livez")
-        rules = " ".join(f"Rule {i} of {unique('review')}: check part {i} twice."
-                         for i in range(40))  # fmt: skip
+        review = unique("review")
+        rules = " ".join(f"Rule {i} of {review}: check part {i} twice." for i in range(50))
         messages = [{"role": "system", "content": rules}]
         served, read = [], []
-        for turn in range(5):  # by chance, least busy would keep them on one host 1 time in 16
+        for turn in range(5):  # least busy keeps all on one host by chance 1 time in 16
             messages.append({"role": "user", "content": f"Is part {turn} done?"})
             before = {h.url: prompt_tokens_read(h) for h in hosts}
-            answer = httpx.post(app.url + "/v1/chat/completions", timeout=120, json={
-        for turn in range(5):  # least busy keeps all on one host by chance 1 time in 16
+            body = {"model": GEMMA, "messages": messages, "max_tokens": 8, "temperature": 0}
+            answer = httpx.post(app.url + "/v1/chat/completions", json=body, timeout=120)
             assert answer.status_code == 200, answer.text
             host = answer.headers["x-upstream-host"]
             served.append(host)
