@@ -243,9 +243,9 @@ def test_a_conversation_stays_where_llama_holds_its_prompt(service_env: dict[str
             body = {"model": GEMMA, "messages": messages, "max_tokens": 8, "temperature": 0}
             answer = httpx.post(app.url + "/v1/chat/completions", json=body, timeout=120)
             assert answer.status_code == 200, answer.text
-            host = answer.headers["x-upstream-host"]
-            served.append(host)
-            read.append(prompt_tokens_read(next(h for h in hosts if h.url == host)) - before[host])
+            url = answer.headers["x-upstream-host"]
+            served.append(url)
+            read.append(prompt_tokens_read(next(h for h in hosts if h.url == url)) - before[url])
             messages.append(answer.json()["choices"][0]["message"])
         assert len(set(served)) == 1, served
         assert read[0] > 500  # the whole system prompt, once
