@@ -7,10 +7,9 @@ the order engines read it (model, system prompt, tools, then each message), cut 
 n-th chunk is the SHA-256 of the text up to its end, so it depends on every chunk before it.
 Each key names the host that last served a prompt with that prefix and expires after
 ``AFFINITY_TTL`` seconds; one round trip reads a prompt's whole chain, and the longest match
-wins. A session key a client sends
-(``SESSION_HEADERS``) is a key of its own, and wins over any prefix: the conversation is pinned
-where it began. Only the first ``MAX_CHUNKS`` chunks are indexed: a longer prompt's identity is
-settled by then.
+wins. A session key a client sends (``SESSION_HEADERS``) is a key of its own, and wins over any
+prefix: the conversation is pinned where it began. Only the first ``MAX_CHUNKS`` chunks are
+indexed: a longer prompt's identity is settled by then.
 
 Entries carry their host's epoch, which goes up when a worker ejects the host: a host that
 failed loses its entries on every replica at once (its engine may have restarted with an empty
@@ -23,6 +22,7 @@ every generation goes to the least busy host.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -85,7 +85,7 @@ class Affinity:
     """The shared index (see the module docstring)."""
 
     def __init__(self, redis: RedisClient, *, ttl_seconds: int, spill: int,
-                 gate: Any = None) -> None:  # fmt: skip
+                 gate: asyncio.Semaphore | None = None) -> None:  # fmt: skip
         self._shared = SharedPipeline(redis, Guarded("affinity", "least-busy routing", gate=gate))
         self.ttl_seconds = ttl_seconds
         self.spill = spill
