@@ -191,7 +191,9 @@ class FairQueue:
         by_model: dict[str, int] = {}
         by_band = dict.fromkeys(BANDS, 0)
         for member in live:
-            _, model, band, urls = entries.get(member, b"\t\t\t").decode().split("\t")
+            # client, model, band, URLs (no band: an entry of a version before bands)
+            fields = entries.get(member, b"\t\t").decode().split("\t")
+            model, band, urls = fields[1], fields[2] if len(fields) > 3 else BANDS[0], fields[-1]
             by_model[model] = by_model.get(model, 0) + 1
             by_band[band] = by_band.get(band, 0) + 1
             for url in urls.split():
