@@ -24,6 +24,7 @@ from starlette.staticfiles import StaticFiles
 from app import VERSION
 from app.generations.request import QUERY_FIELDS, request_schema
 from app.responses import JSONBody
+from app.settings import BANDS
 
 ASSETS = StaticFiles(directory=swagger_ui_bundle.swagger_ui_path)
 
@@ -96,6 +97,14 @@ _LAST_EVENT_ID = {
     "description": "resume after this event: `<generation>.<n>`; `.done` or `.error` gives 204",
     "schema": {"type": "string"},
 }
+_PLACEMENT = [
+    {"name": "X-Priority", "in": "header", "required": False,
+     "description": "wait for a GPU slot in this band; never above the key's",
+     "schema": {"type": "string", "enum": list(BANDS)}},
+    {"name": "X-Session-ID", "in": "header", "required": False,
+     "description": "the conversation's name: its generations go to the host that served it",
+     "schema": {"type": "string"}},
+]  # fmt: skip
 
 
 def _stream_responses() -> dict[str, Any]:
@@ -223,14 +232,15 @@ def document() -> dict[str, Any]:
         "paths": {
             "/v1/chats/generate": {
                 "post": {"summary": "Generate (SSE, or JSON with stream false)",
-                         "parameters": [_LAST_EVENT_ID], "requestBody": body,
+                         "parameters": [_LAST_EVENT_ID, *_PLACEMENT], "requestBody": body,
                          "responses": _stream_responses()},
                 "get": {"summary": "Generate, for an EventSource",
-                        "parameters": [*query, _LAST_EVENT_ID], "responses": _stream_responses()},
+                        "parameters": [*query, _LAST_EVENT_ID, *_PLACEMENT],
+                        "responses": _stream_responses()},
             },
             "/v1/chats/generations": {
                 "post": {"summary": "Start, join or find a generation for an EventSource",
-                         "requestBody": body, "responses": {
+                         "parameters": _PLACEMENT, "requestBody": body, "responses": {
                              "202": {"description": "its events URL (also in Location)",
                                      "content": {"application/json": {
                                          "schema": _ref("GenerationCreated")}}},
