@@ -903,18 +903,23 @@ def model(setup: Setup, rounds: int) -> list[Table]:
     ]
 
 
-CONVERSATIONS, TURNS = 4, 5  # the affinity section's: at once, and each one's length
+CONVERSATIONS, TURNS = 4, 5  # the affinity section's conversations at once, and their turns
+PAUSE_SECONDS = 2.0  # the most a conversation pauses between turns (a person reading, tools)
 
 
 def affinity(setup: Setup, rounds: int) -> list[Table]:
-    """Conversation affinity with a real model: two llama-servers (Gemma 3 270M, two slots and
-    one thread each, ``--cache-ram 0`` so that a host's prompt cache is its slots', not a copy
-    in RAM that any prompt can be restored from), ``CONVERSATIONS`` conversations at once, each
-    with a system prompt of its own of about 1,500 tokens and ``TURNS`` turns, through the
-    service with affinity on and with plain least-busy routing (``AFFINITY_TTL=0``), the
-    service's cache off. Each turn answers 16 tokens greedily; the next turn carries a fixed
-    reply in its place (the engine's cache then holds the prompt up to that reply). The figure:
-    the median time to first token of turns 2 to ``TURNS``, over every conversation."""
+    """Conversation affinity with a real model: two llama-servers (Gemma 3 270M, one thread and
+    two slots each, so that each host can keep the prompts of half the conversations, and
+    ``--cache-ram 0`` so that a host's prompt cache is its slots', not a copy in RAM that any
+    prompt can be restored from). ``CONVERSATIONS`` conversations at once, each with a system
+    prompt of its own of about 1,500 tokens and ``TURNS`` turns, pausing up to
+    ``PAUSE_SECONDS`` at random between turns, so each keeps both hosts busy for the others;
+    through the service with affinity on and with plain least-busy routing
+    (``AFFINITY_TTL=0``), the service's cache off, the two alternated by round. Each turn
+    answers 16 tokens greedily; the next turn carries a fixed reply in its place (the engine's
+    cache then holds the prompt up to that reply). The figures: the median time to first token
+    of turns 2 to ``TURNS`` over every conversation, and the prompt tokens the engines read
+    (``llamacpp:prompt_tokens_total``: cached prefixes are not read)."""
     flags = ("--parallel", "2", "--threads", "1", "--cache-ram", "0", "--ctx-size", "8192")
     hosts = [servers.llama_server(*flags) for _ in range(2)]
     for host in hosts:
@@ -927,24 +932,38 @@ def affinity(setup: Setup, rounds: int) -> list[Table]:
         "least busy": setup.app(env={**env, "AFFINITY_TTL": "0"}),
     }
     ttft: dict[str, list[float]] = {name: [] for name in apps}
+    read: dict[str, float] = dict.fromkeys(apps, 0.0)
     for round_ in range(rounds):
         for name, app in sorted(apps.items(), reverse=round_ % 2 == 1):
+            before = sum(_prompt_tokens_read(h) for h in hosts)
             ttft[name] += asyncio.run(_conversations(app.port, f"{name} {round_}"))
+            read[name] += sum(_prompt_tokens_read(h) for h in hosts) - before
     on, off = median(ttft["affinity"]), median(ttft["least busy"])
     return [
         (
             f"affinity: two llama-servers (Gemma 3 270M, 2 slots, 1 thread each), "
-            f"{CONVERSATIONS} conversations at once, a 1,500-token system prompt each, "
-            f"{TURNS} turns; medians of turns 2-{TURNS}, {rounds} round(s)",
+            f"{CONVERSATIONS} conversations of {TURNS} turns at once, a 1,500-token system "
+            f"prompt each, up to {PAUSE_SECONDS:g} s between turns; {rounds} round(s)",
             ["measure", "least busy", "affinity", "least busy/affinity"],
-            [["time to first token, turns 2-5, ms", f"{off:.0f}", f"{on:.0f}",
-              f"{off / on:.1f}x"]],
+            [["time to first token, turns 2-5 (median), ms", f"{off:.0f}", f"{on:.0f}",
+              f"{off / on:.1f}x"],
+             ["prompt tokens the engines read, per round", f"{read['least busy'] / rounds:.0f}",
+              f"{read['affinity'] / rounds:.0f}",
+              f"{read['least busy'] / read['affinity']:.1f}x"]],
         )
     ]  # fmt: skip
 
 
+def _prompt_tokens_read(host: servers.Server) -> float:
+    """The prompt tokens a llama-server has read, its cached prefixes not counted."""
+    text = httpx.get(host.url + "/metrics", timeout=10).text
+    found = re.search(r"^llamacpp:prompt_tokens_total (\S+)$", text, re.MULTILINE)
+    return float(found[1]) if found else 0.0
+
+
 async def _conversations(port: int, label: str) -> list[float]:
-    """``CONVERSATIONS`` conversations at once; the times to first token of their later turns."""
+    """``CONVERSATIONS`` conversations at once; the times to first token of their later
+    turns."""
 
     async def converse(n: int) -> list[float]:
         rules = " ".join(f"Rule {i} of reviewer {label} {n}: check part {i} against the "
@@ -960,6 +979,7 @@ async def _conversations(port: int, label: str) -> list[float]:
             if turn:
                 later.append(timing.first_token_seconds * 1e3)
             messages.append({"role": "assistant", "content": "Noted; checking it now."})
+            await asyncio.sleep(random.uniform(0, PAUSE_SECONDS))
         return later
 
     found = await asyncio.gather(*(converse(n) for n in range(CONVERSATIONS)))
