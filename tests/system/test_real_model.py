@@ -52,12 +52,20 @@ def fleet(service_env: dict[str, str], simulator: servers.Server,
 
 
 def direct(llama: servers.Server, content: str) -> dict[str, Any]:
-    """What llama-server itself answers for one user message, greedy."""
+    """What llama-server itself answers for one user message, greedy, asked as the service's
+    requests will ask it: with the prompt in its cache (``warmed``)."""
     body = {"model": GEMMA, "messages": [{"role": "user", "content": content}],
             "temperature": 0, "max_tokens": LIMIT}  # fmt: skip
-    answer: dict[str, Any] = httpx.post(llama.url + "/v1/chat/completions", json=body,
-                                        timeout=60).json()  # fmt: skip
+    answer: dict[str, Any] = warmed(llama, "/v1/chat/completions", body)
     return answer
+
+
+def warmed(llama: servers.Server, path: str, body: dict[str, Any]) -> Any:
+    """llama-server's answer to ``body`` asked twice, the second time read: a prompt read
+    fresh and one read from llama.cpp's prompt cache can differ in a near-equal greedy choice,
+    and every request after the first reads it from the cache."""
+    httpx.post(llama.url + path, json=body, timeout=60).raise_for_status()
+    return httpx.post(llama.url + path, json=body, timeout=60).json()
 
 
 def metric(server: servers.Server, name: str) -> float:
@@ -66,7 +74,7 @@ def metric(server: servers.Server, name: str) -> float:
 
 def test_every_surface_answers_what_llama_server_says(fleet: servers.Server,
                                                       llama: servers.Server) -> None:  # fmt: skip
-    prompt = f"{unique('Question')}. Why is the sky blue?"  # words last, as below
+    prompt = f"{unique('Question')}. Why is the sky blue?"
     reference = direct(llama, prompt)
     expected = reference["choices"][0]["message"]["content"]
     messages: list[Any] = [{"role": "user", "content": prompt}]
@@ -101,12 +109,9 @@ def test_every_surface_answers_what_llama_server_says(fleet: servers.Server,
 def test_a_raw_prompt_is_llama_servers_own_completion(fleet: servers.Server,
                                                     llama: servers.Server) -> None:  # fmt: skip
     """OpenAI's /v1/completions and Ollama's raw generate complete the prompt as it is."""
-    # words last: after hex digits, near-equal choices could differ between a prompt read
-    # fresh and one read from llama.cpp's prompt cache
     prompt = f"{unique('Story')}. Once upon a time, in a small village by the sea,"
     body = {"model": GEMMA, "prompt": prompt, "temperature": 0, "max_tokens": LIMIT}
-    expected = httpx.post(llama.url + "/v1/completions", json=body,
-                          timeout=60).json()["choices"][0]["text"]  # fmt: skip
+    expected = warmed(llama, "/v1/completions", body)["choices"][0]["text"]
     with openai.OpenAI(base_url=fleet.url + "/v1", api_key="x", timeout=60) as sdk:
         text = sdk.completions.create(model=GEMMA, prompt=prompt, temperature=0, max_tokens=LIMIT)
         assert text.choices[0].text == expected
@@ -226,15 +231,17 @@ def test_a_conversation_stays_where_llama_holds_its_prompt(service_env: dict[str
     """Two llama-servers, each one slot and no prompt copies in RAM: the turns of a
     conversation with a long system prompt go to one host, which reads only each turn's new
     tokens; the other never reads the prompt (``bench --sections affinity`` times it)."""
-    hosts = [servers.llama_server("--parallel", "1", "--cache-ram", "0") for _ in range(2)]
+    flags = ("--parallel", "1", "--threads", "1", "--cache-ram", "0")
+    hosts = [servers.llama_server(*flags) for _ in range(2)]
     app = None
     try:
         for host in hosts:
             host.start("/health", timeout_seconds=120)
         upstreams = ",".join(f"{h.url};engine=llamacpp" for h in hosts)
-        app = servers.app(engines_env(service_env, upstreams)).start("/livez")
-        review = unique("review")
-        rules = " ".join(f"Rule {i} of {review}: check part {i} twice." for i in range(50))
+        env = {**engines_env(service_env, upstreams), "UPSTREAM_TIMEOUT": "120"}
+        app = servers.app(env).start("/livez")  # a cold prompt may take seconds to read
+        rules = unique("Review") + ". " + " ".join(f"Rule {i}: check part {i} twice."
+                                                   for i in range(80))  # fmt: skip
         messages = [{"role": "system", "content": rules}]
         served, read = [], []
         for turn in range(5):  # least busy keeps all on one host by chance 1 time in 16
