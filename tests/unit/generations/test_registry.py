@@ -79,8 +79,11 @@ async def test_batches_go_out_a_tick_apart_until_a_client_elsewhere_follows(
         assert remote is not None
         await remote.ready(1)
         before = await store.redis.xlen(events)
-        await asyncio.sleep(0.3)
-        assert await store.redis.xlen(events) - before >= 4  # about one a batch time
+        # a batch every 0.05 s from now on; a tick apart, 0.9 s would hold one or two at most
+        deadline = asyncio.get_running_loop().time() + 0.9
+        while await store.redis.xlen(events) - before < 4:
+            assert asyncio.get_running_loop().time() < deadline
+            await asyncio.sleep(0.02)
     finally:
         listening.cancel()
         await feed.aclose()
