@@ -8,6 +8,7 @@ stop requests, and keeps its view of the Ollama hosts, for its whole life.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -22,7 +23,7 @@ from app.generations.embeddings import Embedder
 from app.generations.feeds import READ_BLOCK_MILLISECONDS
 from app.generations.generation import Policy
 from app.generations.registry import Registry
-from app.ops import collection, metrics
+from app.ops import collection, metrics, tracing
 from app.ops.checks import CachedCheck
 from app.ops.shutdown import Drain
 from app.settings import Settings
@@ -109,6 +110,7 @@ def lifespan(
         )
         drain.install()
         metrics.export_known(settings.upstream_urls)
+        stop_tracing = tracing.start(os.environ)  # after the fork: each worker exports its own
         untime_collections = metrics.time_full_collections(asyncio.get_running_loop())
         untune_collector = collection.tune()  # last: what startup built is frozen
         try:
@@ -154,6 +156,7 @@ def lifespan(
             await hosts.aclose()
             await redis.aclose()
             await blocking.aclose()
+            stop_tracing()  # what is left is flushed
             metrics.forget_worker()
 
     return run

@@ -26,8 +26,9 @@ from app.api.openai.responses import routes as responses
 from app.api.relay import BodyShortcutMiddleware
 from app.api.routing import error_handlers
 from app.lifespan import lifespan
-from app.ops import metrics, probes
+from app.ops import metrics, probes, tracing
 from app.ops.request_log import RequestLogMiddleware
+from app.ops.tracing import TracingMiddleware
 from app.settings import Settings
 
 
@@ -41,6 +42,8 @@ def create_app(
         Middleware(TrustedProxiesMiddleware, trusted_hosts=settings.forwarded_allow_ips),
         Middleware(BodyShortcutMiddleware),  # a layer that reads body messages must go above it
         Middleware(RequestLogMiddleware),
+        # traced only when the OTEL_* environment asks (app.ops.tracing); else not even a layer
+        *([Middleware(TracingMiddleware)] if tracing.traces_wanted(os.environ) else []),
         Middleware(
             CORSMiddleware,
             allow_origins=settings.allowed_origins,

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import httpx
 import redis
@@ -207,14 +208,21 @@ def in_flight(counters: Mapping[str, int]) -> int:
             - counters["failed"])  # fmt: skip
 
 
-def simulator_counters(server: Server) -> dict[str, int]:
-    """The simulator's generation counters: started, completed, cancelled, failed."""
-    data: dict[str, int] = httpx.get(server.url + "/_sim/counters").json()
+def simulator_counters(server: Server) -> dict[str, Any]:
+    """The simulator's generation counters: started, completed, cancelled, failed, and the
+    last request's ``traceparent``."""
+    data: dict[str, Any] = httpx.get(server.url + "/_sim/counters").json()
     return data
 
 
 def sample(text: str, name: str, **labels: str) -> float:
     """One sample's value from the Prometheus text format (0 when absent)."""
+    found = series(text, name, **labels)
+    return 0.0 if found is None else found
+
+
+def series(text: str, name: str, **labels: str) -> float | None:
+    """One sample's value from the Prometheus text format (``None`` when absent)."""
     wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
     for line in text.splitlines():
         match = re.fullmatch(r"(\w+)(?:\{(.*)\})? (\S+)", line)
@@ -222,4 +230,4 @@ def sample(text: str, name: str, **labels: str) -> float:
             found = ",".join(sorted((match[2] or "").split(","))) if match[2] else ""
             if found == wanted:
                 return float(match[3])
-    return 0.0
+    return None

@@ -37,6 +37,7 @@ from typing import Any
 
 import anyio
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
@@ -112,6 +113,7 @@ class Counters:
     loaded: set[str] = field(default_factory=set)  # models that generated: /api/ps lists them
     prompt_tokens: int = 0  # the tokens of the prompts generations were asked
     prompt_tokens_cached: int = 0  # of those, found in the prompt cache
+    traceparent: str = ""  # the W3C trace context the last generation request came with
     prompts: _PromptCache = field(default_factory=_PromptCache)  # not a counter, not shown
 
 
@@ -284,6 +286,7 @@ class _Generation:
             return
         behaviour = _behaviour(self.defaults, self._options(request))
         self.counters.started += 1
+        self.counters.traceparent = Headers(scope=scope).get("traceparent", "")
         self.counters.loaded.add(str(request["model"]).split(":")[0])
         if behaviour.fault in ("500", "busy"):
             self.counters.failed += 1

@@ -112,6 +112,7 @@ async def complete(
         if admitted.over:
             return Response(status_code=204)
         if admitted.resumed is not None:
+            facts(request.scope).resumed = True
             return await stream(request, admitted.resumed, admitted.index, rendering)
         feed = await request.state["registry"].open(admitted.completion, admission.account)
         response = await (respond or answer)(request, feed, admitted, asked)
@@ -196,6 +197,8 @@ def record(request: Request[State], feed: Feed) -> RequestFacts:
     """Notes where the answer came from, for the request's log line and metrics."""
     noted = facts(request.scope)
     noted.cache, noted.generation = feed.x_cache, feed.generation_id
+    if feed.x_cache in ("HIT", "JOINED") and feed.trace:  # a span produced these tokens
+        noted.produced_by = feed.trace
     metrics.CACHE.labels(feed.x_cache.lower()).inc()
     return noted
 

@@ -21,7 +21,8 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app.access.identity import AuthenticationMiddleware
-from app.errors import MethodNotAllowed, NotFound, ServiceError
+from app.errors import MethodNotAllowed, NotFound, RateLimited, ServiceError
+from app.ops.request_log import facts
 from app.responses import problem
 
 logger = logging.getLogger(__name__)
@@ -59,6 +60,10 @@ def error_handlers(unmatched: Mapping[str, ErrorShape]) -> dict[Any, Any]:
 
     async def service_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)  # Starlette dispatches by the registered class
+        noted = facts(request.scope)
+        noted.error = exc.code
+        if isinstance(exc, RateLimited):
+            noted.refused = exc.quota
         return shape(request)(exc)
 
     async def http_exception(request: Request, exc: Exception) -> Response:

@@ -33,6 +33,7 @@ class CachedCompletion:
     model: str
     payloads: Sequence[bytes]
     stats: dict[str, Any]
+    trace: str = ""  # the traceparent of the generation's span, when it was traced
 
 
 def content_hash(request: CompletionRequest) -> str:
@@ -46,6 +47,7 @@ def encode(completion: CachedCompletion) -> bytes:
             "kind": completion.kind,
             "model": completion.model,
             "stats": completion.stats,
+            **({"trace": completion.trace} if completion.trace else {}),
         }
     )
     return b"\n".join([header, *completion.payloads])
@@ -57,7 +59,12 @@ def decode(entry: bytes) -> CachedCompletion:
     try:
         fields = orjson.loads(header)
         return CachedCompletion(
-            fields["generation"], fields["kind"], fields["model"], payloads, fields["stats"]
+            fields["generation"],
+            fields["kind"],
+            fields["model"],
+            payloads,
+            fields["stats"],
+            fields.get("trace", ""),
         )
     except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
         raise ValueError("not a cache entry") from exc

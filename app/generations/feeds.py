@@ -46,6 +46,7 @@ class Feed(Protocol):
     generation_id: str
     model: str
     x_cache: XCache
+    trace: str  # the traceparent of its generation's span ("" when not traced), to link to
 
     async def ready(self, timeout_seconds: float) -> bool:
         """Waits until there is something to send; ``False`` when the time ran out first."""
@@ -76,6 +77,7 @@ class LocalFeed:
         self.generation_id = generation.id
         self.model = generation.request.model
         self.x_cache = x_cache
+        self.trace = generation.trace
         self._generation: GenerationView = generation
         self._detach = generation.attach()
 
@@ -127,6 +129,7 @@ class CachedFeed:
         self.generation_id = completion.generation
         self.model = completion.model
         self.x_cache: XCache = "HIT"
+        self.trace = completion.trace
         self.host: str | None = None  # which host generated it is not kept
         self._completion = completion
         # built once per wire: copies of hot entries serve many hits, through any surface
@@ -201,10 +204,12 @@ class RemoteFeed:
         model: str,
         x_cache: XCache,
         worker: Halting,
+        trace: str = "",
     ) -> None:
         self.generation_id = generation_id
         self.model = model
         self.x_cache = x_cache
+        self.trace = trace
         self.host: str | None = None  # placed by another worker
         self._store = store
         self._kind = kind

@@ -44,8 +44,9 @@ from app.errors import Cancelled, QueueTimeout, RateLimited, ServiceError, Shutt
 from app.generations import cache
 from app.generations.leases import BATCH_SECONDS, Leases, batch_time
 from app.generations.request import CompletionRequest
-from app.generations.wire import Chunk, Wire, token_payload
-from app.ops import metrics
+from app.generations.wire import Chunk, Wire, token_fields, token_payload
+from app.ops import metrics, tracing
+from app.ops.genai import Operation
 from app.settings import Settings
 from app.store import entries
 from app.store.client import RedisUnavailable
@@ -208,6 +209,10 @@ class Generation:
         self.cached: cache.CachedCompletion | None = None  # set once stored in the cache
         self._producer: asyncio.Task[None] | None = None
         self._cancel_error: ServiceError = Cancelled("The generation was stopped.")
+        # its span and GenAI measures; a joiner's or a hit's span links to it by ``trace``
+        self._operation = Operation(request.content(), stream=request.stream,
+                                    generation_id=generation_id)  # fmt: skip
+        self.trace = self._operation.traceparent
 
     @property
     def ended(self) -> bool:
@@ -215,7 +220,7 @@ class Generation:
 
     @property
     def meta(self) -> Meta:
-        return Meta(self.sha, self.request.kind, self.request.model)
+        return Meta(self.sha, self.request.kind, self.request.model, self.trace)
 
     def start(self, source: TokenSource) -> list[asyncio.Task[None]]:
         if self._leases is not None:  # the first renewal at a random share, to spread them
@@ -226,7 +231,8 @@ class Generation:
     async def _produce(self, source: TokenSource) -> None:
         try:
             client = "unknown" if self._account is None else self._account.client
-            await source.generate(self.request, self._emit, client=client)
+            with tracing.current(self._operation.span):  # what the engine is sent continues it
+                await source.generate(self.request, self._emit, client=client)
         except ServiceError as exc:
             self._end(error=exc)
         except asyncio.CancelledError:
@@ -239,12 +245,15 @@ class Generation:
     def _emit(self, chunk: Token | Finished | Queued | Placed) -> None:
         if isinstance(chunk, Placed):
             self.host = chunk.host
+            self._operation.placed(chunk.host, chunk.engine)
         elif isinstance(chunk, Queued):
+            self._operation.queued(chunk.position)
             if chunk.position != self.queued:
                 self.queued = chunk.position
                 self._notify()
         elif isinstance(chunk, Token):
             self.queued = None
+            self._operation.chunk()
             self.payloads.append(token_payload(chunk.fields))
             self._notify()
             if self._tokens_wake:
@@ -258,6 +267,7 @@ class Generation:
         if not self.ended:
             self.stats, self.error = stats, error
             self._ended_at = time.monotonic()
+            self._operation.ended(stats, None if error is None else error.code, self._text)
             self._notify()
             self._wake.set()
             if error is None:
@@ -269,6 +279,9 @@ class Generation:
             else:
                 metrics.GENERATIONS.labels("failed").inc()
                 metrics.UPSTREAM_ERRORS.labels(error.code).inc()
+
+    def _text(self) -> str:
+        return "".join(str(token_fields(p).get("text", "")) for p in self.payloads)
 
     def _notify(self) -> None:
         self._changed.set()
@@ -482,7 +495,12 @@ class Generation:
         entry = completion = None
         if self.stats is not None and self.claimed and self._policy.cache_ttl_seconds > 0:
             completion = cache.CachedCompletion(
-                self.id, self.request.kind, self.request.model, self.payloads, self.stats
+                self.id,
+                self.request.kind,
+                self.request.model,
+                self.payloads,
+                self.stats,
+                self.trace,
             )
             entry = cache.encode(completion)
             if len(entry) > self._policy.cache_max_bytes:

@@ -33,6 +33,7 @@ from app.generations.generation import (
 )
 from app.generations.leases import Leases
 from app.generations.request import CompletionRequest, as_kind
+from app.ops import tracing
 from app.store import keys
 from app.store.client import RedisUnavailable
 from app.store.generations import Meta, RedisStore
@@ -123,7 +124,11 @@ class Registry:
         if claim.outcome == "lead":
             return await self._lead(request, sha, generation_id, account, claimed=True)
         joined = claim.value.decode()
-        feed = RemoteFeed(self._store, joined, request.kind, request.model, "JOINED", self)
+        trace = ""
+        if tracing.tracer() is not None:  # what to link to: one read more, while traced
+            with contextlib.suppress(RedisUnavailable):
+                trace = getattr(await self._store.meta(joined), "trace", "")
+        feed = RemoteFeed(self._store, joined, request.kind, request.model, "JOINED", self, trace)
         with contextlib.suppress(RedisUnavailable):
             await feed.watch()
         return feed
@@ -147,7 +152,7 @@ class Registry:
             return LocalFeed(located.local, "JOINED")
         generation_id, meta = located.generation_id, located.meta
         kind = as_kind(meta.kind)
-        feed = RemoteFeed(self._store, generation_id, kind, meta.model, "JOINED", self)
+        feed = RemoteFeed(self._store, generation_id, kind, meta.model, "JOINED", self, meta.trace)
         try:
             await feed.pull(0)
             if not feed.ended and await self._store.alive(generation_id):

@@ -93,6 +93,39 @@ QUEUE_WAITING_BANDS = Gauge(
     ["band"],
     multiprocess_mode="livesum",
 )
+# OpenTelemetry's GenAI client histograms (app.ops.genai), under the names and with the buckets
+# and attributes its conventions give, as its Prometheus mapping writes them
+GENAI_LABELS = ["gen_ai_operation_name", "gen_ai_provider_name", "gen_ai_request_model",
+                "server_address", "server_port"]  # fmt: skip
+TOKEN_BUCKETS = tuple(4**n for n in range(14))  # 1 … 67,108,864
+SECONDS_BUCKETS = tuple(round(0.01 * 2**n, 2) for n in range(14))  # 0.01 … 81.92
+GENAI_TOKENS = Histogram(
+    "gen_ai_client_token_usage",
+    "Tokens of each upstream generation, by gen_ai_token_type (input, output)",
+    [*GENAI_LABELS, "gen_ai_token_type"],
+    buckets=TOKEN_BUCKETS,
+)
+GENAI_DURATION = Histogram(
+    "gen_ai_client_operation_duration",
+    "Each upstream generation, from its host taking it to its end (error_type set if it failed)",
+    [*GENAI_LABELS, "error_type"],
+    unit="seconds",
+    buckets=SECONDS_BUCKETS,
+)
+GENAI_FIRST_CHUNK = Histogram(
+    "gen_ai_client_operation_time_to_first_chunk",
+    "From a host taking a generation to the first chunk it streamed",
+    GENAI_LABELS,
+    unit="seconds",
+    buckets=SECONDS_BUCKETS,
+)
+GENAI_PER_CHUNK = Histogram(
+    "gen_ai_client_operation_time_per_output_chunk",
+    "Between one streamed chunk of a generation and the next",
+    GENAI_LABELS,
+    unit="seconds",
+    buckets=SECONDS_BUCKETS,
+)
 OPEN_STREAMS = Gauge(
     "bib_open_streams", "Server-sent event streams open now", multiprocess_mode="livesum"
 )
@@ -129,6 +162,17 @@ def export_known(hosts: Sequence[str]) -> None:
             AFFINITY.labels(host, result)
     for band in BANDS:
         QUEUE_WAITING_BANDS.labels(band)
+
+
+def export_models(labels: Sequence[Sequence[str]]) -> None:
+    """Creates, at 0, the GenAI series of each operation on a host and model (``labels`` in
+    ``GENAI_LABELS`` order), as its host lists the model: successes and both token types."""
+    for each in labels:
+        GENAI_DURATION.labels(*each, "")
+        GENAI_FIRST_CHUNK.labels(*each)
+        GENAI_PER_CHUNK.labels(*each)
+        for kind in ("input", "output"):
+            GENAI_TOKENS.labels(*each, kind)
 
 
 def time_full_collections(loop: asyncio.AbstractEventLoop) -> Callable[[], None]:

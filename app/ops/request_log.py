@@ -34,6 +34,10 @@ class RequestFacts:
     tokens: int = 0
     key: str | None = None  # the API key's name (never the key)
     user: str | None = None  # what a trusted proxy's identity header said
+    error: str | None = None  # the code of the service error it was answered with
+    refused: str | None = None  # the quota that refused it (429)
+    resumed: bool = False  # it continued a stream from Last-Event-ID
+    produced_by: str | None = None  # the traceparent of the generation that made a hit or join
 
     def saw_tokens(self, count: int) -> None:
         if count and self.first_token_seconds is None:

@@ -49,6 +49,7 @@ class Meta:
     sha: str
     kind: str  # the request's kind: generate or chat
     model: str
+    trace: str = ""  # the traceparent of its span while traced (app.ops.tracing), for links
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +104,7 @@ class RedisStore:
         if found is None:
             return None
         fields = orjson.loads(found)
-        return Meta(fields["sha"], fields["kind"], fields["model"])
+        return Meta(fields["sha"], fields["kind"], fields["model"], fields.get("trace", ""))
 
     async def _get(self, key: str) -> bytes | None:
         # the client is built without decode_responses, so values are bytes
@@ -137,6 +138,8 @@ class RedisStore:
                     pipe.pexpire(keys.content(r.meta.sha, "live"), lease_ms)
                 if r.describe:
                     described = {"sha": r.meta.sha, "kind": r.meta.kind, "model": r.meta.model}
+                    if r.meta.trace:
+                        described["trace"] = r.meta.trace
                     pipe.set(keys.generation(r.generation, "meta"), orjson.dumps(described),
                              ex=r.meta_ttl)  # fmt: skip
                     pipe.expire(keys.generation(r.generation, "events"), STREAM_RETENTION_SECONDS)

@@ -62,9 +62,11 @@ class Queued:
 
 @dataclass(frozen=True, slots=True)
 class Placed:
-    """The generation runs on ``host`` (its URL, shown without credentials)."""
+    """The generation runs on ``host`` (its URL, shown without credentials), which speaks
+    ``engine`` (``app.settings.ENGINES``)."""
 
     host: str
+    engine: str = "ollama"
 
 
 class EngineClient(Protocol):

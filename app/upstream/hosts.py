@@ -56,7 +56,7 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from app.ops import metrics
+from app.ops import genai, metrics
 from app.settings import BANDS, Settings, Upstream
 from app.store.client import RedisUnavailable
 from app.store.generations import RedisStore
@@ -157,6 +157,8 @@ class Host:
         """A probe answered: the host serves these models (``None``: it streams, but too busy
         to list them in time, so the last list stands)."""
         if models is not None:
+            if models != self.models:
+                genai.listed(shown(self.url), self.engine, [str(m.get("name")) for m in models])
             self.models = models
         self.refreshed_at = time.monotonic()
         if self.ejected:
@@ -232,7 +234,7 @@ class Hosts:
             if not candidates:
                 raise ModelNotFound(f"No upstream serves the model {request.model}.")
             host, ticket = await self._take(candidates, request, client, emit)
-            emit(Placed(shown(host.url)))
+            emit(Placed(shown(host.url), host.engine))
             taken_at = time.monotonic()
             tried.append(host)
             started = False

@@ -33,6 +33,7 @@ from app.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from app.ops import tracing
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 JSON_HEADERS = {"content-type": "application/json"}
@@ -90,6 +91,8 @@ async def stream_lines(
     started = False
     clock = asyncio.get_running_loop().time
     deadline = Deadline(timeouts.first_token_seconds)
+    if traced := tracing.outgoing():  # the generation's span, continued by a traced engine
+        headers = {**headers, **traced}
     try:
         async with http.stream("POST", url, content=body, headers=headers) as response:
             if response.status_code != 200:

@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.servers import Server, sample
+from harness.servers import Server, sample, series
 
 pytestmark = [pytest.mark.anyio, pytest.mark.system]
 
@@ -44,7 +44,7 @@ async def test_metrics_of_two_workers_add_up(start_service: Callable[..., Server
 
 
 async def test_known_label_values_are_zero_before_anything_happened(
-    start_service: Callable[..., Server],
+    start_service: Callable[..., Server], service_env: dict[str, str]
 ) -> None:
     """Across workers too (their samples' files): an alert reads 0, not "no data"."""
     service = start_service(WEB_CONCURRENCY="2")
@@ -54,6 +54,20 @@ async def test_known_label_values_are_zero_before_anything_happened(
         assert sample(text, "bib_rate_limited_total", quota=quota) == 0
     assert sample(text, "bib_generations_total", outcome="failed") == 0
     assert sample(text, "bib_slow_requests_total", part="head") == 0
+    # the GenAI series of every model a host listed, as the OpenTelemetry mapping names them
+    port = service_env["OLLAMA_HOST"].rsplit(":", 1)[1]
+    for model in ("llama3.2:latest", "qwen3:latest"):
+        of = {
+            "gen_ai_operation_name": "chat",
+            "gen_ai_provider_name": "ollama",
+            "gen_ai_request_model": model,
+            "server_address": "127.0.0.1",
+            "server_port": port,
+        }
+        tokens = series(text, "gen_ai_client_token_usage_count", gen_ai_token_type="output", **of)
+        assert tokens == 0
+        duration = "gen_ai_client_operation_duration_seconds_count"
+        assert series(text, duration, error_type="", **of) == 0
 
 
 def test_the_service_removes_the_metrics_folder_it_made(

@@ -1,0 +1,199 @@
+"""Traces and OTLP metrics, when the standard OpenTelemetry environment asks for them.
+
+Traces are on when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is
+set, unless ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none``; the metrics likewise
+with ``..._METRICS_ENDPOINT`` and ``OTEL_METRICS_EXPORTER``. The SDK reads everything else from
+the same environment: ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``, the sampler
+(``OTEL_TRACES_SAMPLER``), the exporter's headers and timeouts, the batching. Each worker exports
+its own over OTLP/HTTP (protobuf) from the SDK's background threads. Off, nothing is built: no
+middleware, no span, and the per-request cost is one test of ``tracer()``.
+
+Every request is a server span (``TracingMiddleware``) that continues an incoming
+``traceparent``; every upstream generation is a client span (``app.ops.genai``), current in the
+generation's task, so ``outgoing()`` hands its context to the engine. Joiners and cache hits link
+to it through ``traceparent(span)``, kept with the generation and its cache entry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Mapping
+from contextlib import AbstractContextManager
+
+from opentelemetry import propagate, trace
+from opentelemetry.context import Context
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.metrics import Meter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.ops.request_log import QUIET_PATHS, RequestFacts, facts
+
+SCOPE = "byte_in_bottle"
+_tracer: Tracer | None = None
+_meter: Meter | None = None
+_capture = False
+# the opt-in to prompt and answer text on spans, as OpenTelemetry's own GenAI instrumentations
+# read it (true, or a mode that includes spans); the conventions make content opt-in
+CAPTURE_VARIABLE = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
+CAPTURE_VALUES = frozenset({"true", "span_only", "span_and_event"})
+_W3C = TraceContextTextMapPropagator()
+
+
+def _wanted(environ: Mapping[str, str], signal: str) -> bool:
+    """Whether ``signal`` (``TRACES`` or ``METRICS``) is to be exported."""
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return False
+    if environ.get(f"OTEL_{signal}_EXPORTER", "otlp").strip().lower() == "none":
+        return False
+    return bool(environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+                or environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT"))  # fmt: skip
+
+
+def traces_wanted(environ: Mapping[str, str]) -> bool:
+    return _wanted(environ, "TRACES")
+
+
+def start(environ: Mapping[str, str]) -> Callable[[], None]:
+    """Builds this worker's exporters as the environment asks; returns what flushes and stops
+    them. Its own providers, not the global ones: nothing outside the service records into
+    them, and tests may start and stop it again in one process."""
+    global _tracer, _meter, _capture
+    stops: list[Callable[[], object]] = []
+    _capture = environ.get(CAPTURE_VARIABLE, "").strip().lower() in CAPTURE_VALUES
+    if traces_wanted(environ):
+        tracers = TracerProvider()  # the sampler and the resource from the environment
+        tracers.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        _tracer = tracers.get_tracer(SCOPE)
+        stops.append(tracers.shutdown)
+    if _wanted(environ, "METRICS"):
+        meters = MeterProvider([PeriodicExportingMetricReader(OTLPMetricExporter())])
+        _meter = meters.get_meter(SCOPE)
+        stops.append(meters.shutdown)
+
+    def stop() -> None:
+        global _tracer, _meter
+        _tracer = _meter = None
+        for each in stops:
+            each()
+
+    return stop
+
+
+def tracer() -> Tracer | None:
+    """The tracer while traces are exported, else ``None``."""
+    return _tracer
+
+
+def capturing() -> bool:
+    """Whether spans record prompt and answer text."""
+    return _capture and _tracer is not None
+
+
+def meter() -> Meter | None:
+    """The meter while metrics are exported over OTLP, else ``None``."""
+    return _meter
+
+
+def traceparent(span: trace.Span) -> str:
+    """The W3C ``traceparent`` of ``span``, to be kept and linked to later."""
+    carrier: dict[str, str] = {}
+    _W3C.inject(carrier, trace.set_span_in_context(span))
+    return carrier.get("traceparent", "")
+
+
+def linked(value: str | None) -> SpanContext | None:
+    """The span a kept ``traceparent`` names, if it is one."""
+    if not value:
+        return None
+    context = trace.get_current_span(_W3C.extract({"traceparent": value})).get_span_context()
+    return context if context.is_valid else None
+
+
+def current(span: trace.Span | None) -> AbstractContextManager[object]:
+    """Makes ``span`` the current one inside the block (none: nothing changes)."""
+    if span is None:
+        return contextlib.nullcontext()
+    return trace.use_span(span, end_on_exit=False, record_exception=False)
+
+
+def outgoing() -> dict[str, str]:
+    """The trace headers of a request to an engine: the current span's context."""
+    if _tracer is None:
+        return {}
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier
+
+
+class TracingMiddleware:
+    """Each HTTP request as a server span, under the caller's ``traceparent`` if it sent one,
+    named for its route once routed, with what ``RequestFacts`` noted of it as ``bib.*``
+    attributes; probes and scrapes (``QUIET_PATHS``) are not traced. Inside
+    ``RequestLogMiddleware``, whose facts it reads."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tracing = _tracer
+        if scope["type"] != "http" or tracing is None or scope["path"] in QUIET_PATHS:
+            await self.app(scope, receive, send)
+            return
+        parent: Context = propagate.extract(Headers(scope=scope))
+        method, status = scope["method"], 500
+        client = scope.get("client")
+        attributes = {"http.request.method": method, "url.path": scope["path"],
+                      "url.scheme": scope.get("scheme", "http")}  # fmt: skip
+        if client:
+            attributes["client.address"] = client[0]
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        span = tracing.start_span(method, parent, SpanKind.SERVER, attributes)
+        try:
+            with trace.use_span(span, end_on_exit=False, record_exception=False):
+                await self.app(scope, receive, send_status)
+        finally:
+            _describe(span, scope, status, facts(scope))
+            span.end()
+
+
+def _describe(span: trace.Span, scope: Scope, status: int, noted: RequestFacts) -> None:
+    route = getattr(scope.get("route"), "path", None)
+    if route is not None:
+        span.update_name(f"{scope['method']} {route}")
+        span.set_attribute("http.route", route)
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(Status(StatusCode.ERROR))
+        span.set_attribute("error.type", str(status))
+    for name, value in (
+        ("bib.cache", noted.cache),
+        ("bib.generation.id", noted.generation),
+        ("bib.error", noted.error),
+        ("bib.quota.refused", noted.refused),
+        ("bib.api_key", noted.key),
+    ):
+        if value is not None:
+            span.set_attribute(name, value)
+    span.set_attribute("bib.joined", noted.cache == "JOINED")
+    span.set_attribute("bib.resumed", noted.resumed)
+    if noted.tokens:
+        span.set_attribute("bib.tokens", noted.tokens)
+    if noted.first_token_seconds is not None:
+        span.set_attribute("bib.time_to_first_token", noted.first_token_seconds)
+    producer = linked(noted.produced_by)
+    if producer is not None:
+        span.add_link(producer, {"bib.link": "produced_by"})
