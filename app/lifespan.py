@@ -23,7 +23,7 @@ from app.generations.embeddings import Embedder
 from app.generations.feeds import READ_BLOCK_MILLISECONDS
 from app.generations.generation import Policy
 from app.generations.registry import Registry
-from app.ops import collection, metrics, tracing
+from app.ops import collection, genai, metrics, tracing
 from app.ops.checks import CachedCheck
 from app.ops.shutdown import Drain
 from app.settings import Settings
@@ -111,6 +111,7 @@ def lifespan(
         drain.install()
         metrics.export_known(settings.upstream_urls)
         stop_tracing = tracing.start(os.environ)  # after the fork: each worker exports its own
+        stop_metrics = genai.export(os.environ)
         untime_collections = metrics.time_full_collections(asyncio.get_running_loop())
         untune_collector = collection.tune()  # last: what startup built is frozen
         try:
@@ -157,6 +158,7 @@ def lifespan(
             await redis.aclose()
             await blocking.aclose()
             stop_tracing()  # what is left is flushed
+            stop_metrics()
             metrics.forget_worker()
 
     return run

@@ -986,8 +986,47 @@ async def _conversations(port: int, label: str) -> list[float]:
     return [ms for conversation in found for ms in conversation]
 
 
+def tracing(setup: Setup, rounds: int, streams: int, seconds: float, connections: int
+            ) -> list[Table]:  # fmt: skip
+    """What tracing costs: the service with its defaults beside the same with OpenTelemetry
+    on (every request sampled, spans and metrics exported over OTLP/HTTP to a receiver in its
+    own process on the load core): CPU per relayed token, and streamed cache hits per second."""
+    port = servers.free_port()
+    receiver = servers.Server([*_pinned(LOAD_CORE), servers.PYTHON, "-m", "harness.otlp",
+                               str(port)], port).start(ready_path=None)  # fmt: skip
+    setup.apps.append(receiver)
+    traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_TRACES_SAMPLER": "always_on",
+              "OTEL_SERVICE_NAME": "bib-bench"}  # fmt: skip
+    apps = {"off": setup.app(env=DEFAULTS), "on": setup.app(env={**DEFAULTS, **traced})}
+    body = orjson.dumps({"prompt": "tracing bench", "options": {"sim_token_delay": 0}})
+    for app in apps.values():  # each its own entry's copy, as a hit finds it
+        asyncio.run(concurrent(1, app.port, [post("/v1/chats/generate", body)], b"", DONE))
+    cpu: dict[str, list[float]] = {name: [] for name in apps}
+    rps: dict[str, list[float]] = {name: [] for name in apps}
+    for round_ in range(rounds):
+        for name, app in apps.items():
+            assert app.process is not None
+            before = cpu_seconds(app.process.pid)
+            _ttft(streams, app.port, f"tracing {round_} {name}")
+            cpu[name].append((cpu_seconds(app.process.pid) - before) / (streams * TOKENS) * 1e6)
+            rps[name].append(_wrk(app.port, "/v1/chats/generate", body, connections, seconds))
+    return [
+        (
+            "tracing: the service with OpenTelemetry on (100 % sampled, exported over OTLP/HTTP "
+            "to a local receiver) beside it off, the defaults otherwise",
+            ["measure", "tracing off", "tracing on", "on/off"],
+            [
+                _row(f"{streams} streams: CPU µs per relayed token", cpu["off"], cpu["on"],
+                     "{:.1f}"),
+                _row(f"streamed cache hits per second, wrk -c{connections}", rps["off"],
+                     rps["on"], "{:.0f}"),
+            ],
+        )
+    ]  # fmt: skip
+
+
 SECTIONS = ("relay", "replay", "surfaces", "auth", "queue", "capacity", "live", "soak", "routing",
-            "model", "affinity")  # fmt: skip
+            "model", "affinity", "tracing")  # fmt: skip
 
 
 def main() -> None:
@@ -1027,6 +1066,8 @@ def main() -> None:
                                        args.route_seconds),
         "model": lambda setup: model(setup, args.rounds),
         "affinity": lambda setup: affinity(setup, args.affinity_rounds),
+        "tracing": lambda setup: tracing(setup, args.rounds, max(args.streams), args.seconds,
+                                         args.connections),
     }  # fmt: skip
     setup = Setup()
     try:

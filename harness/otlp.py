@@ -2,7 +2,8 @@
 the benchmark. It answers every export with success, and keeps the spans and metrics it was sent,
 decoded with the ``opentelemetry-proto`` package.
 
-``python -m harness.otlp PORT`` serves until killed, keeping only counts (the benchmark's).
+``python -m harness.otlp PORT`` serves on ``PORT`` until killed, keeping nothing (the
+benchmark's receiver, in a process of its own).
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ class Span:
 class Receiver:
     """Serves on a free loopback port in a thread of this process."""
 
-    def __init__(self, *, keep: bool = True) -> None:
+    def __init__(self, port: int = 0, *, keep: bool = True) -> None:
         self.spans: list[Span] = []
         self.metrics: list[ExportMetricsServiceRequest] = []
         self.exports = 0
@@ -74,7 +75,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
         self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
@@ -127,9 +128,18 @@ class Receiver:
         return {metric.name for export in self.metrics for rm in export.resource_metrics
                 for sm in rm.scope_metrics for metric in sm.metrics}  # fmt: skip
 
+    def histogram(self, name: str) -> list[tuple[dict[str, Any], int, float]]:
+        """The points of histogram ``name`` in the last export that had it: attributes, count,
+        sum (cumulative)."""
+        found = [
+            [({a.key: value(a.value) for a in p.attributes}, p.count, p.sum)
+             for p in metric.histogram.data_points]
+            for export in self.metrics for rm in export.resource_metrics
+            for sm in rm.scope_metrics for metric in sm.metrics if metric.name == name
+        ]  # fmt: skip
+        return found[-1] if found else []
+
 
 if __name__ == "__main__":
-    with Receiver(keep=False) as running:
-        sys.stdout.write(running.url + "\n")
-        sys.stdout.flush()
+    with Receiver(int(sys.argv[1]), keep=False):
         threading.Event().wait()

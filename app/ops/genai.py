@@ -1,5 +1,6 @@
 """One upstream generation under OpenTelemetry's GenAI conventions: its client span and the four
-client histograms (``app.ops.metrics``' ``GENAI_*`` on ``/metrics``, and over OTLP when exported).
+client histograms (``app.ops.metrics``' ``GENAI_*`` on ``/metrics``, and over OTLP when exported:
+``app.ops.histograms``).
 
 The span, named ``"{gen_ai.operation.name} {gen_ai.request.model}"`` (``chat llama3.2``), starts
 with the generation, so it also covers a wait for a GPU slot (``bib.queue.*``), and gets the
@@ -10,19 +11,32 @@ only when ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT`` opts in (``app.
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import orjson
-from opentelemetry.metrics import Histogram, Meter
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from app.ops import metrics, tracing
+from app.ops.histograms import Attributes, Histograms, Series
 
 OPERATION_NAMES = {"chat": "chat", "generate": "text_completion"}  # by the request's kind
+TOKEN_USAGE = "gen_ai.client.token.usage"
+DURATION = "gen_ai.client.operation.duration"
+FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
+PER_CHUNK = "gen_ai.client.operation.time_per_output_chunk"
+DESCRIBED = {  # for OTLP: each histogram's unit, description and bucket bounds
+    TOKEN_USAGE: ("{token}", "Number of input and output tokens used", metrics.TOKEN_BUCKETS),
+    DURATION: ("s", "GenAI operation duration", metrics.SECONDS_BUCKETS),
+    FIRST_CHUNK: ("s", "Time to receive the first chunk in a streaming operation",
+                  metrics.SECONDS_BUCKETS),
+    PER_CHUNK: ("s", "Time between consecutive chunks in a streaming operation",
+                metrics.SECONDS_BUCKETS),
+}  # fmt: skip
+_histograms: Histograms | None = None  # while exported over OTLP
 # the request parameters the conventions name, by their Ollama option names
 PARAMETERS = {
     "temperature": "gen_ai.request.temperature",
@@ -34,6 +48,25 @@ PARAMETERS = {
     "frequency_penalty": "gen_ai.request.frequency_penalty",
     "presence_penalty": "gen_ai.request.presence_penalty",
 }
+
+
+def export(environ: Mapping[str, str]) -> Callable[[], None]:
+    """Exports the histograms over OTLP every ``OTEL_METRIC_EXPORT_INTERVAL`` milliseconds
+    if the environment asks (``app.ops.tracing``); returns what exports the rest and stops."""
+    global _histograms
+    if not tracing.metrics_wanted(environ):
+        return lambda: None
+    histograms = _histograms = Histograms(DESCRIBED, tracing.SCOPE)
+    interval = float(environ.get("OTEL_METRIC_EXPORT_INTERVAL") or 60000) / 1000
+    task = asyncio.get_running_loop().create_task(histograms.run(interval), name="otlp metrics")
+
+    def stop() -> None:
+        global _histograms
+        _histograms = None
+        task.cancel()
+        histograms.close()
+
+    return stop
 
 
 def labels(operation: str, engine: str, model: str, host: str) -> tuple[str, str, str, str, str]:
@@ -61,6 +94,7 @@ class Operation:
         self._last = 0.0  # when the last chunk came; 0.0 before the first
         self._labels: tuple[str, ...] | None = None
         self._per_chunk: Any = None  # the labelled histogram, bound once placed
+        self._otlp_per_chunk: Series | None = None  # and its OTLP twin, when exported
         self._queued = False
         tracer = tracing.tracer()
         self.span: Span | None = None
@@ -85,6 +119,8 @@ class Operation:
         self._placed_at, self._last = time.perf_counter(), 0.0
         self._labels = labels(self.name, engine, self.model, host)
         self._per_chunk = metrics.GENAI_PER_CHUNK.labels(*self._labels)
+        if _histograms is not None:
+            self._otlp_per_chunk = _histograms.series(PER_CHUNK, self._attributes())
         if self.span is not None:
             self.span.set_attributes({
                 "gen_ai.provider.name": engine, "server.address": self._labels[3],
@@ -99,12 +135,11 @@ class Operation:
         now = time.perf_counter()
         if self._last:
             self._per_chunk.observe(now - self._last)
-            if (otlp := _otlp()) is not None:
-                otlp[3].record(now - self._last, self._attributes())
+            if self._otlp_per_chunk is not None:
+                self._otlp_per_chunk.add(now - self._last)
         else:
             metrics.GENAI_FIRST_CHUNK.labels(*self._labels).observe(now - self._placed_at)
-            if (otlp := _otlp()) is not None:
-                otlp[2].record(now - self._placed_at, self._attributes())
+            self._record(FIRST_CHUNK, now - self._placed_at)
             if self.span is not None:
                 self.span.set_attribute("gen_ai.response.time_to_first_chunk",
                                         now - self._placed_at)  # fmt: skip
@@ -140,24 +175,25 @@ class Operation:
         assert self._labels is not None
         seconds = time.perf_counter() - self._placed_at
         metrics.GENAI_DURATION.labels(*self._labels, error or "").observe(seconds)
-        otlp = _otlp()
-        attributes = self._attributes()
-        if otlp is not None:
-            otlp[1].record(seconds, {**attributes, "error.type": error} if error else attributes)
+        self._record(DURATION, seconds, (("error.type", error),) if error else ())
         if stats is None:
             return
         for kind, field in (("input", "prompt_eval_count"), ("output", "eval_count")):
             count = int(stats.get(field) or 0)
             metrics.GENAI_TOKENS.labels(*self._labels, kind).observe(count)
-            if otlp is not None:
-                otlp[0].record(count, {**attributes, "gen_ai.token.type": kind})
+            self._record(TOKEN_USAGE, count, (("gen_ai.token.type", kind),))
 
-    def _attributes(self) -> dict[str, str | int]:
+    def _record(self, name: str, value: float, more: Attributes = ()) -> None:
+        """Adds ``value`` to the OTLP histogram ``name``, while exported."""
+        if _histograms is not None:
+            _histograms.series(name, self._attributes() + more).add(value)
+
+    def _attributes(self) -> Attributes:
         assert self._labels is not None
         operation, engine, model, address, port = self._labels
-        return {"gen_ai.operation.name": operation, "gen_ai.provider.name": engine,
-                "gen_ai.request.model": model, "server.address": address,
-                "server.port": int(port)}  # fmt: skip
+        return (("gen_ai.operation.name", operation), ("gen_ai.provider.name", engine),
+                ("gen_ai.request.model", model), ("server.address", address),
+                ("server.port", int(port)))  # fmt: skip
 
 
 def _request_attributes(content: Mapping[str, Any], stream: bool) -> dict[str, Any]:
@@ -193,29 +229,3 @@ def _messages(content: Mapping[str, Any]) -> dict[str, str]:
         messages = [{"role": "user", "parts": parts(content.get("prompt", ""))}]
     found["gen_ai.input.messages"] = orjson.dumps(messages).decode()
     return found
-
-
-def _otlp() -> tuple[Histogram, Histogram, Histogram, Histogram] | None:
-    """The four histograms over OTLP (token usage, duration, first chunk, per chunk), while
-    metrics are exported so."""
-    meter = tracing.meter()
-    return None if meter is None else _instruments(meter)
-
-
-@functools.cache
-def _instruments(meter: Meter) -> tuple[Histogram, Histogram, Histogram, Histogram]:
-    def seconds(name: str, description: str) -> Histogram:
-        return meter.create_histogram(
-            name, "s", description, explicit_bucket_boundaries_advisory=metrics.SECONDS_BUCKETS
-        )
-
-    return (
-        meter.create_histogram("gen_ai.client.token.usage", "{token}",
-                               "Measures number of input and output tokens used",
-                               explicit_bucket_boundaries_advisory=metrics.TOKEN_BUCKETS),
-        seconds("gen_ai.client.operation.duration", "GenAI operation duration"),
-        seconds("gen_ai.client.operation.time_to_first_chunk",
-                "Time to receive the first chunk in a streaming operation"),
-        seconds("gen_ai.client.operation.time_per_output_chunk",
-                "Time between consecutive chunks in a streaming operation"),
-    )  # fmt: skip

@@ -1,12 +1,13 @@
-"""Traces and OTLP metrics, when the standard OpenTelemetry environment asks for them.
+"""Traces, when the standard OpenTelemetry environment asks for them.
 
 Traces are on when ``OTEL_EXPORTER_OTLP_ENDPOINT`` or ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` is
-set, unless ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none``; the metrics likewise
-with ``..._METRICS_ENDPOINT`` and ``OTEL_METRICS_EXPORTER``. The SDK reads everything else from
-the same environment: ``OTEL_SERVICE_NAME`` and ``OTEL_RESOURCE_ATTRIBUTES``, the sampler
-(``OTEL_TRACES_SAMPLER``), the exporter's headers and timeouts, the batching. Each worker exports
-its own over OTLP/HTTP (protobuf) from the SDK's background threads. Off, nothing is built: no
-middleware, no span, and the per-request cost is one test of ``tracer()``.
+set, unless ``OTEL_SDK_DISABLED=true`` or ``OTEL_TRACES_EXPORTER=none`` (the GenAI metrics
+likewise with ``..._METRICS_ENDPOINT`` and ``OTEL_METRICS_EXPORTER``: ``app.ops.genai``). The
+SDK reads the rest from the same environment: ``OTEL_SERVICE_NAME`` and
+``OTEL_RESOURCE_ATTRIBUTES``, the sampler (``OTEL_TRACES_SAMPLER``), the batching; the exporter
+(``app.ops.otlp``) reads the endpoint's headers, timeout, compression and certificates. Each
+worker exports its own spans from the SDK's batch thread. Off, nothing is built: no middleware,
+no span, and the per-generation cost is one test of ``tracer()``.
 
 Every request is a server span (``TracingMiddleware``) that continues an incoming
 ``traceparent``; every upstream generation is a client span (``app.ops.genai``), current in the
@@ -17,16 +18,12 @@ to it through ``traceparent(span)``, kept with the generation and its cache entr
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Callable, Mapping
 from contextlib import AbstractContextManager
 
-from opentelemetry import propagate, trace
+from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
-from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
-from opentelemetry.metrics import Meter
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Tracer
@@ -34,11 +31,11 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.ops import otlp
 from app.ops.request_log import QUIET_PATHS, RequestFacts, facts
 
 SCOPE = "byte_in_bottle"
 _tracer: Tracer | None = None
-_meter: Meter | None = None
 _capture = False
 # the opt-in to prompt and answer text on spans, as OpenTelemetry's own GenAI instrumentations
 # read it (true, or a mode that includes spans); the conventions make content opt-in
@@ -61,26 +58,26 @@ def traces_wanted(environ: Mapping[str, str]) -> bool:
     return _wanted(environ, "TRACES")
 
 
+def metrics_wanted(environ: Mapping[str, str]) -> bool:
+    return _wanted(environ, "METRICS")
+
+
 def start(environ: Mapping[str, str]) -> Callable[[], None]:
-    """Builds this worker's exporters as the environment asks; returns what flushes and stops
-    them. Its own providers, not the global ones: nothing outside the service records into
-    them, and tests may start and stop it again in one process."""
-    global _tracer, _meter, _capture
+    """Builds this worker's span exporter if the environment asks; returns what flushes and
+    stops it. Its own provider, not the global one: nothing outside the service records into
+    it, and tests may start and stop it again in one process."""
+    global _tracer, _capture
     stops: list[Callable[[], object]] = []
     _capture = environ.get(CAPTURE_VARIABLE, "").strip().lower() in CAPTURE_VALUES
     if traces_wanted(environ):
         tracers = TracerProvider()  # the sampler and the resource from the environment
-        tracers.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        tracers.add_span_processor(BatchSpanProcessor(otlp.SpanExporter(environ)))
         _tracer = tracers.get_tracer(SCOPE)
         stops.append(tracers.shutdown)
-    if _wanted(environ, "METRICS"):
-        meters = MeterProvider([PeriodicExportingMetricReader(OTLPMetricExporter())])
-        _meter = meters.get_meter(SCOPE)
-        stops.append(meters.shutdown)
 
     def stop() -> None:
-        global _tracer, _meter
-        _tracer = _meter = None
+        global _tracer
+        _tracer = None
         for each in stops:
             each()
 
@@ -97,11 +94,6 @@ def capturing() -> bool:
     return _capture and _tracer is not None
 
 
-def meter() -> Meter | None:
-    """The meter while metrics are exported over OTLP, else ``None``."""
-    return _meter
-
-
 def traceparent(span: trace.Span) -> str:
     """The W3C ``traceparent`` of ``span``, to be kept and linked to later."""
     carrier: dict[str, str] = {}
@@ -109,12 +101,19 @@ def traceparent(span: trace.Span) -> str:
     return carrier.get("traceparent", "")
 
 
+@functools.lru_cache(maxsize=1024)  # the hits of one answer link to one span
 def linked(value: str | None) -> SpanContext | None:
     """The span a kept ``traceparent`` names, if it is one."""
     if not value:
         return None
     context = trace.get_current_span(_W3C.extract({"traceparent": value})).get_span_context()
     return context if context.is_valid else None
+
+
+@functools.cache
+def _context_headers() -> frozenset[bytes]:
+    """The headers the propagators (``OTEL_PROPAGATORS``) read: without any, nothing to extract."""
+    return frozenset(name.lower().encode() for name in propagate.get_global_textmap().fields)
 
 
 def current(span: trace.Span | None) -> AbstractContextManager[object]:
@@ -147,11 +146,12 @@ class TracingMiddleware:
         if scope["type"] != "http" or tracing is None or scope["path"] in QUIET_PATHS:
             await self.app(scope, receive, send)
             return
-        parent: Context = propagate.extract(Headers(scope=scope))
+        parent: Context | None = None  # the caller's context, when it sent one
+        if any(name in _context_headers() for name, _ in scope["headers"]):
+            parent = propagate.extract(Headers(scope=scope))
         method, status = scope["method"], 500
         client = scope.get("client")
-        attributes = {"http.request.method": method, "url.path": scope["path"],
-                      "url.scheme": scope.get("scheme", "http")}  # fmt: skip
+        attributes = {"http.request.method": method, "url.path": scope["path"]}
         if client:
             attributes["client.address"] = client[0]
 
@@ -162,38 +162,42 @@ class TracingMiddleware:
             await send(message)
 
         span = tracing.start_span(method, parent, SpanKind.SERVER, attributes)
+        token = context.attach(trace.set_span_in_context(span, parent))
         try:
-            with trace.use_span(span, end_on_exit=False, record_exception=False):
-                await self.app(scope, receive, send_status)
+            await self.app(scope, receive, send_status)
         finally:
+            context.detach(token)
             _describe(span, scope, status, facts(scope))
             span.end()
 
 
 def _describe(span: trace.Span, scope: Scope, status: int, noted: RequestFacts) -> None:
+    """Sets what the request came to, at once (each call to the span takes its lock)."""
+    attributes: dict[str, str | int | float | bool] = {"http.response.status_code": status}
     route = getattr(scope.get("route"), "path", None)
     if route is not None:
         span.update_name(f"{scope['method']} {route}")
-        span.set_attribute("http.route", route)
-    span.set_attribute("http.response.status_code", status)
+        attributes["http.route"] = route
     if status >= 500:
         span.set_status(Status(StatusCode.ERROR))
-        span.set_attribute("error.type", str(status))
+        attributes["error.type"] = str(status)
     for name, value in (
         ("bib.cache", noted.cache),
         ("bib.generation.id", noted.generation),
         ("bib.error", noted.error),
         ("bib.quota.refused", noted.refused),
         ("bib.api_key", noted.key),
+        ("bib.time_to_first_token", noted.first_token_seconds),
     ):
         if value is not None:
-            span.set_attribute(name, value)
-    span.set_attribute("bib.joined", noted.cache == "JOINED")
-    span.set_attribute("bib.resumed", noted.resumed)
+            attributes[name] = value
+    if noted.cache == "JOINED":
+        attributes["bib.joined"] = True
+    if noted.resumed:
+        attributes["bib.resumed"] = True
     if noted.tokens:
-        span.set_attribute("bib.tokens", noted.tokens)
-    if noted.first_token_seconds is not None:
-        span.set_attribute("bib.time_to_first_token", noted.first_token_seconds)
+        attributes["bib.tokens"] = noted.tokens
+    span.set_attributes(attributes)
     producer = linked(noted.produced_by)
     if producer is not None:
-        span.add_link(producer, {"bib.link": "produced_by"})
+        span.add_link(producer)

@@ -173,3 +173,12 @@ async def test_content_only_when_opted_in_and_the_genai_metrics_both_ways(
                                  "gen_ai.client.operation.time_to_first_chunk",
                                  "gen_ai.client.operation.time_per_output_chunk"}
                       <= r.metric_names())  # fmt: skip
+    attributes = {"gen_ai.operation.name": "text_completion", "gen_ai.provider.name": "ollama",
+                  "gen_ai.request.model": "qwen3", "server.address": "127.0.0.1",
+                  "server.port": int(port)}  # fmt: skip
+    assert receiver.histogram("gen_ai.client.operation.time_per_output_chunk")[0][:2] == (
+        attributes,
+        11,
+    )
+    usage = receiver.histogram("gen_ai.client.token.usage")
+    assert ({**attributes, "gen_ai.token.type": "output"}, 1, 12) in usage
