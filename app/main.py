@@ -26,7 +26,7 @@ from app.api.openai.responses import routes as responses
 from app.api.relay import BodyShortcutMiddleware
 from app.api.routing import error_handlers
 from app.lifespan import lifespan
-from app.ops import metrics, probes, tracing
+from app.ops import probes, tracing
 from app.ops.request_log import RequestLogMiddleware
 from app.ops.tracing import TracingMiddleware
 from app.settings import Settings
@@ -76,7 +76,6 @@ def create_app(
             *anthropic.ROUTES,
             *ollama.ROUTES,
             *probes.ROUTES,
-            metrics.ROUTE,
             *docs.ROUTES,
         ],
         middleware=middleware,

@@ -26,9 +26,7 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
 
 from app.responses import NO_STORE
 from app.settings import BANDS
@@ -126,6 +124,11 @@ GENAI_PER_CHUNK = Histogram(
     unit="seconds",
     buckets=SECONDS_BUCKETS,
 )
+READY = Gauge(
+    "bib_ready",
+    "1 while the worker is ready as /readyz says (Redis answers, a host serves, not draining)",
+    multiprocess_mode="livemin",
+)
 OPEN_STREAMS = Gauge(
     "bib_open_streams", "Server-sent event streams open now", multiprocess_mode="livesum"
 )
@@ -194,8 +197,8 @@ def time_full_collections(loop: asyncio.AbstractEventLoop) -> Callable[[], None]
     return lambda: gc.callbacks.remove(on_collection)
 
 
-async def metrics(request: Request) -> Response:
-    """``GET /metrics``: the Prometheus text format, all workers added up."""
+def exposition() -> Response:
+    """The Prometheus text format, all workers added up (``GET /metrics``: ``app.ops.probes``)."""
     registry = REGISTRY
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         registry = CollectorRegistry()
@@ -205,9 +208,6 @@ async def metrics(request: Request) -> Response:
         media_type=CONTENT_TYPE_LATEST,
         headers=NO_STORE,
     )
-
-
-ROUTE = Route("/metrics", metrics)
 
 
 def forget_worker() -> None:

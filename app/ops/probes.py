@@ -1,4 +1,5 @@
-"""Health endpoints for orchestrators and people; never rate limited, never cached by clients.
+"""Health endpoints for orchestrators, people and Prometheus; never rate limited, never cached
+by clients.
 
 ``/livez`` checks nothing but that the process serves. ``/readyz`` and ``/v1/health`` share the
 cached dependency checks of ``app.ops.checks``; Ollama passes while at least one host serves.
@@ -17,6 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from app import VERSION
+from app.ops import metrics
 from app.ops.checks import CachedCheck
 from app.ops.shutdown import Drain
 from app.responses import NO_STORE, JSONBody
@@ -48,17 +50,30 @@ async def livez(request: Request[State]) -> Response:
 
 
 async def readyz(request: Request[State]) -> Response:
+    passed, body = await _readiness(request)
+    return HealthBody(body, status_code=200 if passed else 503, headers=NO_STORE)
+
+
+async def scrape(request: Request[State]) -> Response:
+    """``GET /metrics``, with ``bib_ready`` as ``/readyz`` would answer now: an alert on it does
+    not depend on an orchestrator probing."""
+    await _readiness(request)
+    return metrics.exposition()
+
+
+async def _readiness(request: Request[State]) -> tuple[bool, dict[str, Any]]:
+    """Whether this worker is ready, and why, as ``/readyz`` says it; noted in ``bib_ready``."""
     if request.state["drain"].draining:
-        draining = {"status": "fail", "output": "shutting down"}
-        return HealthBody(draining, status_code=503, headers=NO_STORE)
+        metrics.READY.set(0)
+        return False, {"status": "fail", "output": "shutting down"}
     redis = await request.state["redis_check"]()
     upstream = await request.state["hosts_check"]()
     passed = redis.passed and upstream.passed
-    body = {
+    metrics.READY.set(1 if passed else 0)
+    return passed, {
         "status": "pass" if passed else "fail",
         "checks": {"redis:responseTime": redis.report(), "ollama:responseTime": upstream.report()},
     }
-    return HealthBody(body, status_code=200 if passed else 503, headers=NO_STORE)
 
 
 async def health(request: Request[State]) -> Response:
@@ -83,4 +98,9 @@ async def health(request: Request[State]) -> Response:
     return JSONBody(body, status_code=503 if status == "unhealthy" else 200, headers=NO_STORE)
 
 
-ROUTES = [Route("/livez", livez), Route("/readyz", readyz), Route("/v1/health", health)]
+ROUTES = [
+    Route("/livez", livez),
+    Route("/readyz", readyz),
+    Route("/v1/health", health),
+    Route("/metrics", scrape),
+]

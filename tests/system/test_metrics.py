@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.servers import Server, sample, series
+from harness.servers import Server, free_port, sample, series
 
 pytestmark = [pytest.mark.anyio, pytest.mark.system]
 
@@ -79,3 +79,15 @@ def test_the_service_removes_the_metrics_folder_it_made(
     assert [p.name[:12] for p in tmp_path.iterdir()] == ["bib-metrics-"]  # made, while it runs
     service.stop()
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_ready_is_what_readyz_would_answer_at_each_scrape(
+    start_service: Callable[..., Server],
+) -> None:
+    """``bib_ready`` (``BibNotReady``'s series) follows Redis and the hosts without any probe."""
+    ready = start_service()
+    down = start_service(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
+    async with httpx.AsyncClient(timeout=30) as http:
+        assert sample((await http.get(ready.url + "/metrics")).text, "bib_ready") == 1
+        assert series((await http.get(down.url + "/metrics")).text, "bib_ready") == 0
+        assert (await http.get(down.url + "/readyz")).status_code == 503
