@@ -56,6 +56,8 @@ def create_app(
                 "X-Request-ID",
                 "X-Priority",
                 "X-Session-ID",
+                "traceparent",  # W3C trace context, continued when tracing is on
+                "tracestate",
             ],
             expose_headers=[
                 "X-Cache",

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 import orjson
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
-from app.ops import metrics, tracing
+from app.ops import metrics, otlp, tracing
 from app.ops.histograms import Attributes, Histograms, Series
 
 OPERATION_NAMES = {"chat": "chat", "generate": "text_completion"}  # by the request's kind
@@ -56,7 +56,8 @@ def export(environ: Mapping[str, str]) -> Callable[[], None]:
     global _histograms
     if not tracing.metrics_wanted(environ):
         return lambda: None
-    histograms = _histograms = Histograms(DESCRIBED, tracing.SCOPE)
+    endpoint = otlp.Endpoint(environ, "METRICS")
+    histograms = _histograms = Histograms(DESCRIBED, tracing.SCOPE, endpoint)
     interval = float(environ.get("OTEL_METRIC_EXPORT_INTERVAL") or 60000) / 1000
     task = asyncio.get_running_loop().create_task(histograms.run(interval), name="otlp metrics")
 

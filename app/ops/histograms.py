@@ -3,20 +3,21 @@
 The SDK's ``Histogram.record`` takes about 10 µs, and ``time_per_output_chunk`` is recorded for
 every streamed chunk: through the SDK, tracing on cost a quarter more CPU per relayed token
 (``scripts/bench``, section ``tracing``). A ``Series`` adds a value in about a microsecond; every
-``OTEL_METRIC_EXPORT_INTERVAL`` milliseconds (60,000 by default) the worker hands the cumulative
-explicit-bucket histograms to the SDK's own OTLP/HTTP metric exporter, which reads its endpoint,
-headers and the rest from the environment.
+``OTEL_METRIC_EXPORT_INTERVAL`` milliseconds (60,000 by default) the worker posts the cumulative
+explicit-bucket histograms, encoded by the SDK's OTLP encoder, where ``app.ops.otlp.Endpoint``
+says.
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import threading
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
 from opentelemetry.sdk.metrics.export import (
     AggregationTemporality,
     Histogram,
@@ -29,7 +30,10 @@ from opentelemetry.sdk.metrics.export import (
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 
+from app.ops.otlp import Endpoint
+
 Attributes = tuple[tuple[str, Any], ...]
+CLOSING_EXPORT_SECONDS = 1.0  # a collector away must not hold a worker's exit for long
 
 
 class Series:
@@ -56,13 +60,13 @@ class Histograms:
     """
 
     def __init__(self, described: Mapping[str, tuple[str, str, Sequence[float]]],
-                 scope: str) -> None:  # fmt: skip
+                 scope: str, endpoint: Endpoint) -> None:  # fmt: skip
         self._described = described
         self._series: dict[tuple[str, Attributes], Series] = {}
         self._started = time.time_ns()
         self._resource = Resource.create()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES
         self._scope = InstrumentationScope(scope)
-        self._exporter = OTLPMetricExporter()
+        self._endpoint = endpoint
 
     def series(self, name: str, attributes: Attributes) -> Series:
         found = self._series.get((name, attributes))
@@ -88,12 +92,22 @@ class Histograms:
         return MetricsData([ResourceMetrics(self._resource, [scoped], "")])
 
     async def run(self, interval_seconds: float) -> None:
-        """Exports every ``interval_seconds`` (from a thread: the exporter blocks)."""
+        """Exports every ``interval_seconds``, unless the last export still runs. From a daemon
+        thread: the exporter blocks, and retries a collector that is away for up to its
+        timeout, which must not hold the worker's exit (as the loop's executor would)."""
+        exporting: threading.Thread | None = None
         while True:
             await asyncio.sleep(interval_seconds)
-            await asyncio.to_thread(self._exporter.export, self.snapshot())
+            if exporting is None or not exporting.is_alive():
+                exporting = threading.Thread(target=self._post, args=(self.snapshot(),),
+                                             daemon=True)  # fmt: skip
+                exporting.start()
 
     def close(self) -> None:
-        """Exports what is left, and stops."""
-        self._exporter.export(self.snapshot())
-        self._exporter.shutdown()
+        """Exports what is left, and stops: trying for a moment only, as the worker exits."""
+        self._post(self.snapshot(), CLOSING_EXPORT_SECONDS)
+        self._endpoint.close()
+
+    def _post(self, data: MetricsData, timeout_seconds: float | None = None) -> None:
+        body = encode_metrics(data).SerializeToString()
+        self._endpoint.post(body, "the GenAI metrics", timeout_seconds)

@@ -6,9 +6,11 @@ request takes a tenth of (``scripts/bench``, section ``tracing``). ``SpanEncoder
 ``ExportTraceServiceRequest`` bytes directly (a test decodes them with ``opentelemetry-proto``
 and compares them with the SDK's), and ``SpanExporter`` posts them where the standard variables
 say: ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`` as given, else ``OTEL_EXPORTER_OTLP_ENDPOINT`` plus
-``/v1/traces``; ``..._HEADERS``, ``..._TIMEOUT``, ``..._COMPRESSION`` (``gzip``) and the
-certificates, the traces' own variable first. A batch the collector refuses is dropped (logged
-once a minute): the SDK's exporter retries it until its timeout.
+``/v1/traces``; ``..._HEADERS``, ``..._TIMEOUT`` (milliseconds, as the specification has it),
+``..._COMPRESSION`` (``gzip``) and the certificates, the traces' own variable first.
+``Endpoint`` posts the GenAI metrics (``app.ops.histograms``) the same way. A batch the collector
+refuses is dropped (logged once a minute): the SDK's exporters retry it until their timeout,
+which held a worker's exit for as long when the collector was away.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import logging
 import struct
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import requests
@@ -185,11 +187,52 @@ class SpanEncoder:
         return found
 
 
-def _setting(environ: Mapping[str, str], name: str, default: str = "") -> str:
-    """A traces exporter's variable, or the general one."""
-    return environ.get(f"OTEL_EXPORTER_OTLP_TRACES_{name}") or environ.get(
-        f"OTEL_EXPORTER_OTLP_{name}", default
-    )
+class Endpoint:
+    """Where one signal (``TRACES``, ``METRICS``) is posted, as the standard variables say:
+    each body once, a refusal logged at most once a minute."""
+
+    def __init__(self, environ: Mapping[str, str], signal: str) -> None:
+        def setting(name: str, default: str = "") -> str:  # the signal's own variable first
+            own = environ.get(f"OTEL_EXPORTER_OTLP_{signal}_{name}")
+            return own or environ.get(f"OTEL_EXPORTER_OTLP_{name}", default)
+
+        self.url = environ.get(f"OTEL_EXPORTER_OTLP_{signal}_ENDPOINT") or (
+            environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318").rstrip("/")
+            + f"/v1/{signal.lower()}"
+        )
+        headers = {"content-type": "application/x-protobuf"}
+        for pair in filter(None, setting("HEADERS").split(",")):
+            name, _, value = pair.partition("=")
+            headers[urllib.parse.unquote(name).strip()] = urllib.parse.unquote(value).strip()
+        self._gzip = setting("COMPRESSION").strip().lower() == "gzip"
+        if self._gzip:
+            headers["content-encoding"] = "gzip"
+        self.timeout_seconds = float(setting("TIMEOUT", "10000")) / 1000  # milliseconds
+        self._session = requests.Session()
+        self._session.headers.update(headers)
+        self._session.verify = setting("CERTIFICATE") or True
+        client = setting("CLIENT_CERTIFICATE"), setting("CLIENT_KEY")
+        if client[0]:
+            self._session.cert = client if client[1] else client[0]
+        self._warned_at = float("-inf")
+
+    def post(self, body: bytes, what: str, timeout_seconds: float | None = None) -> bool:
+        """Sends ``body`` (``what`` it holds, for the log); ``False`` when it was refused."""
+        if self._gzip:
+            body = gzip.compress(body)
+        timeout = timeout_seconds or self.timeout_seconds
+        try:
+            answer = self._session.post(self.url, data=body, timeout=timeout)
+            refused = None if answer.ok else f"status {answer.status_code}"
+        except requests.RequestException as exc:
+            refused = str(exc)
+        if refused is not None and time.monotonic() - self._warned_at >= 60:
+            self._warned_at = time.monotonic()
+            logger.warning("dropped %s: %s refused them (%s)", what, self.url, refused)
+        return refused is None
+
+    def close(self) -> None:
+        self._session.close()
 
 
 class SpanExporter(BaseExporter):
@@ -197,43 +240,11 @@ class SpanExporter(BaseExporter):
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self._encoder = SpanEncoder()
-        self.endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or (
-            environ.get("OTEL_EXPORTER_OTLP_ENDPOINT", "http://localhost:4318").rstrip("/")
-            + "/v1/traces"
-        )
-        headers = {"content-type": "application/x-protobuf"}
-        for pair in filter(None, _setting(environ, "HEADERS").split(",")):
-            name, _, value = pair.partition("=")
-            headers[urllib.parse.unquote(name).strip()] = urllib.parse.unquote(value).strip()
-        self._gzip = _setting(environ, "COMPRESSION").strip().lower() == "gzip"
-        if self._gzip:
-            headers["content-encoding"] = "gzip"
-        self._timeout = float(_setting(environ, "TIMEOUT", "10"))
-        self._session = requests.Session()
-        self._session.headers.update(headers)
-        self._session.verify = _setting(environ, "CERTIFICATE") or True
-        client = _setting(environ, "CLIENT_CERTIFICATE"), _setting(environ, "CLIENT_KEY")
-        if client[0]:
-            self._session.cert = client if client[1] else client[0]
-        self._warned_at = float("-inf")
-        self._now: Callable[[], float] = time.monotonic
+        self.endpoint = Endpoint(environ, "TRACES")
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
-        body = self._encoder.encode(spans)
-        if self._gzip:
-            body = gzip.compress(body)
-        try:
-            answer = self._session.post(self.endpoint, data=body, timeout=self._timeout)
-            refused = None if answer.ok else f"status {answer.status_code}"
-        except requests.RequestException as exc:
-            refused = str(exc)
-        if refused is None:
-            return SpanExportResult.SUCCESS
-        if self._now() - self._warned_at >= 60:
-            self._warned_at = self._now()
-            logger.warning("dropped %d spans: %s refused them (%s)", len(spans), self.endpoint,
-                           refused)  # fmt: skip
-        return SpanExportResult.FAILURE
+        sent = self.endpoint.post(self._encoder.encode(spans), f"{len(spans)} spans")
+        return SpanExportResult.SUCCESS if sent else SpanExportResult.FAILURE
 
     def shutdown(self) -> None:
-        self._session.close()
+        self.endpoint.close()

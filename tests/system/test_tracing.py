@@ -5,6 +5,7 @@ context it was sent."""
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable, Iterator
 
 import httpx
@@ -12,7 +13,7 @@ import orjson
 import pytest
 
 from harness.otlp import Receiver, Span
-from harness.servers import Server, sample, simulator_counters
+from harness.servers import Server, free_port, sample, simulator_counters
 
 pytestmark = [pytest.mark.anyio, pytest.mark.system]
 
@@ -182,3 +183,27 @@ async def test_content_only_when_opted_in_and_the_genai_metrics_both_ways(
     )
     usage = receiver.histogram("gen_ai.client.token.usage")
     assert ({**attributes, "gen_ai.token.type": "output"}, 1, 12) in usage
+
+
+async def test_a_bad_traceparent_starts_a_trace_and_a_collector_away_costs_nothing_else(
+    receiver: Receiver, start_service: Callable[..., Server]
+) -> None:
+    """A malformed ``traceparent`` is ignored (a trace of its own), and a collector that is
+    not there loses the spans, logged, but no answer."""
+    service = start_service(**traced(receiver))
+    gone = start_service(
+        **traced(receiver, OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{free_port()}")
+    )
+    bad = {"traceparent": "00-not-a-trace-01"}
+    async with httpx.AsyncClient(timeout=30) as http:
+        answer = await http.post(service.url + CHAT, json=chat("bad parent"), headers=bad)
+        assert answer.status_code == 200
+        lost = await http.post(gone.url + CHAT, json=chat("nobody collects"))
+        assert lost.status_code == 200
+    receiver.wait_for(lambda r: any(s.kind == 2 for s in r.spans))
+    [request] = [s for s in receiver.spans if s.kind == 2]
+    assert request.parent_span_id == ""
+    deadline = time.monotonic() + 10
+    while "dropped" not in gone.output():
+        assert time.monotonic() < deadline, gone.output()
+        await asyncio.sleep(0.1)

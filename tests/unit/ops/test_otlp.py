@@ -20,7 +20,7 @@ from opentelemetry.trace import (
     set_span_in_context,
 )
 
-from app.ops.otlp import SpanEncoder, SpanExporter
+from app.ops.otlp import Endpoint, SpanEncoder, SpanExporter
 
 
 def spans() -> tuple[ReadableSpan, ...]:
@@ -64,10 +64,14 @@ def test_the_standard_variables_place_and_sign_the_export() -> None:
         "OTEL_EXPORTER_OTLP_HEADERS": "api-key=s%3Dcret, x-team=gpu",
         "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip",
     })  # fmt: skip
-    assert exporter.endpoint == "http://collector:4318/v1/traces"
-    assert exporter._session.headers["api-key"] == "s=cret"
-    assert exporter._session.headers["x-team"] == "gpu"
-    assert exporter._session.headers["content-encoding"] == "gzip"
-    own = SpanExporter({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318",
-                        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://b:4318/traces"})  # fmt: skip
-    assert own.endpoint == "http://b:4318/traces"
+    endpoint = exporter.endpoint
+    assert endpoint.url == "http://collector:4318/v1/traces"
+    assert endpoint._session.headers["api-key"] == "s=cret"
+    assert endpoint._session.headers["x-team"] == "gpu"
+    assert endpoint._session.headers["content-encoding"] == "gzip"
+    assert endpoint.timeout_seconds == 10
+    own = Endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://a:4318",
+                    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://b:4318/metrics",
+                    "OTEL_EXPORTER_OTLP_TIMEOUT": "2500"}, "METRICS")  # fmt: skip
+    assert own.url == "http://b:4318/metrics"
+    assert own.timeout_seconds == 2.5
