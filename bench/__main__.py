@@ -1004,7 +1004,8 @@ def tracing(setup: Setup, rounds: int, streams: int, seconds: float, connections
     cpu: dict[str, list[float]] = {name: [] for name in apps}
     rps: dict[str, list[float]] = {name: [] for name in apps}
     for round_ in range(rounds):
-        for name, app in apps.items():
+        order = list(apps.items())
+        for name, app in order[:: 1 if round_ % 2 else -1]:  # neither always first
             assert app.process is not None
             before = cpu_seconds(app.process.pid)
             _ttft(streams, app.port, f"tracing {round_} {name}")

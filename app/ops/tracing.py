@@ -24,18 +24,17 @@ from contextlib import AbstractContextManager
 
 from opentelemetry import context, propagate, trace
 from opentelemetry.context import Context
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode, Tracer
+from opentelemetry.trace import SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.ops import otlp
+from app.ops import otlp, spans
 from app.ops.request_log import QUIET_PATHS, RequestFacts, facts
 
 SCOPE = "byte_in_bottle"
-_tracer: Tracer | None = None
+CLOSING_EXPORT_SECONDS = 2.0  # a collector away must not hold a worker's exit for long
+_tracer: spans.Tracer | None = None
 _capture = False
 # the opt-in to prompt and answer text on spans, as OpenTelemetry's own GenAI instrumentations
 # read it (true, or a mode that includes spans); the conventions make content opt-in
@@ -63,28 +62,27 @@ def metrics_wanted(environ: Mapping[str, str]) -> bool:
 
 
 def start(environ: Mapping[str, str]) -> Callable[[], None]:
-    """Builds this worker's span exporter if the environment asks; returns what flushes and
-    stops it. Its own provider, not the global one: nothing outside the service records into
-    it, and tests may start and stop it again in one process."""
+    """Builds this worker's tracer and exporter if the environment asks; returns what exports
+    the spans left and stops them. The service's own tracer (``app.ops.spans``), not a global
+    provider: nothing outside the service records into it, and tests may start and stop it
+    again in one process."""
     global _tracer, _capture
-    stops: list[Callable[[], object]] = []
     _capture = environ.get(CAPTURE_VARIABLE, "").strip().lower() in CAPTURE_VALUES
-    if traces_wanted(environ):
-        tracers = TracerProvider()  # the sampler and the resource from the environment
-        tracers.add_span_processor(BatchSpanProcessor(otlp.SpanExporter(environ)))
-        _tracer = tracers.get_tracer(SCOPE)
-        stops.append(tracers.shutdown)
+    if not traces_wanted(environ):
+        return lambda: None
+    exporter = otlp.SpanExporter(environ)
+    tracer = _tracer = spans.Tracer(SCOPE, exporter.export, environ)
 
     def stop() -> None:
         global _tracer
         _tracer = None
-        for each in stops:
-            each()
+        tracer.batch.close(CLOSING_EXPORT_SECONDS)
+        exporter.shutdown()
 
     return stop
 
 
-def tracer() -> Tracer | None:
+def tracer() -> spans.Tracer | None:
     """The tracer while traces are exported, else ``None``."""
     return _tracer
 
