@@ -1,4 +1,4 @@
-"""The spans' protobuf written by hand is the SDK exporter's, as ``opentelemetry-proto`` reads
+"""The spans' protobuf written by hand is the SDK encoder's, as ``opentelemetry-proto`` reads
 both."""
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def spans() -> tuple[ReadableSpan, ...]:
     return kept.get_finished_spans()
 
 
-def test_the_same_request_as_the_sdk_exporters() -> None:
+def test_the_same_request_as_the_sdks_encoder_makes() -> None:
     batch = spans()
     ours = ExportTraceServiceRequest.FromString(SpanEncoder().encode(batch))
     assert ours == encode_spans(batch)
