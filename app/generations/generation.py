@@ -210,8 +210,10 @@ class Generation:
         self._producer: asyncio.Task[None] | None = None
         self._cancel_error: ServiceError = Cancelled("The generation was stopped.")
         # its span and GenAI measures; a joiner's or a hit's span links to it by ``trace``
-        self._operation = Operation(request.content(), stream=request.stream,
-                                    generation_id=generation_id)  # fmt: skip
+        self._operation = Operation(
+            request.kind, request.model, stream=request.stream, generation_id=generation_id,
+            content=request.content,
+        )  # fmt: skip
         self.trace = self._operation.traceparent
 
     @property

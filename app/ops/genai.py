@@ -87,9 +87,12 @@ class Operation:
     """One generation's span and measures, fed its engine's chunks (``placed`` once a host
     takes it, again on a retry elsewhere; ``chunk`` for each; ``ended`` once)."""
 
-    def __init__(self, content: Mapping[str, Any], *, stream: bool, generation_id: str) -> None:
-        self.name = OPERATION_NAMES[content["kind"]]
-        self.model = str(content["model"])
+    def __init__(self, kind: str, model: str, *, stream: bool, generation_id: str,
+                 content: Callable[[], Mapping[str, Any]]) -> None:  # fmt: skip
+        """``content``: what the request asks (``CompletionRequest.content``), read only
+        while traced."""
+        self.name = OPERATION_NAMES[kind]
+        self.model = model
         self._started = time.perf_counter()
         self._placed_at = 0.0
         self._last = 0.0  # when the last chunk came; 0.0 before the first
@@ -100,12 +103,13 @@ class Operation:
         tracer = tracing.tracer()
         self.span: Span | None = None
         if tracer is not None:
-            attributes = _request_attributes(content, stream)
+            asked = content()
+            attributes = _request_attributes(asked, stream)
             attributes["gen_ai.response.id"] = generation_id
             self.span = tracer.start_span(f"{self.name} {self.model}", kind=SpanKind.CLIENT,
                                           attributes=attributes)  # fmt: skip
             if tracing.capturing():
-                self.span.set_attributes(_messages(content))
+                self.span.set_attributes(_messages(asked))
 
     @property
     def traceparent(self) -> str:

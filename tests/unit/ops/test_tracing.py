@@ -38,8 +38,11 @@ def test_off_there_is_no_layer_no_span_and_no_header(monkeypatch: pytest.MonkeyP
         monkeypatch.delenv(name, raising=False)
     app = create_app()
     assert TracingMiddleware not in layers(app)
-    operation = genai.Operation({"kind": "chat", "model": "m", "messages": []}, stream=True,
-                                generation_id="g_1")  # fmt: skip
+
+    def content() -> dict[str, object]:
+        raise AssertionError("read while not traced")
+
+    operation = genai.Operation("chat", "m", stream=True, generation_id="g_1", content=content)
     assert operation.span is None
     assert operation.traceparent == ""
     assert tracing.outgoing() == {}
