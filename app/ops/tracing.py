@@ -104,8 +104,8 @@ def linked(value: str | None) -> SpanContext | None:
     """The span a kept ``traceparent`` names, if it is one."""
     if not value:
         return None
-    context = trace.get_current_span(_W3C.extract({"traceparent": value})).get_span_context()
-    return context if context.is_valid else None
+    found = trace.get_current_span(_W3C.extract({"traceparent": value})).get_span_context()
+    return found if found.is_valid else None
 
 
 @functools.cache
