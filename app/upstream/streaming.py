@@ -36,6 +36,11 @@ from app.errors import (
 from app.ops import tracing
 
 CONNECT_TIMEOUT_SECONDS = 5.0
+# an idle connection is dropped before the engine's server drops it: uvicorn (vLLM, SGLang)
+# closes one after 5 s, and reusing it as it closes fails the request before its first byte
+# (a bench run's "Can not write request body", after 5 s without generations); aiohttp's
+# default keeps one 15 s
+KEEPALIVE_SECONDS = 4.0
 JSON_HEADERS = {"content-type": "application/json"}
 
 
@@ -53,7 +58,7 @@ def aiohttp_transport() -> httpx.AsyncBaseTransport:
 
     def session() -> aiohttp.ClientSession:
         return aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0),
+            connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_SECONDS),
             timeout=aiohttp.ClientTimeout(total=None),
         )
 

@@ -187,3 +187,21 @@ async def test_a_host_too_busy_to_list_its_models_stays_ready_while_it_streams(
         assert received.events()[-1].type == "done"
     finally:
         busy.stop()
+
+
+async def test_generations_after_the_engines_keep_alive_ran_out_are_answered(
+    start_service: Callable[..., Server],
+) -> None:
+    """The engine's server (uvicorn, as vLLM's and SGLang's) closes a connection idle for 5 s.
+    Kept longer here, a connection reused as it closed failed its request (a third of them,
+    with aiohttp's default 15 s)."""
+    service = start_service(RATE_LIMIT_MAX="0")
+    async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+        for round_, idle in enumerate((0, 4.96, 4.98, 5.0, 5.02)):
+            await asyncio.sleep(idle)  # about the engine's keep-alive
+            answers = await asyncio.gather(*(
+                http.post(GENERATE, json={"prompt": f"keep-alive {round_} {n}", "stream": False,
+                                          "options": {"sim_tokens": 2, "sim_token_delay": 0}})
+                for n in range(40)
+            ))  # fmt: skip
+            assert [a.status_code for a in answers] == [200] * 40, answers[0].text
