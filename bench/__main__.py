@@ -990,14 +990,16 @@ def tracing(setup: Setup, rounds: int, streams: int, seconds: float, connections
             ) -> list[Table]:  # fmt: skip
     """What tracing costs: the service with its defaults beside the same with OpenTelemetry
     on (every request sampled, spans and metrics exported over OTLP/HTTP to a receiver in its
-    own process on the load core): CPU per relayed token, and streamed cache hits per second."""
+    own process on the load core): CPU per relayed token, and streamed cache hits per second.
+    A second app with tracing off shows how far two identical apps differ in the same run."""
     port = servers.free_port()
     receiver = servers.Server([*_pinned(LOAD_CORE), servers.PYTHON, "-m", "harness.otlp",
                                str(port)], port).start(ready_path=None)  # fmt: skip
     setup.apps.append(receiver)
     traced = {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_TRACES_SAMPLER": "always_on",
               "OTEL_SERVICE_NAME": "bib-bench"}  # fmt: skip
-    apps = {"off": setup.app(env=DEFAULTS), "on": setup.app(env={**DEFAULTS, **traced})}
+    apps = {"off": setup.app(env=DEFAULTS), "on": setup.app(env={**DEFAULTS, **traced}),
+            "off again": setup.app(env=DEFAULTS)}  # fmt: skip
     body = orjson.dumps({"prompt": "tracing bench", "options": {"sim_token_delay": 0}})
     for app in apps.values():  # each its own entry's copy, as a hit finds it
         asyncio.run(concurrent(1, app.port, [post("/v1/chats/generate", body)], b"", DONE))
@@ -1006,7 +1008,7 @@ def tracing(setup: Setup, rounds: int, streams: int, seconds: float, connections
     per_hit: dict[str, list[float]] = {name: [] for name in apps}  # others' load skews it less
     for round_ in range(rounds):
         order = list(apps.items())
-        for name, app in order[:: 1 if round_ % 2 else -1]:  # neither always first
+        for name, app in order[round_ % 3 :] + order[: round_ % 3]:  # each first in turn
             assert app.process is not None
             before = cpu_seconds(app.process.pid)
             _ttft(streams, app.port, f"tracing {round_} {name}")
@@ -1019,13 +1021,15 @@ def tracing(setup: Setup, rounds: int, streams: int, seconds: float, connections
         (
             "tracing: the service with OpenTelemetry on (100 % sampled, exported over OTLP/HTTP "
             "to a local receiver) beside it off, the defaults otherwise",
-            ["measure", "tracing off", "tracing on", "on/off"],
+            ["measure", "tracing off", "tracing on", "on/off", "another off app/off"],
             [
-                _row(f"{streams} streams: CPU µs per relayed token", cpu["off"], cpu["on"],
-                     "{:.1f}"),
-                _row(f"streamed cache hits per second, wrk -c{connections}", rps["off"],
-                     rps["on"], "{:.0f}"),
-                _row("CPU µs per streamed cache hit", per_hit["off"], per_hit["on"], "{:.0f}"),
+                [*_row(label, figures["off"], figures["on"], fmt),
+                 _row(label, figures["off"], figures["off again"], fmt)[3]]
+                for label, figures, fmt in (
+                    (f"{streams} streams: CPU µs per relayed token", cpu, "{:.1f}"),
+                    (f"streamed cache hits per second, wrk -c{connections}", rps, "{:.0f}"),
+                    ("CPU µs per streamed cache hit", per_hit, "{:.0f}"),
+                )
             ],
         )
     ]  # fmt: skip

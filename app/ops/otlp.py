@@ -26,7 +26,7 @@ from typing import Any
 import requests
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.util.instrumentation import InstrumentationScope
-from opentelemetry.trace import SpanContext
+from opentelemetry.trace import SpanContext, SpanKind
 
 logger = logging.getLogger(__name__)
 
@@ -76,28 +76,27 @@ def _any(value: Any) -> bytes:
 
 
 def _attributes(number: int, attributes: Mapping[str, Any] | None) -> bytes:
-    """Repeated ``KeyValue`` fields."""
+    """Repeated ``KeyValue`` fields; those of strings and whole numbers are kept for the next
+    span (most of a request's recur: a method, a route, a status, a model)."""
     if not attributes:
         return b""
-    return b"".join([_pair(number, k, v) for k, v in attributes.items()])
+    out = []
+    for key, value in attributes.items():
+        kind = type(value)
+        kept = kind in _KEPT_TYPES  # by its type too: True == 1, but they encode apart
+        found = _pairs.get((number, key, kind, value)) if kept else None
+        if found is None:
+            found = _field(number, _field(1, key.encode()) + _field(2, _any(value)))
+            if kept:
+                if len(_pairs) >= KEPT_PAIRS:
+                    _pairs.clear()
+                _pairs[number, key, kind, value] = found
+        out.append(found)
+    return b"".join(out)
 
 
-_pairs: dict[tuple[int, str, Any], bytes] = {}
-
-
-def _pair(number: int, key: str, value: Any) -> bytes:
-    """One ``KeyValue`` field; those of strings and whole numbers are kept for the next span."""
-    kept = isinstance(value, str | int)
-    if kept:
-        found = _pairs.get((number, key, value))
-        if found is not None:
-            return found
-    encoded = _field(number, _field(1, key.encode()) + _field(2, _any(value)))
-    if kept:
-        if len(_pairs) >= KEPT_PAIRS:
-            _pairs.clear()
-        _pairs[number, key, value] = encoded
-    return encoded
+_KEPT_TYPES = frozenset({str, int, bool})
+_pairs: dict[tuple[int, str, type, Any], bytes] = {}
 
 
 def _flags(context: SpanContext | None) -> bytes:
@@ -105,9 +104,43 @@ def _flags(context: SpanContext | None) -> bytes:
     return _FIXED32(HAS_IS_REMOTE | remote)
 
 
+# what most spans share, encoded once: the kinds, no status, the flags (field 16, fixed32)
+_KINDS = {kind: b"\x30" + _varint(kind.value + 1) for kind in SpanKind}  # the SDK counts from 0
+_NO_STATUS = _field(15, b"")
+_LOCAL_PARENT, _REMOTE_PARENT = (b"\x85\x01" + _FIXED32(HAS_IS_REMOTE | r) for r in (0, IS_REMOTE))
+_TIMES = struct.Struct("<BQBQ").pack  # start and end, fields 7 and 8, fixed64
+_names: dict[str, bytes] = {}
+# a hit's link to the span that produced its tokens, by trace, span and whether remote
+_links: dict[tuple[int, int, bool], bytes] = {}
+
+
+def _name(name: str) -> bytes:
+    found = _names.get(name)
+    if found is None:
+        if len(_names) >= KEPT_PAIRS:
+            _names.clear()
+        found = _names[name] = _field(5, name.encode())
+    return found
+
+
+def _link(link: Any) -> bytes:
+    to = link.context
+    key = (to.trace_id, to.span_id, to.is_remote)
+    found = _links.get(key) if not link.attributes else None
+    if found is None:
+        found = _field(13, b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big")
+                       + b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
+                       + _attributes(4, link.attributes)
+                       + b"\x35" + _flags(link.context))  # fmt: skip
+        if not link.attributes:
+            if len(_links) >= KEPT_PAIRS:
+                _links.clear()
+            _links[key] = found
+    return found
+
+
 def _span(span: Recorded) -> bytes:
-    context = span.get_span_context()
-    assert context is not None  # every SDK span has one
+    context, parent = span.get_span_context(), span.parent
     parts = [
         b"\x0a\x10" + context.trace_id.to_bytes(16, "big"),
         b"\x12\x08" + context.span_id.to_bytes(8, "big"),
@@ -115,13 +148,12 @@ def _span(span: Recorded) -> bytes:
     if context.trace_state:
         state = ",".join(f"{k}={v}" for k, v in context.trace_state.items())
         parts.append(_field(3, state.encode()))
-    if span.parent is not None:
-        parts.append(b"\x22\x08" + span.parent.span_id.to_bytes(8, "big"))
+    if parent is not None:
+        parts.append(b"\x22\x08" + parent.span_id.to_bytes(8, "big"))
     parts += [
-        _field(5, span.name.encode()),
-        b"\x30" + _varint(span.kind.value + 1),  # the SDK counts from INTERNAL, OTLP from unset
-        b"\x39" + _FIXED64(span.start_time or 0),
-        b"\x41" + _FIXED64(span.end_time or 0),
+        _name(span.name),
+        _KINDS[span.kind],
+        _TIMES(0x39, span.start_time or 0, 0x41, span.end_time or 0),
         _attributes(9, span.attributes),
     ]
     if span.dropped_attributes:
@@ -129,16 +161,15 @@ def _span(span: Recorded) -> bytes:
     for event in span.events:
         parts.append(_field(11, b"\x09" + _FIXED64(event.timestamp) + _field(2, event.name.encode())
                             + _attributes(3, event.attributes)))  # fmt: skip
-    for link in span.links:
-        parts.append(_field(13, b"\x0a\x10" + link.context.trace_id.to_bytes(16, "big")
-                            + b"\x12\x08" + link.context.span_id.to_bytes(8, "big")
-                            + _attributes(4, link.attributes)
-                            + b"\x35" + _flags(link.context)))  # fmt: skip
+    parts += [_link(link) for link in span.links]
     status = span.status
-    message = _field(2, status.description.encode()) if status.description else b""
-    code = b"\x18" + _varint(status.status_code.value) if status.status_code.value else b""
-    parts.append(_field(15, message + code))
-    parts.append(b"\x85\x01" + _flags(span.parent))  # field 16, fixed32
+    if status.status_code.value or status.description:
+        message = _field(2, status.description.encode()) if status.description else b""
+        code = b"\x18" + _varint(status.status_code.value) if status.status_code.value else b""
+        parts.append(_field(15, message + code))
+    else:
+        parts.append(_NO_STATUS)
+    parts.append(_REMOTE_PARENT if parent is not None and parent.is_remote else _LOCAL_PARENT)
     return b"".join(parts)
 
 
