@@ -16,7 +16,7 @@ from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
@@ -73,10 +73,15 @@ def error_handlers(unmatched: Mapping[str, ErrorShape]) -> dict[Any, Any]:
         error.headers.update(exc.headers or {})
         return shape(request)(error)
 
+    async def client_gone(request: Request, exc: Exception) -> Response:
+        """The client hung up while sending its body: nobody reads the answer, and it is not
+        the service's error to log."""
+        return Response(status_code=499)
+
     async def unexpected_error(request: Request, exc: Exception) -> Response:
         """A bug: logged with its trace, answered without one."""
         logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
         return shape(request)(ServiceError("The service failed to handle this request."))
 
     return {ServiceError: service_error, HTTPException: http_exception,
-            Exception: unexpected_error}  # fmt: skip
+            ClientDisconnect: client_gone, Exception: unexpected_error}  # fmt: skip

@@ -3,7 +3,8 @@ for all of them is answered in each surface's own error shape."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import logging
+from collections.abc import Callable, Iterator, MutableMapping
 from typing import Any
 
 import pytest
@@ -52,3 +53,30 @@ async def test_the_quotas_headers_go_on_every_answer_of_a_counted_request(app: I
     for answer in (refused, answered):
         assert answer.headers["ratelimit-policy"].startswith('"default";q=1000000;w=60')
         assert answer.headers["ratelimit"].startswith('"default";r=')
+
+
+@pytest.mark.parametrize("path", ["/v1/chats/generate", "/v1/chat/completions", "/api/chat"])
+async def test_a_client_that_hangs_up_mid_body_is_no_error_of_ours(
+    app: InProcess, path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Half a body, then the connection closes (wrk does, at the end of a run): answered 499
+    for the log line, with no traceback logged as the service's error."""
+    messages: Iterator[dict[str, Any]] = iter([
+        {"type": "http.request", "body": b'{"prompt": "half', "more_body": True},
+        {"type": "http.disconnect"},
+    ])  # fmt: skip
+    sent: list[MutableMapping[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return next(messages)
+
+    async def send(message: MutableMapping[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+             "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "root_path": "", "headers": [(b"content-type", b"application/json")],
+             "client": ("203.0.113.9", 50000), "server": ("bib.test", 80)}  # fmt: skip
+    await app.asgi(scope, receive, send)
+    assert sent[0]["status"] == 499
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
