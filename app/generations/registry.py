@@ -127,7 +127,8 @@ class Registry:
         trace = ""
         if tracing.tracer() is not None:  # what to link to: one read more, while traced
             with contextlib.suppress(RedisUnavailable):
-                trace = getattr(await self._store.meta(joined), "trace", "")
+                meta = await self._store.meta(joined)
+                trace = "" if meta is None else meta.trace
         feed = RemoteFeed(self._store, joined, request.kind, request.model, "JOINED", self, trace)
         with contextlib.suppress(RedisUnavailable):
             await feed.watch()
