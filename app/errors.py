@@ -5,10 +5,12 @@
     ├── Unsupported 400 (a field of another API that the service cannot honour)
     ├── Unauthorized 401 (no valid API key where one is needed)
     ├── Forbidden 403 (model management, which is done on the Ollama host)
+    │   └── ModelNotAllowed 403 (a model the client's key, or anonymity, does not allow)
     ├── TooLarge 413               ├── UpstreamError 502 (Ollama 5xx or garbage)
     ├── InvalidRequest 422         ├── UpstreamTimeout 504 (first token or idle timeout)
     ├── RateLimited 429            ├── RateLimitUnavailable 503 (quotas' Redis down, failing closed)
     │                              ├── AuthUnavailable 503 (keys cannot be checked, AUTH=required)
+    │                              ├── UsageUnavailable 503 (a key's usage cannot be read now)
     ├── ShuttingDown 503 (draining: no new generations; open streams end with it)
     ├── QueueTimeout 503 (no GPU slot within QUEUE_TIMEOUT)
     ├── NotFound 404               ├── ModelNotFound 404 (Ollama does not know the model)
@@ -83,6 +85,10 @@ class Forbidden(ServiceError):
     code = "forbidden"
 
 
+class ModelNotAllowed(Forbidden):
+    code = "model_not_allowed"
+
+
 class NotFound(ServiceError):
     status_code = 404
     code = "not_found"
@@ -144,6 +150,13 @@ class ShuttingDown(ServiceError):
 class RateLimitUnavailable(ServiceError):
     status_code = 503
     code = "rate_limit_unavailable"
+
+
+class UsageUnavailable(ServiceError):
+    """``GET /v1/usage`` while Redis, which holds the usage, does not answer."""
+
+    status_code = 503
+    code = "usage_unavailable"
 
 
 class QueueTimeout(ServiceError):

@@ -18,6 +18,7 @@ import httpx
 from starlette.applications import Starlette
 
 from app.access.api_keys import ApiKeys
+from app.access.models import Models, everyone
 from app.access.quotas import Limits, Quotas
 from app.generations.embeddings import Embedder
 from app.generations.feeds import READ_BLOCK_MILLISECONDS
@@ -31,6 +32,7 @@ from app.store.client import RedisClient
 from app.store.client import connect as connect_redis
 from app.store.generations import RedisStore
 from app.store.responses import ResponseRecords
+from app.store.usage import Usage
 from app.upstream.affinity import Affinity
 from app.upstream.fair_queue import FairQueue
 from app.upstream.hosts import Hosts, Timings
@@ -54,7 +56,9 @@ class State(TypedDict):
     redis_check: CachedCheck[bool]
     quotas: Quotas | None  # None: no quota on and no keys, no limit
     api_keys: ApiKeys
+    models: Models  # the service's own view: MODEL_ALIASES, for /v1/health
     responses: ResponseRecords  # the OpenAI Responses API's stored responses
+    usage: Usage  # what each API key used, by model and day
     drain: Drain
     started_at: float
 
@@ -142,9 +146,11 @@ def lifespan(
                 if settings.limits_requests
                 else None,
                 api_keys=ApiKeys(redis, gate=gate),
+                models=everyone(settings),
                 responses=ResponseRecords(
                     redis, ttl_seconds=settings.responses_ttl_seconds, gate=gate
                 ),
+                usage=Usage(redis, retention_days=settings.usage_retention_days, gate=gate),
                 started_at=time.monotonic(),
                 drain=drain,
             )

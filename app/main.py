@@ -19,6 +19,7 @@ from app.access.identity import TrustedProxiesMiddleware
 from app.api import docs
 from app.api.anthropic import routes as anthropic
 from app.api.native import routes as native
+from app.api.native import usage
 from app.api.ollama import routes as ollama
 from app.api.ollama.wire import error_response as ollama_errors
 from app.api.openai import routes as openai
@@ -73,6 +74,7 @@ def create_app(
     return Starlette(
         routes=[
             *native.ROUTES,
+            *usage.ROUTES,
             *openai.ROUTES,
             *responses.ROUTES,
             *anthropic.ROUTES,

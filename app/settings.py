@@ -52,6 +52,7 @@ class Settings:
     cache_max_bytes: int = 1024 * 1024  # CACHE_MAX_BYTES, larger completions are not cached
     cache_local_seconds: float = 10.0  # CACHE_LOCAL_SECONDS, a worker's copy of a hot entry
     responses_ttl_seconds: int = 3600  # RESPONSES_TTL, a stored OpenAI response is kept this long
+    usage_retention_days: int = 90  # USAGE_RETENTION_DAYS, the days of keys' usage kept
     rate_limit_max: int = 10  # RATE_LIMIT_MAX, requests per window and client; 0: no limit
     rate_limit_window_seconds: int = 60  # RATE_LIMIT_WINDOW
     rate_limit_fail_open: bool = True  # RATE_LIMIT_FAIL_OPEN, for every quota
@@ -85,6 +86,8 @@ class Settings:
     affinity_ttl_seconds: int = 600  # AFFINITY_TTL, a prefix remembers its host; 0: no affinity
     affinity_spill: int = 2  # AFFINITY_SPILL, generations busier than the least busy host
     strip_volatile_prompt: bool = False  # STRIP_VOLATILE_PROMPT, e.g. Claude Code's billing line
+    model_aliases: tuple[tuple[str, str], ...] = ()  # MODEL_ALIASES, alias=model,...
+    anonymous_models: tuple[str, ...] = ()  # ANONYMOUS_MODELS, patterns; empty: every model
 
     @property
     def limits_requests(self) -> bool:
@@ -243,6 +246,28 @@ def _model_name(raw: str) -> str:
     return raw
 
 
+def model_patterns(raw: str) -> tuple[str, ...]:
+    """An allow-list: model names, ``*`` and ``?`` patterns, comma-separated; empty: all."""
+    patterns = tuple(part.strip() for part in raw.split(",") if part.strip())
+    for pattern in patterns:
+        if not MODEL_NAME.fullmatch(pattern.replace("*", "x").replace("?", "x")):
+            raise ValueError(raw)
+    return patterns
+
+
+def model_aliases(raw: str) -> tuple[tuple[str, str], ...]:
+    """``alias=model`` pairs, comma-separated: the names a client may ask for, and what serves
+    them."""
+    pairs = []
+    for part in (part.strip() for part in raw.split(",")):
+        alias, equals, target = (side.strip() for side in part.partition("="))
+        if part and not (equals and MODEL_NAME.fullmatch(alias) and MODEL_NAME.fullmatch(target)):
+            raise ValueError(raw)
+        if part:
+            pairs.append((alias, target))
+    return tuple(pairs)
+
+
 def _log_format(raw: str) -> str:
     if raw not in ("json", "text"):
         raise ValueError(raw)
@@ -294,6 +319,7 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("cache_max_bytes", "CACHE_MAX_BYTES", _positive_int, "bytes >= 1"),
     ("cache_local_seconds", "CACHE_LOCAL_SECONDS", _non_negative_float, "seconds >= 0"),
     ("responses_ttl_seconds", "RESPONSES_TTL", _positive_int, "seconds >= 1"),
+    ("usage_retention_days", "USAGE_RETENTION_DAYS", _positive_int, "whole days >= 1"),
     ("rate_limit_max", "RATE_LIMIT_MAX", _non_negative_int, "an integer >= 0"),
     ("rate_limit_window_seconds", "RATE_LIMIT_WINDOW", _positive_int, "whole seconds >= 1"),
     ("rate_limit_fail_open", "RATE_LIMIT_FAIL_OPEN", _boolean, "true or false"),
@@ -327,4 +353,6 @@ _VARIABLES: tuple[tuple[str, str, Callable[[str], object], str], ...] = (
     ("affinity_ttl_seconds", "AFFINITY_TTL", _non_negative_int, "seconds >= 0"),
     ("affinity_spill", "AFFINITY_SPILL", _non_negative_int, "an integer >= 0"),
     ("strip_volatile_prompt", "STRIP_VOLATILE_PROMPT", _boolean, "true or false"),
+    ("model_aliases", "MODEL_ALIASES", model_aliases, "alias=model pairs, comma-separated"),
+    ("anonymous_models", "ANONYMOUS_MODELS", model_patterns, "names or patterns, comma-separated"),
 )

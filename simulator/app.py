@@ -55,6 +55,7 @@ EMBEDDING_LENGTH = 8  # of every model's vectors
 FAULTS = ("none", "error", "hang", "drop", "garbage", "500", "busy")
 ENGINES = ("ollama", "vllm")  # whose API it speaks
 PROMPT_CACHE_SIZE = 64  # prompts a host remembers
+PROMPT_EVAL_COUNT = 26  # what every generation says it read: the gateway's quota tests count on it
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +114,8 @@ class Counters:
     loaded: set[str] = field(default_factory=set)  # models that generated: /api/ps lists them
     prompt_tokens: int = 0  # the tokens of the prompts generations were asked
     prompt_tokens_cached: int = 0  # of those, found in the prompt cache
+    input_tokens: int = 0  # the prompt tokens its answers reported (generations that ended, embeds)
+    output_tokens: int = 0  # the generated tokens they reported
     traceparent: str = ""  # the W3C trace context the last generation request came with
     prompts: _PromptCache = field(default_factory=_PromptCache)  # not a counter, not shown
 
@@ -176,7 +179,7 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
         if model.split(":")[0] not in defaults.models:
             return _json({"error": f'model "{model}" not found, try pulling it first'}, 404)
         counters.embedded += 1
-        if request.url.path == "/api/embeddings":
+        if request.url.path == "/api/embeddings":  # reports no counts
             prompt = str(asked.get("prompt", ""))
             return _json({"embedding": _vector(model, prompt, EMBEDDING_LENGTH)})
         texts = asked.get("input")
@@ -185,9 +188,10 @@ def create_app(behaviour: Behaviour | None = None) -> Starlette:
         if not isinstance(size, int) or not 0 < size <= EMBEDDING_LENGTH:
             return _json({"error": f"dimensions must be between 1 and {EMBEDDING_LENGTH}"}, 400)
         vectors = [_normalised(_vector(model, str(text), size)) for text in texts]
+        counted = sum(len(str(t).split()) for t in texts)
+        counters.input_tokens += counted
         return _json({"model": model, "embeddings": vectors, "total_duration": 1_000_000,
-                      "load_duration": 0,
-                      "prompt_eval_count": sum(len(str(t).split()) for t in texts)})  # fmt: skip
+                      "load_duration": 0, "prompt_eval_count": counted})  # fmt: skip
 
     async def pull(request: Request) -> Response:
         """``/api/pull``: "pulled" at once, streamed as progress lines unless stream is false."""
@@ -409,11 +413,13 @@ class _Generation:
             final["context"] = list(range(1, 9))
         total = time.monotonic_ns() - started_ns
         load, prefill = round(behaviour.first_token_delay * 1e9), round(prompt.prefill * 1e9)
+        self.counters.input_tokens += PROMPT_EVAL_COUNT
+        self.counters.output_tokens += count
         return {
             **final,
             "total_duration": total,
             "load_duration": load,
-            "prompt_eval_count": 26,
+            "prompt_eval_count": PROMPT_EVAL_COUNT,
             "prompt_eval_duration": 1_000_000 + prefill,
             "eval_count": count,
             "eval_duration": max(total - load - prefill, 0),

@@ -121,6 +121,7 @@ def routes(defaults: Behaviour, counters: Counters, seats: anyio.Semaphore | Non
                 vector = base64.b64encode(struct.pack(f"<{size}f", *vector)).decode()
             data.append({"object": "embedding", "index": index, "embedding": vector})
         count = sum(len(str(text).split()) for text in texts)
+        counters.input_tokens += count
         return JSONResponse({"object": "list", "data": data, "model": model,
                              "usage": {"prompt_tokens": count, "total_tokens": count}})  # fmt: skip
 
@@ -192,7 +193,8 @@ class _Completion(_Generation):
                     "reasoning_content": thinking or None, "tool_calls": calls}}  # fmt: skip
             whole = {**head, "choices": [{**choice, "logprobs": None, "finish_reason": reason,
                                           "stop_reason": None}], "usage": usage}  # fmt: skip
-            return _Answer(_JSON, [b""] * len(deltas), lambda: _dumps(whole), _dumps(error))
+            return _Answer(_JSON, [b""] * len(deltas), lambda: self._counted(usage, _dumps(whole)),
+                           _dumps(error))  # fmt: skip
 
         head["object"] = "chat.completion.chunk" if self.chat else "text_completion"
 
@@ -207,7 +209,13 @@ class _Completion(_Generation):
         end = chunk({}, reason)
         if (request.get("stream_options") or {}).get("include_usage"):
             end += _sse({**head, "choices": [], "usage": usage})
-        return _Answer(_SSE, frames, lambda: end + _DONE, _sse(error) + _DONE)
+        return _Answer(_SSE, frames, lambda: self._counted(usage, end + _DONE), _sse(error) + _DONE)
+
+    def _counted(self, usage: dict[str, Any], end: bytes) -> bytes:
+        """The answer's end, its usage counted as it goes (once)."""
+        self.counters.input_tokens += usage["prompt_tokens"]
+        self.counters.output_tokens += usage["completion_tokens"]
+        return end
 
 
 def _equivalent(request: dict[str, Any], *, chat: bool) -> dict[str, Any]:

@@ -13,10 +13,11 @@ lookup of the generation:
 - anything else is a new request, counted against its client's quotas (``429`` over one),
   whose stream says ``"reset": true`` when the client had named a generation.
 
-A new request is counted before its body is read, so a malformed one counts too, as on every
-limited path; only a ``Last-Event-ID`` naming a generation that exists waits for the body,
-whose content decides whether it resumes. Every other surface's requests, and
-``POST /v1/chats/generations``, resume nothing: each is counted (``count``).
+A new request is counted once its body is read (``counted``): a malformed one counts too, as on
+every limited path, but one for a model its client may not use (``ModelNotAllowed``,
+``app.access.models``) counts nothing. A ``Last-Event-ID`` naming a generation that exists
+waits for the content, which decides whether it resumes. Every other surface's requests, and
+``POST /v1/chats/generations``, resume nothing: each is counted.
 
 Once counted, a request owes its quotas an ``Account``: the admission keeps it for its owner,
 the answer pipeline (``app.api.pipeline``), which puts its ``headers`` on whatever it answers
@@ -28,19 +29,24 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
+from typing import TypeVar
 
 from starlette.requests import Request
 
 from app.access.identity import identity
 from app.access.quotas import Account, Decision
-from app.errors import RateLimited, RateLimitUnavailable
+from app.errors import ModelNotAllowed, RateLimited, RateLimitUnavailable
 from app.generations.cache import content_hash
+from app.generations.embeddings import EmbeddingRequest
 from app.generations.feeds import Feed
 from app.generations.request import CompletionRequest
 from app.generations.resume import resumption
 from app.lifespan import State
 from app.ops import metrics
 from app.store.client import RedisUnavailable
+from app.store.usage import UNKNOWN_MODEL, Counts
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +89,7 @@ class Admission:
         if last is not None and not last.over:
             located = await registry.locate(last.generation)
         counted = located is None and (last is None or not last.over)
-        if counted:
-            await self.count()
-        completion = await read()
+        completion = await self.counted(read, count=counted)
         if last is not None and completion.stream:
             if last.next_index is None:
                 return Admitted(completion, over=True)
@@ -94,18 +98,36 @@ class Admission:
                 if feed is not None:
                     return Admitted(completion, resumed=feed, index=last.next_index)
         if not counted:
-            await self.count()
+            await self.count(model=completion.model)
         return Admitted(completion, reset=last is not None)
 
-    async def count(self, *, generates: bool = True) -> Account:
+    async def counted(self, read: Callable[[], Awaitable[T]], *, count: bool = True,
+                      generates: bool = True) -> T:  # fmt: skip
+        """What ``read`` gives, the request counted (``count``) once it is read: one that cannot
+        be read counts all the same, one for a model its client may not use counts nothing."""
+        try:
+            result = await read()
+        except ModelNotAllowed:
+            raise
+        except Exception:
+            if count:
+                await self.count(generates=generates)
+            raise
+        if count:
+            await self.count(generates=generates, model=_asked_model(result))
+        return result
+
+    async def count(self, *, generates: bool = True, model: str | None = None) -> Account:
         """Counts the request against its identity's quotas (its key's own, else the
-        defaults); raises ``RateLimited`` when one refuses it. Returns who it is and what it
+        defaults); raises ``RateLimited`` when one refuses it, recorded as its key's use under
+        ``model`` (``None``: not read, ``usage.UNKNOWN_MODEL``). Returns who it is and what it
         owes (nothing when nothing is limited, or Redis is down and admission fails open);
         ``generates`` false (embeddings): it takes no concurrency ticket."""
         request = self._request
         quotas = request.state["quotas"]
         asking = identity(request.scope)
-        self.account = Account(asking.client)
+        usage = request.state["usage"] if asking.key is not None else None  # keys' use only
+        self.account = Account(asking.client, usage=usage)
         if quotas is None:
             return self.account
         limits = asking.limits(quotas.defaults)
@@ -123,11 +145,21 @@ class Admission:
             refused = max((d for d in verdict.decisions if not d.allowed),
                           key=lambda d: d.retry_after_seconds)  # fmt: skip
             metrics.RATE_LIMITED.labels(refused.quota).inc()
+            if usage is not None:
+                usage.add(asking.client, model or UNKNOWN_MODEL, Counts(refused=1))
             raise RateLimited(_refusal(refused), refused.quota,
                               retry_after_seconds=refused.retry_after_seconds,
                               headers=verdict.headers)  # fmt: skip
         self.account = verdict.account
+        self.account.usage = usage
         return self.account
+
+
+def _asked_model(read: object) -> str | None:
+    """The model a request read by ``counted`` asks for: a completion's, or an embedding's
+    (the first of what its parse gives)."""
+    asked = read[0] if isinstance(read, tuple) and read else read
+    return asked.model if isinstance(asked, CompletionRequest | EmbeddingRequest) else None
 
 
 def _refusal(refused: Decision) -> str:

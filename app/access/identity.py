@@ -11,9 +11,9 @@ as uvicorn does), ignored from anyone else.
 ``AUTH=off`` (the default) reads no key: every client is its address, as before. ``optional``: a
 valid key gets its own limits, no key the per-address defaults. ``required``: a request without a
 valid key is ``401`` with ``WWW-Authenticate: Bearer``. In both, a key that is not valid
-(unknown, revoked) is ``401``: a typo should not quietly become anonymous. With Redis down, a key
-this worker checked in the last ``api_keys.LOOKUP_SECONDS`` still counts; any other is refused with
-``503`` under ``required`` and treated as no key under ``optional``.
+(unknown, revoked, expired) is ``401``: a typo should not quietly become anonymous. With Redis
+down, a key this worker checked in the last ``api_keys.LOOKUP_SECONDS`` still counts; any other
+is refused with ``503`` under ``required`` and treated as no key under ``optional``.
 
 Probes, metrics, the docs, the playground and a generation's events and stop URLs (their ids
 are unguessable: whoever holds one was given it) are not API routes and need no key, so that
@@ -23,6 +23,7 @@ an ``EventSource``, which cannot send headers, follows what a ``fetch`` with the
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, replace
 
 from starlette.datastructures import Headers
@@ -65,6 +66,11 @@ class Identity:
             return defaults
         own = self.key.limits
         return replace(defaults, **{LIMITS[name]: own[name] for name in own if name in LIMITS})
+
+
+def key_client(name: str) -> str:
+    """Whom the limits count, and whose use is recorded, for the API key named ``name``."""
+    return f"key:{name}"
 
 
 def identity(scope: Scope) -> Identity:
@@ -114,9 +120,11 @@ class AuthenticationMiddleware:
             return anonymous
         if found is None:
             raise Unauthorized("This API key is not valid (unknown or revoked).")
+        if found.expired(time.time()):  # at its second, whatever a worker kept of it
+            raise Unauthorized("This API key has expired.")
         facts(scope).key = found.name
         metrics.KEY_REQUESTS.labels(found.name).inc()
-        return Identity(f"key:{found.name}", found)
+        return Identity(key_client(found.name), found)
 
 
 def _as_user(scope: Scope, headers: Headers, header: str) -> Identity | None:

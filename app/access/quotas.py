@@ -48,6 +48,7 @@ from app.store import keys, tickets
 from app.store.client import Guarded, RedisClient, register_script
 from app.store.generations import GENERATION_LEASE_SECONDS
 from app.store.pipeline import Queue, SharedPipeline
+from app.store.usage import Usage
 
 Quota = Literal["requests", "tokens", "concurrency"]
 CONCURRENCY_RETRY_SECONDS = 1  # a ticket frees when a generation ends, which nobody can tell
@@ -129,14 +130,18 @@ class Account:
     of the generation it leads, if they are counted; ``headers``, what its response says of its
     quotas. Given back once: ``settle`` by the generation that took it (``take``) when it ends,
     or by an embedding that was answered; else ``release`` by the request's owner (the answer
-    pipeline, ``app.api.pipeline``), which does nothing once it was taken or settled."""
+    pipeline, ``app.api.pipeline``), which does nothing once it was taken or settled. ``usage``:
+    where the engine's counts of the generation it leads are recorded as its key's use
+    (``app.store.usage``); ``None`` for a client without a key, whose use is not recorded."""
 
-    __slots__ = ("_counts_tokens", "_quotas", "client", "headers", "held", "ticket")
+    __slots__ = ("_counts_tokens", "_quotas", "client", "headers", "held", "ticket", "usage")
 
     def __init__(self, client: str, ticket: str | None = None, *,
                  quotas: Quotas | None = None, counts_tokens: bool = False,
-                 headers: Mapping[str, str] | None = None) -> None:  # fmt: skip
+                 headers: Mapping[str, str] | None = None,
+                 usage: Usage | None = None) -> None:  # fmt: skip
         self.client = client
+        self.usage = usage
         self.ticket = ticket
         self.headers = dict(headers or {})  # RateLimit and RateLimit-Policy, when counted
         self.held = False  # a generation leads for it, and settles it when it ends

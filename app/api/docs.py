@@ -25,6 +25,7 @@ from app import VERSION
 from app.generations.request import QUERY_FIELDS, request_schema
 from app.responses import JSONBody
 from app.settings import BANDS
+from app.store.usage import COUNTERS
 
 ASSETS = StaticFiles(directory=swagger_ui_bundle.swagger_ui_path)
 
@@ -133,6 +134,12 @@ def _json_answer(
 ) -> dict[str, Any]:
     ok = {"description": description, "content": {media: {"schema": schema}}}
     return {"responses": {"200": ok, **_problems(*errors)}}
+
+
+def _day(name: str, description: str) -> dict[str, Any]:
+    """A query parameter that is a UTC day, ``YYYY-MM-DD``."""
+    return {"name": name, "in": "query", "required": False, "description": description,
+            "schema": {"type": "string", "format": "date"}}  # fmt: skip
 
 
 def _probe(description: str, *, media: str, fails: bool) -> dict[str, Any]:
@@ -268,6 +275,14 @@ def document() -> dict[str, Any]:
                                               "object and data, and Ollama's models",
                                    **_json_answer("the models", _ref("ModelList"), 401, 502,
                                                   503)}},
+            "/v1/usage": {"get": {"summary": "What the calling API key used, in total, per "
+                                             "model and per UTC day (within "
+                                             "USAGE_RETENTION_DAYS)",
+                                  "parameters": [
+                                      _day("start", "the first day (default: six before end)"),
+                                      _day("end", "the last day (default: today, UTC)")],
+                                  **_json_answer("the key's use", _ref("Usage"), 401, 422,
+                                                 503)}},
             "/v1/chat/completions": _answering(
                 "OpenAI-compatible chat completion", "OpenAIChatRequest", "OpenAIObject",
                 "OpenAIError", *_OPENAI_ERRORS, stream=_OPENAI_STREAM),
@@ -370,6 +385,7 @@ _OBJECT: dict[str, Any] = {"type": "object"}
 def _schemas() -> dict[str, Any]:
     string, boolean, integer = {"type": "string"}, {"type": "boolean"}, {"type": "integer"}
     number = {"type": "number"}
+    counts = {"type": "object", "properties": dict.fromkeys(COUNTERS, integer)}
     stop = {"oneOf": [string, {"type": "array", "items": string}]}
     return {
         "CompletionRequest": request_schema(),
@@ -403,6 +419,12 @@ def _schemas() -> dict[str, Any]:
             "done_reason": string, "cached": boolean, "eval_count": integer,
             "prompt_eval_count": integer, "total_duration": integer}},
         "ErrorEvent": {"type": "object", "properties": {"error": string, "detail": string}},
+        "Usage": {"type": "object", "properties": {
+            "key": string, "start": {**string, "format": "date"},
+            "end": {**string, "format": "date"}, "totals": counts,
+            "by_model": {"type": "object", "additionalProperties": counts},
+            "by_day": {"type": "object", "description": "every day of the window",
+                       "additionalProperties": counts}}},
         "ModelList": {"type": "object", "properties": {
             "object": string, "data": {"type": "array", "items": _OBJECT},
             "models": {"type": "array", "items": _OBJECT}}},

@@ -5,7 +5,8 @@ surface's wire; and the same for embeddings. A surface gives only its parse and 
 Whatever the request owes its quotas is the pipeline's (``app.access.admission.Admission``): it
 puts the quotas' headers on every answer of a counted request, errors included, and gives
 back what no generation took, once the answer is built. Every feed it opens it closes once the
-response is over (or never started): nowhere else.
+response is over (or never started): nowhere else. A key's request is added to its use
+(``app.store.usage``) once it has a feed or an embedding, which a resume never counts again.
 
 A stream holds its response until the generation's first token, error or the first heartbeat,
 whichever comes first (``docs/api.md``, "When the response starts"): an error the engine reports
@@ -30,6 +31,7 @@ from starlette.types import Receive
 
 from app.access.admission import Admission, Admitted
 from app.access.identity import identity
+from app.access.models import resolved, shown
 from app.access.placement import placed
 from app.api.relay import SSE_HEADERS, SSE_MEDIA_TYPE, SSE_PING, RelayResponse
 from app.errors import InvalidJSON, ServiceError, TooLarge
@@ -43,6 +45,7 @@ from app.ops import metrics
 from app.ops.request_log import RequestFacts, facts
 from app.responses import JSONBody
 from app.settings import Settings
+from app.store.usage import Counts
 
 GENERATION_HEADER = "X-Generation-ID"
 HOST_HEADER = "X-Upstream-Host"
@@ -94,11 +97,13 @@ async def complete(
 
     async def read() -> CompletionRequest:
         nonlocal asked
-        if request.method == "POST" or query is None:
-            parsed = await parse(await read_object(request), request)
-        else:
-            parsed = await query(request.query_params, request)
         settings, asking = request.state["settings"], identity(request.scope)
+        if request.method == "POST" or query is None:
+            data = await read_object(request)
+            parsed = await parse(resolved(request.scope, data, settings.default_model), request)
+        else:
+            params = resolved(request.scope, request.query_params, settings.default_model)
+            parsed = await query(params, request)
         completion = placed(parsed.completion, request.headers, asking, settings)
         asked = replace(parsed, completion=completion)
         return completion
@@ -115,6 +120,7 @@ async def complete(
             facts(request.scope).resumed = True
             return await stream(request, admitted.resumed, admitted.index, rendering)
         feed = await request.state["registry"].open(admitted.completion, admission.account)
+        _used(admission, admitted.completion.model, feed.x_cache)
         response = await (respond or answer)(request, feed, admitted, asked)
         response.headers.update(admission.headers)
         return response
@@ -137,12 +143,32 @@ EmbedParse = Callable[[Mapping[str, Any], Settings], tuple[EmbeddingRequest, Ren
 async def embed(request: Request[State], parse: EmbedParse) -> Response:
     """Answers an embedding request: ``parse`` gives what to ask, and how to render the
     engine's answer. Embeddings take no concurrency ticket."""
+    settings = request.state["settings"]
+
+    async def read() -> tuple[EmbeddingRequest, Render]:
+        data = await read_object(request)
+        return parse(resolved(request.scope, data, settings.default_model), settings)
+
     async with _owning(request) as admission:
-        account = await admission.count(generates=False)
-        settings = request.state["settings"]
-        asked, render = parse(await read_object(request), settings)
-        answer, x_cache = await request.state["embedder"].embed(asked, account)
-        return JSONBody(render(answer), headers={**provenance(x_cache), **admission.headers})
+        asked, render = await admission.counted(read, generates=False)
+        assert admission.account is not None  # counted
+        answer, x_cache = await request.state["embedder"].embed(asked, admission.account)
+        _used(admission, asked.model, x_cache, int(answer.get("prompt_eval_count") or 0))
+        body = render(answer)
+        if "model" in body:  # an alias, as asked; a copy, for the answer may be a cached one's
+            body = {**body, "model": shown(request.scope, body["model"])}
+        return JSONBody(body, headers={**provenance(x_cache), **admission.headers})
+
+
+def _used(admission: Admission, model: str, x_cache: XCache, input_tokens: int = 0) -> None:
+    """Adds an answered request to its key's use (``app.store.usage``), here and not where a
+    feed is recorded, which a replay of a stream (a resume, an events URL) also is. A hit or a
+    join is a cache hit and adds no tokens; a generation's are added when it ends."""
+    account = admission.account
+    if account is not None and account.usage is not None:
+        hit = x_cache in ("HIT", "JOINED")
+        used = Counts(requests=1, cache_hits=int(hit), input_tokens=0 if hit else input_tokens)
+        account.usage.add(account.client, model, used)
 
 
 @asynccontextmanager
@@ -279,7 +305,9 @@ async def _json(request: Request[State], feed: Feed, rendering: Rendering) -> Re
             answer.cancel()
     if not answer.done() or answer.cancelled():
         return Response(status_code=499)  # nobody reads it: the client has gone
-    body = rendering.body(feed.generation_id, answer.result())
+    whole = answer.result()
+    whole = replace(whole, model=shown(request.scope, whole.model))  # an alias, as asked
+    body = rendering.body(feed.generation_id, whole)
     return JSONBody(body, headers=provenance(feed.x_cache, feed.generation_id, feed.host))
 
 

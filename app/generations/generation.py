@@ -24,7 +24,9 @@ one never is.
 While its source waits for a GPU slot (``app.upstream.fair_queue``), it emits ``Queued`` positions,
 which followers here get as ``queued`` events (on the wires that have them), and a generation whose
 clients have all left leaves the queue at once instead of after ``RESUME_GRACE``. Its leader's
-``Account`` is settled once it has ended: its tokens charged, its concurrency ticket given back.
+``Account`` is settled once it has ended: its tokens charged, its concurrency ticket given back,
+and for a key the engine's counts recorded as its use (``app.store.usage``), even if its client
+has gone.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import math
 import random
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
@@ -57,6 +59,7 @@ from app.store.generations import (
     RedisStore,
     Renewal,
 )
+from app.store.usage import Counts, Usage
 from app.upstream.engine import Emit, Finished, Placed, Queued, Token
 
 logger = logging.getLogger(__name__)
@@ -84,6 +87,11 @@ class Account(Protocol):
     @property
     def lease(self) -> tuple[str, str] | None:
         """The running set and the concurrency ticket to renew (``None``: none is held)."""
+
+    @property
+    def usage(self) -> Usage | None:
+        """Where the engine's counts are recorded as the client's key's use (``None``: not
+        recorded, a client without a key)."""
 
     def take(self) -> None:
         """A generation holds it from now on: only ``settle`` gives it back."""
@@ -151,6 +159,12 @@ class _Flag:
 
     async def wait(self) -> None:
         await asyncio.shield(self._future)  # a waiter cancelled leaves the others waiting
+
+
+async def _unless_redis_fails(charge: Callable[[], Awaitable[None]]) -> None:
+    # made here, not by the caller: a charge cancelled before it began leaves no coroutine unawaited
+    with contextlib.suppress(RedisUnavailable):
+        await charge()
 
 
 def new_generation_id() -> str:
@@ -400,14 +414,27 @@ class Generation:
 
     async def _settle(self) -> None:
         """Charges the tokens the engine counted (``prompt_eval_count + eval_count``) or, when it
-        did not finish, the tokens it produced, and gives the ticket back. Lost if Redis is down:
-        the ticket's lease ends by itself."""
-        if self._account is None:
+        did not finish, the tokens it produced, and gives the ticket back; records what the engine
+        counted as the leader's key's use (``app.store.usage``; only an engine's own counts, so
+        nothing for a generation that did not finish), under the model that served. Lost if Redis
+        is down: the ticket's lease ends by itself."""
+        account = self._account
+        if account is None:
             return
         stats = self.stats or {}
-        used = int(stats.get("prompt_eval_count") or 0) + int(stats.get("eval_count") or 0)
-        with contextlib.suppress(RedisUnavailable):
-            await self._account.settle(used if self.stats is not None else len(self.payloads))
+        prompt = int(stats.get("prompt_eval_count") or 0)
+        output = int(stats.get("eval_count") or 0)
+        finished = self.stats is not None  # the engine said done, with its counts
+        tokens = prompt + output if finished else len(self.payloads)
+        usage = account.usage
+        if usage is None or not finished:
+            await _unless_redis_fails(lambda: account.settle(tokens))
+            return
+        used = Counts(input_tokens=prompt, output_tokens=output)
+        await asyncio.gather(  # two components' round trips, side by side
+            _unless_redis_fails(lambda: account.settle(tokens)),
+            _unless_redis_fails(lambda: usage.record(account.client, self.request.model, used)),
+        )
 
     async def _publish_while_running(self) -> int:
         """Tokens go to Redis in batches until the generation ends; returns how many tokens are

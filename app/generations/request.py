@@ -144,7 +144,7 @@ _FIELDS: dict[str, tuple[Check, dict[str, Any], str]] = {
     "model": (
         check_model,
         {"type": "string", "pattern": "^" + MODEL_NAME.pattern + "$"},
-        "Ollama model name; DEFAULT_MODEL when absent",
+        "Ollama model name, or an alias of one (MODEL_ALIASES); DEFAULT_MODEL when absent",
     ),
     "prompt": (_string, _STRING, "single-turn prompt (Ollama /api/generate)"),
     "messages": (

@@ -149,7 +149,7 @@ KNOWN: tuple[tuple[Counter, str, tuple[str, ...]], ...] = (
     (UPSTREAM_ERRORS, "kind",
      ("upstream_error", "upstream_unavailable", "upstream_timeout", "model_not_found")),
     (REDIS_ERRORS, "component",
-     ("generations", "limiter", "keys", "queue", "responses", "affinity")),
+     ("generations", "limiter", "keys", "queue", "responses", "affinity", "usage")),
 )  # fmt: skip
 
 

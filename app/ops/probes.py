@@ -10,7 +10,7 @@ generation still works without it (uncached).
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, Protocol, TypedDict
 
 from starlette.requests import Request
@@ -31,6 +31,12 @@ class Hosts(Protocol):
     async def report(self, queued: Mapping[str, int]) -> list[dict[str, Any]]: ...
 
 
+class Models(Protocol):
+    """The service's own view of the models (``app.access.models.everyone``)."""
+
+    def listed(self, names: Iterable[str]) -> list[tuple[str, str | None]]: ...
+
+
 class State(TypedDict):
     """The part of the worker's state (``app.lifespan.State``) that the probes read."""
 
@@ -38,6 +44,7 @@ class State(TypedDict):
     redis_check: CachedCheck[bool]
     hosts_check: CachedCheck[list[dict[str, Any]]]
     hosts: Hosts
+    models: Models
     started_at: float
 
 
@@ -82,13 +89,18 @@ async def health(request: Request[State]) -> Response:
     hosts = request.state["hosts"]
     queued = await hosts.queue_lengths()  # one read for every view of the queue
     status = "healthy" if redis.passed else "degraded"
+    served = request.state["models"].listed(
+        str(model.get("name")) for model in upstream.value or []
+    )
     if not upstream.passed:
         status = "unhealthy"
     body: dict[str, Any] = {
         "status": status,
         "ollama": "connected" if upstream.passed else "disconnected",
         "redis": "connected" if redis.passed else "disconnected",
-        "available_models": [str(model.get("name")) for model in upstream.value or []],
+        # and the aliases of MODEL_ALIASES beside them, marked so
+        "available_models": [name for name, _ in served],
+        "aliases": {alias: target for alias, target in served if target is not None},
         "ollama_hosts": await hosts.report(queued["hosts"]),
         "queued_by_model": queued["models"],
         "queued_by_band": queued["bands"],

@@ -36,10 +36,15 @@ script and pipeline stays within a slot.
                               ``n``, expiring after two windows
     bib:rl:{<client>}:running tickets of the client's running generations
                               (``app.store.tickets``), renewed with the generation's lease
+    bib:usage:{<client>}:<day>  what an API key's client (``key:<name>``) used on a UTC day
+                              (``YYYY-MM-DD``): ``<model>\\t<counter>`` -> count
+                              (``app.store.usage``), TTL ``USAGE_RETENTION_DAYS`` + 1 day
     bib:{resp_<id>}:response  a stored OpenAI response (``app.api.openai.responses``), TTL
                               ``RESPONSES_TTL``
     bib:{keys}:key:<sha256>   an API key's record (``app.access.api_keys``)
     bib:{keys}:names          API key names -> their sha256
+    bib:{keys}:used           API key names -> when each was last used (epoch seconds), noted
+                              when a worker reads the key's record
 """
 
 from __future__ import annotations
@@ -48,6 +53,7 @@ from typing import Literal
 
 STOP_CHANNEL = "bib:stop"
 API_KEY_NAMES = "bib:{keys}:names"
+API_KEYS_USED = "bib:{keys}:used"
 WATCH_CHANNEL = "bib:watch"
 SLOTS_CHANNEL = "bib:slots"
 AFFINITY_EPOCHS = "bib:{affinity}:epochs"
@@ -89,6 +95,10 @@ def token_window(client: str, index: int) -> str:
 
 def running(client: str) -> str:
     return f"bib:rl:{{{client}}}:running"
+
+
+def usage(client: str, day: str) -> str:
+    return f"bib:usage:{{{client}}}:{day}"
 
 
 def api_key(sha: str) -> str:

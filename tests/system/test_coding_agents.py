@@ -13,7 +13,7 @@ simulator's counters show how many requests each run made.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,10 @@ from harness.servers import Server, simulator_counters
 from tests.support.agents import installed, run
 
 pytestmark = pytest.mark.system
+# the models Claude Code 2.1 asks for by default (main, and small and fast) as the README's
+# example maps them
+CLAUDE_CODE_ALIASES = ("claude-opus-5-5=llama3.2,claude-sonnet-5-5=llama3.2,"
+                       "claude-haiku-4-5-20251001=llama3.2")  # fmt: skip
 PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hi from apply_patch\n*** End Patch\n"
 
 
@@ -37,18 +41,20 @@ def codex() -> Path:
     return installed("codex", "@openai/codex")
 
 
-def claude_code(claude: Path, service: Server, tmp_path: Path, prompt: str, *args: str
-                ) -> dict[str, Any]:  # fmt: skip
+def claude_code(claude: Path, service: Server, tmp_path: Path, prompt: str, *args: str,
+                model: str | None = "llama3.2") -> dict[str, Any]:  # fmt: skip
     """``claude -p PROMPT --output-format json`` in a new home and working directory, against
     ``service``, with llama3.2: a model that cannot think, where Claude Code asks for thinking
-    on every request. Its JSON result."""
+    on every request (``model`` None: its own default model). Its JSON result."""
     home, work = tmp_path / "home", tmp_path / "work"
     home.mkdir()
     work.mkdir()
     env = {"HOME": str(home), "ANTHROPIC_BASE_URL": service.url,
-           "ANTHROPIC_AUTH_TOKEN": "anything", "ANTHROPIC_MODEL": "llama3.2",
+           "ANTHROPIC_AUTH_TOKEN": "anything",
            "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
            "CLAUDE_CODE_MAX_RETRIES": "0"}  # fmt: skip
+    if model is not None:
+        env["ANTHROPIC_MODEL"] = model
     argv = [str(claude), "-p", prompt, "--output-format", "json", *args]
     finished = run(argv, env=env, cwd=work)
     assert finished.returncode == 0, (finished.stdout, finished.stderr)
@@ -66,6 +72,17 @@ def test_claude_code_answers_through_the_messages_api(
     assert result["stop_reason"] == "end_turn"
     # one streamed request, served: no retry, no non-streaming fallback
     assert simulator_counters(simulator)["started"] == before + 1
+
+
+def test_claude_code_with_its_own_model_names_is_served_by_their_aliases(
+    claude: Path, start_service: Callable[..., Server], tmp_path: Path
+) -> None:
+    """No ``ANTHROPIC_MODEL``: Claude Code asks for its own models, which the service's aliases
+    (README, "Model aliases") map onto a local one; the answer names what it asked for."""
+    service = start_service(MODEL_ALIASES=CLAUDE_CODE_ALIASES)
+    result = claude_code(claude, service, tmp_path, "[sim: say hello by alias]", model=None)
+    assert result["result"].strip() == "hello by alias"
+    assert list(result["modelUsage"]) == ["claude-opus-5-5"]  # its main model, by its name
 
 
 def test_claude_code_runs_its_bash_tool_and_the_model_reads_the_result(

@@ -20,6 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.access.models import resolved, shown
 from app.api import pipeline
 from app.api.anthropic import requests, wire
 from app.api.anthropic.wire import error_response
@@ -36,7 +37,7 @@ async def _asked(data: Mapping[str, Any], request: Request[State]) -> Asked:
         model = mapped.native.get("model", request.state["settings"].default_model)
         can_think = await request.state["hosts"].can_think(str(model))
     completion = mapped.completion(request.state["settings"].default_model, can_think=can_think)
-    show, model = mapped.show_thinking, completion.model
+    show, model = mapped.show_thinking, shown(request.scope, completion.model)
     rendering = Rendering(
         body=lambda generation, answer: wire.message(generation, answer, show_thinking=show),
         wire=lambda generation: wire.MessageWire(model, show_thinking=show),
@@ -55,8 +56,10 @@ async def count_tokens(request: Request[State]) -> Response:
     """``POST /v1/messages/count_tokens``: ``{"input_tokens": n}``, as the engine serving the
     model counts them where it can (vLLM, llama.cpp), else an estimate
     (``requests.estimate_tokens`` says how). Counted against no quota: it generates nothing."""
-    mapped = requests.parse(await pipeline.read_object(request), counting=True)
-    completion = mapped.completion(request.state["settings"].default_model, can_think=False)
+    default = request.state["settings"].default_model
+    data = resolved(request.scope, await pipeline.read_object(request), default)
+    mapped = requests.parse(data, counting=True)
+    completion = mapped.completion(default, can_think=False)
     counted = await request.state["hosts"].count_tokens(completion)
     return JSONBody({"input_tokens": requests.estimate_tokens(mapped) if counted is None
                      else counted})  # fmt: skip

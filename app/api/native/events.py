@@ -71,14 +71,20 @@ def queued(generation: str, position: int) -> bytes:
 
 
 class NativeWire:
-    """The native surface's ``Wire``: this module's frames."""
-
-    replay_key: tuple[str, ...] = ("native",)
+    """The native surface's ``Wire``: this module's frames; ``model``: the alias the client asked
+    for, which its ``done`` event names instead of the engine's model."""
 
     tokens = staticmethod(tokens)
-    done = staticmethod(done)
     error = staticmethod(error)
     queued = staticmethod(queued)
+
+    def __init__(self, model: str | None = None) -> None:
+        self._model = model
+        self.replay_key: tuple[str, ...] = ("native",) if model is None else ("native", model)
+
+    def done(self, generation: str, stats: Mapping[str, Any], *, cached: bool) -> bytes:
+        return done(generation, stats if self._model is None else {**stats, "model": self._model},
+                    cached=cached)  # fmt: skip
 
 
 NATIVE = NativeWire()
@@ -97,7 +103,7 @@ def answer_body(answer: Answer) -> dict[str, Any]:
         if answer.tool_calls:
             message["tool_calls"] = answer.tool_calls
         body["message"] = message
-    return {**body, **answer.stats, "done": True, "cached": answer.cached}
+    return {**body, **answer.stats, "model": answer.model, "done": True, "cached": answer.cached}
 
 
 def _frame(event_id: str | None, name: bytes, data: bytes) -> bytes:

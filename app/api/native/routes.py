@@ -8,32 +8,35 @@ Errors are RFC 9457 problem documents (``app.responses.problem``).
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
+from functools import partial
 from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
 from app.access.admission import Admitted
+from app.access.models import shown
 from app.api import pipeline
 from app.api.native import events
-from app.api.native.events import NATIVE
+from app.api.native.events import NATIVE, NativeWire
 from app.api.pipeline import Asked, Rendering
 from app.api.relay import SSE_HEADERS, SSE_MEDIA_TYPE
 from app.api.routing import SurfaceRoute
 from app.errors import NotFound
 from app.generations.feeds import Feed
-from app.generations.request import parse_body, parse_query
+from app.generations.request import CompletionRequest, parse_body, parse_query
 from app.generations.resume import resumption
 from app.lifespan import State
 from app.responses import JSONBody, problem
 
 
-def _opening(feed: Feed, index: int, reset: bool) -> bytes:
+def _opening(feed: Feed, index: int, reset: bool, *, model: str | None = None) -> bytes:
     """A stream's first bytes: the ``start`` event, or for a resume only the reconnect delay,
-    which rides in its first event."""
+    which rides in its first event; ``model``: the alias the client asked for."""
     if index:
         return events.RETRY
-    return events.opening(feed.generation_id, feed.model, cached=feed.x_cache == "HIT",
+    return events.opening(feed.generation_id, model or feed.model, cached=feed.x_cache == "HIT",
                           reset=reset)  # fmt: skip
 
 
@@ -41,12 +44,21 @@ RENDERING = Rendering(body=lambda generation, answer: events.answer_body(answer)
                       wire=lambda generation: NATIVE, opening=_opening)  # fmt: skip
 
 
+def _asked(completion: CompletionRequest, request: Request[State]) -> Asked:
+    model = shown(request.scope, completion.model)
+    if model == completion.model:
+        return Asked(completion, RENDERING)
+    aliased = NativeWire(model)
+    return Asked(completion, replace(RENDERING, opening=partial(_opening, model=model),
+                                     wire=lambda generation: aliased))  # fmt: skip
+
+
 async def _body(data: Mapping[str, Any], request: Request[State]) -> Asked:
-    return Asked(parse_body(data, request.state["settings"].default_model), RENDERING)
+    return _asked(parse_body(data, request.state["settings"].default_model), request)
 
 
 async def _query(params: Mapping[str, Any], request: Request[State]) -> Asked:
-    return Asked(parse_query(params, request.state["settings"].default_model), RENDERING)
+    return _asked(parse_query(params, request.state["settings"].default_model), request)
 
 
 async def generate(request: Request[State]) -> Response:

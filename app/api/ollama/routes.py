@@ -20,6 +20,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response
 
+from app.access.models import entries, models, shown
 from app.api import pipeline
 from app.api.ollama import requests, wire
 from app.api.ollama.wire import error_response
@@ -48,7 +49,7 @@ def _asking(kind: Kind) -> pipeline.Parse:
 
     async def asked(data: Mapping[str, Any], request: Request[State]) -> Asked:
         completion = requests.parse(kind, data, request.state["settings"].default_model)
-        model = completion.model
+        model = shown(request.scope, completion.model)
         rendering = Rendering(
             body=lambda generation, answer: wire.answer(kind, answer),
             wire=lambda generation: wire.LineWire(kind, model),
@@ -94,13 +95,17 @@ async def legacy_embeddings(request: Request[State]) -> Response:
 
 
 async def tags(request: Request[State]) -> Response:
-    """``GET /api/tags``: the models of every serving host, each once."""
-    return JSONBody({"models": await request.state["hosts"].check()}, headers=NO_STORE)
+    """``GET /api/tags``: the models of every serving host, each once: those the client may
+    use, and its aliases of them."""
+    listed = entries(request.scope, await request.state["hosts"].check())
+    return JSONBody({"models": listed}, headers=NO_STORE)
 
 
 async def ps(request: Request[State]) -> Response:
-    """``GET /api/ps``: the models the serving hosts hold in memory, each once."""
-    return JSONBody({"models": await request.state["hosts"].running()}, headers=NO_STORE)
+    """``GET /api/ps``: the models the serving hosts hold in memory, each once: those the
+    client may use, and its aliases of them."""
+    listed = entries(request.scope, await request.state["hosts"].running())
+    return JSONBody({"models": listed}, headers=NO_STORE)
 
 
 async def show(request: Request[State]) -> Response:
@@ -109,7 +114,8 @@ async def show(request: Request[State]) -> Response:
     model = body.get("model", body.get("name"))
     if not isinstance(model, str):
         raise InvalidRequest("model is required.", {"model": "is required"})
-    return JSONBody(await request.state["hosts"].show(model, body), headers=NO_STORE)
+    target = models(request.scope).checked(model)
+    return JSONBody(await request.state["hosts"].show(target, body), headers=NO_STORE)
 
 
 async def version(request: Request[State]) -> Response:

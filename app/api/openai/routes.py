@@ -16,6 +16,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from app.access.models import entries, shown
 from app.api import pipeline
 from app.api.openai import wire
 from app.api.openai.requests import OpenAIRequest, parse_chat, parse_embeddings, parse_text
@@ -35,7 +36,7 @@ def _asking(endpoint: Endpoint, parse: Parse) -> pipeline.Parse:
 
     async def asked(data: Mapping[str, Any], request: Request[State]) -> Asked:
         mapped = parse(data, request.state["settings"].default_model)
-        model, usage = mapped.completion.model, mapped.include_usage
+        model, usage = shown(request.scope, mapped.completion.model), mapped.include_usage
         rendering = Rendering(
             body=lambda generation, answer: wire.completion(endpoint, generation, answer),
             wire=lambda generation: wire.ChunkWire(endpoint, model, include_usage=usage),
@@ -71,11 +72,15 @@ async def embeddings(request: Request[State]) -> Response:
 
 
 async def models(request: Request[State]) -> Response:
-    """``GET /v1/models``: what the OpenAI SDK's ``models.list()`` reads (``object``, ``data``),
-    and the ``models`` that Ollama's ``/api/tags`` lists, which native clients read, merged over
-    every serving host."""
-    listed = await request.state["hosts"].check()
-    body = {"object": "list", "data": wire.model_list(listed), "models": listed}
+    """``GET /v1/models``: what the OpenAI SDK's ``models.list()`` reads (``object``, ``data``)
+    and the Anthropic SDK's, at the same path (``has_more``, ``first_id``, ``last_id``), and the
+    ``models`` that Ollama's ``/api/tags`` lists, which native clients read: merged over every
+    serving host, of those the client may use, its aliases beside them."""
+    listed = entries(request.scope, await request.state["hosts"].check())
+    data = wire.model_list(listed)
+    body = {"object": "list", "data": data, "models": listed, "has_more": False,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None}  # fmt: skip
     return JSONBody(body, headers=NO_STORE)
 
 

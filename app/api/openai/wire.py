@@ -19,13 +19,13 @@ import base64
 import struct
 import time
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 from starlette.responses import Response
 
-from app.errors import InvalidRequest, RateLimited, ServiceError, Unsupported
+from app.errors import InvalidRequest, ModelNotAllowed, RateLimited, ServiceError, Unsupported
 from app.generations.answer import Answer
 from app.generations.wire import SENTINEL, Unqueued, splice_texts, token_fields, token_payload
 
@@ -33,8 +33,9 @@ Endpoint = Literal["chat", "text"]  # /v1/chat/completions, /v1/completions
 DONE = b"data: [DONE]\n\n"
 FINGERPRINT = "fp_ollama"
 # our error codes as OpenAI's error types, which its SDKs show; the status decides the class
-_TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error",
-          422: "invalid_request_error", 429: "rate_limit_error"}  # fmt: skip
+_TYPES = {400: "invalid_request_error", 403: "invalid_request_error", 404: "invalid_request_error",
+          413: "invalid_request_error", 422: "invalid_request_error",
+          429: "rate_limit_error"}  # fmt: skip
 
 
 def error_body(exc: ServiceError) -> dict[str, Any]:
@@ -43,6 +44,8 @@ def error_body(exc: ServiceError) -> dict[str, Any]:
     kind = _TYPES.get(exc.status_code, "server_error" if exc.status_code >= 500 else "api_error")
     if isinstance(exc, Unsupported):
         param = exc.field
+    elif isinstance(exc, ModelNotAllowed):
+        param = "model"
     else:
         param = next(iter(exc.fields), None) if isinstance(exc, InvalidRequest) else None
     error = {"message": exc.detail, "type": kind, "param": param, "code": exc.code}
@@ -58,11 +61,15 @@ def error_response(exc: ServiceError) -> Response:
 
 
 def model_list(models: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """``/v1/models``' ``data``: Ollama's ``/api/tags`` entries as OpenAI model objects."""
-    return [
-        {"id": str(m.get("name")), "object": "model", "created": _created(m), "owned_by": "library"}
-        for m in models
-    ]
+    """``/v1/models``' ``data``: Ollama's ``/api/tags`` entries as OpenAI model objects, and as
+    Anthropic's (``type``, ``display_name``, ``created_at``), whose SDK reads the same path."""
+    listed = []
+    for model in models:
+        name, created = str(model.get("name")), _created(model)
+        stamp = datetime.fromtimestamp(created, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        listed.append({"id": name, "object": "model", "created": created, "owned_by": "library",
+                       "type": "model", "display_name": name, "created_at": stamp})  # fmt: skip
+    return listed
 
 
 def _created(model: Mapping[str, Any]) -> int:

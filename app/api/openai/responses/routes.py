@@ -29,6 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from app.access.admission import Admitted
+from app.access.models import shown
 from app.api import pipeline
 from app.api.openai.requests import placement
 from app.api.openai.responses import requests, wire
@@ -85,7 +86,7 @@ async def _asked(data: Mapping[str, Any], request: Request[State]) -> Asked:
     completion = replace(completion, **placement(data))
     items = Items(mapped.custom_tools, mapped.namespaces)
     created = _Created(mapped, history, int(time.time()))
-    rendering = _rendering(created.at, completion.model, mapped.echo, items)
+    rendering = _rendering(created.at, shown(request.scope, completion.model), mapped.echo, items)
     return Asked(completion, rendering, created)
 
 
@@ -125,7 +126,7 @@ async def _created(request: Request[State], feed: Feed, admitted: Admitted,
     response_id = wire.response_id(generation)
     record: dict[str, Any] = {"id": response_id, "generation": generation,
                               "created_at": created_at,
-              "model": admitted.completion.model, "echo": mapped.echo,
+              "model": shown(request.scope, admitted.completion.model), "echo": mapped.echo,
               "history": [*created.history, *mapped.messages],
               "custom_tools": sorted(mapped.custom_tools), "namespaces": mapped.namespaces,
               "final": None}  # fmt: skip
