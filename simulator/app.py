@@ -16,7 +16,9 @@ The text is deterministic per request content and mixes in tokens that break nai
 With ``tools`` a chat calls the first tool; a last message that is a tool's result is answered
 in words, "The tool said:" and the result's first words. A prompt or the last message (not a
 system one) can direct the answer: ``[sim: say WORDS]`` answers those words,
-``[sim: call NAME {JSON}]`` calls that tool with those arguments.
+``[sim: say "TEXT"]`` (a JSON string) exactly that text, any character included (``]``, newlines,
+markup: the playground's tests answer hostile HTML with it), ``[sim: call NAME {JSON}]`` calls that
+tool with those arguments.
 
 ``Behaviour.engine="vllm"`` serves vLLM's OpenAI-compatible API instead (``simulator.openai``),
 with the same text, knobs, faults and counters.
@@ -487,7 +489,7 @@ def _pieces(request: dict[str, Any], behaviour: Behaviour, *, chat: bool) -> lis
         called = {"name": name, "arguments": json.loads(arguments or "{}")}
         pieces.append({"tool_calls": [{"function": called}]})
     elif said and said[1] == "say":
-        pieces += [{"content": word} for word in re.findall(r" ?\S+", " " + said[2])][:count]
+        pieces += [{"content": word} for word in _said(said[2])][:count]
     elif last.get("role") == "tool":  # a tool's result is answered in words: what it said
         said_by_tool = str(last.get("content", "")).split()[:8]
         pieces += [{"content": word} for word in [" The", " tool", " said:"]
@@ -520,9 +522,19 @@ def _lines(request: dict[str, Any], behaviour: Behaviour, *, chat: bool) -> list
     return lines
 
 
-# in a prompt or the last message: "[sim: say some words]" answers those words;
-# "[sim: call NAME {json}]" calls that tool with those arguments (when tools are offered)
-_DIRECTIVE = re.compile(r"\[sim: (say|call) (.*?)\]", re.DOTALL)
+# in a prompt or the last message: "[sim: say some words]" answers those words, '[sim: say
+# "a JSON string"]' exactly that text; "[sim: call NAME {json}]" calls that tool with those
+# arguments (when tools are offered)
+_JSON_STRING = r'"(?:[^"\\]|\\.)*"'
+_DIRECTIVE = re.compile(rf"\[sim: (say|call) ({_JSON_STRING}(?=\])|.*?)\]", re.DOTALL)
+
+
+def _said(argument: str) -> list[str]:
+    """The tokens of a ``say``: its words, each after a space; or a JSON string's text cut
+    before each run of whitespace, so that they add up to exactly that text."""
+    if re.fullmatch(_JSON_STRING, argument, re.DOTALL):
+        return re.findall(r"\s*\S+|\s+", json.loads(argument, strict=False))
+    return re.findall(r" ?\S+", " " + argument)
 
 
 def _last_message(request: dict[str, Any], *, chat: bool) -> dict[str, Any]:

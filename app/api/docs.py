@@ -1,6 +1,12 @@
 """``/openapi.json``, ``/docs`` and ``/playground``: the API described, Swagger UI served without
 a CDN, and a page to try it with.
 
+The playground is a page with its own script and style files (``app/api/playground/``, served
+under ``/playground/assets``) and no inline script, so that its Content-Security-Policy can allow
+those files and nothing else; with Trusted Types, no HTML can be made from a string either. The
+page shows a model's output as text only (its ``markdown.js``): the policy is the second line,
+should a mistake there ever let markup through.
+
 The native request schema comes from ``app.generations.request``, the table that validates
 requests, so the document cannot drift from what is accepted; the OpenAI- and Ollama-compatible
 operations are described in their own APIs' terms (their field mapping is in
@@ -28,6 +34,18 @@ from app.settings import BANDS
 from app.store.usage import COUNTERS
 
 ASSETS = StaticFiles(directory=swagger_ui_bundle.swagger_ui_path)
+PLAYGROUND_ASSETS = StaticFiles(packages=[("app.api", "playground")])
+PLAYGROUND_POLICY = "; ".join((
+    "default-src 'none'",
+    "script-src 'self'",
+    "style-src 'self'",
+    "connect-src 'self'",
+    "base-uri 'none'",
+    "form-action 'none'",
+    "frame-ancestors 'none'",
+    "require-trusted-types-for 'script'",
+    "trusted-types 'none'",
+))  # fmt: skip
 
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Byte in Bottle API</title>
@@ -43,8 +61,9 @@ async def docs(request: Request) -> Response:
 
 
 async def playground(request: Request) -> Response:
-    """``GET /playground``: a page that streams answers through an ``EventSource``."""
-    return HTMLResponse(_playground_page())
+    """``GET /playground``: a chat whose answers stream through an ``EventSource``."""
+    headers = {"Content-Security-Policy": PLAYGROUND_POLICY, "X-Content-Type-Options": "nosniff"}
+    return HTMLResponse(_playground_page(), headers=headers)
 
 
 @cache
@@ -61,6 +80,7 @@ ROUTES = [
     Route("/docs", docs),
     Route("/playground", playground),
     Mount("/docs/assets", app=ASSETS),
+    Mount("/playground/assets", app=PLAYGROUND_ASSETS),
 ]
 
 
