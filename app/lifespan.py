@@ -106,6 +106,7 @@ def lifespan(
             transport=upstream_transport,
         )
         registry = Registry(hosts, store, Policy.of(settings), on_slots=hosts.slots_freed)
+        usage = Usage(redis, retention_days=settings.usage_retention_days, gate=gate)
         stop_listener = asyncio.create_task(registry.listen())
         await hosts.refresh()  # each host's models, before the first request needs them
         host_keeper = asyncio.create_task(hosts.run())
@@ -150,7 +151,7 @@ def lifespan(
                 responses=ResponseRecords(
                     redis, ttl_seconds=settings.responses_ttl_seconds, gate=gate
                 ),
-                usage=Usage(redis, retention_days=settings.usage_retention_days, gate=gate),
+                usage=usage,
                 started_at=time.monotonic(),
                 drain=drain,
             )
@@ -160,6 +161,7 @@ def lifespan(
             for task in (stop_listener, host_keeper):  # ended before their clients close:
                 await _end(task)  # a read left waiting would keep its socket past the loop
             await registry.aclose()
+            await usage.flush()  # what its requests, and the generations just ended, used
             await hosts.aclose()
             await redis.aclose()
             await blocking.aclose()

@@ -40,7 +40,8 @@ async def counters(http: httpx.AsyncClient, simulator: Server) -> dict[str, Any]
 async def usage_of(http: httpx.AsyncClient, server: Server, totals: dict[str, int]
                    ) -> dict[str, Any]:  # fmt: skip
     """The key's usage on ``server`` once its totals are ``totals`` (a request's counts are
-    posted, waited for by nobody), or as it is after three seconds."""
+    summed in the worker, sent within ``usage.FLUSH_SECONDS``), or as it is after three
+    seconds."""
     deadline = time.monotonic() + 3
     while True:
         answer = await http.get(server.url + "/v1/usage")

@@ -4,6 +4,7 @@ day of it, the empty ones too; and the window rule the route and the command sha
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, date, datetime, timedelta
 
 import pytest
@@ -11,7 +12,7 @@ from redis.crc import key_slot
 
 from app.store import keys
 from app.store.client import RedisClient
-from app.store.usage import DAY_SECONDS, BadWindow, Counts, Usage, window
+from app.store.usage import DAY_SECONDS, FLUSH_SECONDS, BadWindow, Counts, Usage, window
 
 pytestmark = [pytest.mark.anyio, pytest.mark.cluster]
 
@@ -27,7 +28,9 @@ def day(offset: int) -> date:
 async def test_counts_add_up_per_model_and_day(redis: RedisClient) -> None:
     now = [NOON]
     usage = Usage(redis, retention_days=30, clock=lambda: now[0])
-    usage.add(ALICE, "llama3.2", Counts(requests=1))  # posted: rides the next call's round trip
+    usage.add(ALICE, "llama3.2", Counts(requests=1))  # summed in the worker, sent later
+    assert (await usage.report(ALICE, TODAY, TODAY)).totals == Counts()
+    await usage.flush()
     await usage.record(ALICE, "llama3.2", Counts(input_tokens=26, output_tokens=12))
     await usage.record(ALICE, "llama3.2", Counts(requests=1, cache_hits=1))
     await usage.record(ALICE, "(unknown)", Counts(refused=1))
@@ -53,6 +56,15 @@ async def test_counts_add_up_per_model_and_day(redis: RedisClient) -> None:
         TODAY: Counts(requests=2, input_tokens=26, output_tokens=12, cache_hits=1, refused=1),
         day(1): Counts(requests=1, input_tokens=5, output_tokens=3),
     }
+
+
+async def test_a_workers_sums_are_sent_within_a_flush_interval(redis: RedisClient) -> None:
+    usage = Usage(redis, retention_days=30, clock=lambda: NOON)
+    for _ in range(3):
+        usage.add(ALICE, "llama3.2", Counts(requests=1, cache_hits=1))
+    await asyncio.sleep(FLUSH_SECONDS + 0.3)  # no flush asked: the timer's round trip
+    report = await usage.report(ALICE, TODAY, TODAY)
+    assert report.totals == Counts(requests=3, cache_hits=3)
 
 
 async def test_a_day_is_one_hash_of_model_and_counter_expiring_after_the_retention(

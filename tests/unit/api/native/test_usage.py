@@ -43,9 +43,9 @@ def counts(**given: int) -> dict[str, int]:
 
 
 async def usage_once(http: httpx.AsyncClient, totals: dict[str, int]) -> dict[str, Any]:
-    """The key's usage once its totals are ``totals``: a request's counts are posted, waited
-    for by nobody, so they may land a moment after its answer."""
-    deadline = time.monotonic() + 2
+    """The key's usage once its totals are ``totals``: a request's counts are summed in the
+    worker and sent within ``usage.FLUSH_SECONDS`` of its answer."""
+    deadline = time.monotonic() + 3
     while True:
         answer = await http.get("/v1/usage")
         assert answer.status_code == 200, answer.text
