@@ -24,6 +24,18 @@ pytestmark = pytest.mark.system
 ALIASES = "gpt-4o=llama3.2,claude-sonnet-4-5=llama3.2,big=qwen3"
 
 
+ASKED = [{"role": "user", "content": "q"}]
+NOT_YOURS = [
+    ("/v1/chats/generate", {"model": "qwen3", "prompt": "q"}),
+    ("/v1/chats/generations", {"model": "big", "prompt": "q"}),
+    ("/v1/completions", {"model": "qwen3", "prompt": "q"}),
+    ("/v1/messages/count_tokens", {"model": "qwen3", "messages": ASKED}),
+    ("/api/generate", {"model": "qwen3:latest", "prompt": "q"}),
+    ("/api/embed", {"model": "big", "input": "q"}),
+    ("/api/show", {"model": "qwen3"}),
+]
+
+
 def _replicas(start_service: Callable[..., Server]) -> tuple[Server, Server]:
     env = {"AUTH": "required", "MODEL_ALIASES": ALIASES}
     return start_service(**env), start_service(**env)
@@ -64,6 +76,12 @@ def test_a_keys_models_on_every_surface_and_in_its_lists(
     finally:
         client._client.close()
     assert forbidden.value.status_code == 403
+    for path, body in NOT_YOURS:  # the other surfaces, over the same sockets
+        answer = httpx.post(other.url + path, json=body, headers={"X-API-Key": key}, timeout=20)
+        assert answer.status_code == 403, (path, answer.text)
+    query = httpx.get(other.url + "/v1/chats/generate", headers={"X-API-Key": key},
+                      params={"model": "qwen3", "prompt": "q"}, timeout=20)  # fmt: skip
+    assert (query.status_code, query.json()["error"]) == (403, "model_not_allowed")
     everything = httpx.get(one.url + "/api/tags", headers={"X-API-Key": wide}).json()
     assert [m["name"] for m in everything["models"]] == [
         "llama3.2:latest", "qwen3:latest", "gpt-4o", "claude-sonnet-4-5", "big"]  # fmt: skip
