@@ -127,9 +127,7 @@ async def _keys(settings: Settings, argv: list[str]) -> int:
                 return 1
             print(key)
         elif args.command == "update":
-            found = {entry.name: entry for entry in await api_keys.listed(redis)}.get(args.name)
-            changes = {} if found is None else _changes(args, {**found.limits, **limits})
-            if found is None or not await api_keys.update(redis, args.name, **changes):
+            if not await api_keys.update(redis, args.name, **_changes(args, limits)):
                 print(f"error: no key named {args.name!r}", file=sys.stderr)
                 return 1
         elif args.command == "list":
@@ -241,8 +239,9 @@ def _lifetime(raw: str) -> float:
 
 
 def _when(moment: float | None) -> str:
-    shown = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(moment or 0))
-    return "never" if moment is None else shown
+    if moment is None:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(moment))
 
 
 def _count(raw: str) -> int:

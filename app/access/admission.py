@@ -37,7 +37,6 @@ from app.access.identity import identity
 from app.access.quotas import Account, Decision
 from app.errors import ModelNotAllowed, RateLimited, RateLimitUnavailable
 from app.generations.cache import content_hash
-from app.generations.embeddings import EmbeddingRequest
 from app.generations.feeds import Feed
 from app.generations.request import CompletionRequest
 from app.generations.resume import resumption
@@ -89,7 +88,7 @@ class Admission:
         if last is not None and not last.over:
             located = await registry.locate(last.generation)
         counted = located is None and (last is None or not last.over)
-        completion = await self.counted(read, count=counted)
+        completion = await self.counted(read, lambda asked: asked.model, count=counted)
         if last is not None and completion.stream:
             if last.next_index is None:
                 return Admitted(completion, over=True)
@@ -101,10 +100,11 @@ class Admission:
             await self.count(model=completion.model)
         return Admitted(completion, reset=last is not None)
 
-    async def counted(self, read: Callable[[], Awaitable[T]], *, count: bool = True,
-                      generates: bool = True) -> T:  # fmt: skip
-        """What ``read`` gives, the request counted (``count``) once it is read: one that cannot
-        be read counts all the same, one for a model its client may not use counts nothing."""
+    async def counted(self, read: Callable[[], Awaitable[T]], model: Callable[[T], str], *,
+                      count: bool = True, generates: bool = True) -> T:  # fmt: skip
+        """What ``read`` gives, the request counted (``count``) once it is read, a refusal
+        under its ``model``: one that cannot be read counts all the same, one for a model its
+        client may not use counts nothing."""
         try:
             result = await read()
         except ModelNotAllowed:
@@ -114,7 +114,7 @@ class Admission:
                 await self.count(generates=generates)
             raise
         if count:
-            await self.count(generates=generates, model=_asked_model(result))
+            await self.count(generates=generates, model=model(result))
         return result
 
     async def count(self, *, generates: bool = True, model: str | None = None) -> Account:
@@ -153,13 +153,6 @@ class Admission:
         self.account = verdict.account
         self.account.usage = usage
         return self.account
-
-
-def _asked_model(read: object) -> str | None:
-    """The model a request read by ``counted`` asks for: a completion's, or an embedding's
-    (the first of what its parse gives)."""
-    asked = read[0] if isinstance(read, tuple) and read else read
-    return asked.model if isinstance(asked, CompletionRequest | EmbeddingRequest) else None
 
 
 def _refusal(refused: Decision) -> str:

@@ -120,14 +120,16 @@ async def listed(redis: RedisClient) -> list[ApiKey]:
     return found
 
 
-async def update(redis: RedisClient, name: str, **changes: Any) -> bool:
-    """Changes the record of the key named ``name`` (the key itself stays); ``False`` when
-    there is none. Every replica serves the change within ``LOOKUP_SECONDS``."""
+async def update(redis: RedisClient, name: str, limits: dict[str, int], **changes: Any) -> bool:
+    """Changes the record of the key named ``name`` (the key itself stays): ``limits`` each
+    over the key's own, ``changes`` its other fields; ``False`` when there is none. Every
+    replica serves the change within ``LOOKUP_SECONDS``."""
     sha = await redis.hget(keys.API_KEY_NAMES, name)
     found = None if sha is None else await redis.get(keys.api_key(_text(sha)))
     if sha is None or found is None:
         return False
-    changed = replace(_parse(found), **changes)
+    entry = _parse(found)
+    changed = replace(entry, limits={**entry.limits, **limits}, **changes)
     return bool(await redis.set(keys.api_key(_text(sha)), _record(changed), xx=True))
 
 

@@ -106,14 +106,14 @@ def _keyed(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
     return {model_key(alias): target for alias, target in pairs}
 
 
-def resolved(scope: Scope, data: Mapping[str, Any], default_model: str) -> Mapping[str, Any]:
+def resolved(scope: Scope, data: Mapping[str, Any]) -> Mapping[str, Any]:
     """``data`` (a body or a query) asking for the model that serves what it names (or
-    ``default_model``), and noting what it named for the answer (``shown``); raises
+    ``DEFAULT_MODEL``), and noting what it named for the answer (``shown``); raises
     ``ModelNotAllowed``. A ``model`` that is not a string is left for the surface's parse to
     refuse."""
     asked = data.get("model")
     if asked is None:
-        asked = default_model
+        asked = scope["state"]["settings"].default_model
     elif not isinstance(asked, str):
         return data
     target = models(scope).checked(asked)

@@ -100,10 +100,9 @@ async def complete(
         settings, asking = request.state["settings"], identity(request.scope)
         if request.method == "POST" or query is None:
             data = await read_object(request)
-            parsed = await parse(resolved(request.scope, data, settings.default_model), request)
+            parsed = await parse(resolved(request.scope, data), request)
         else:
-            params = resolved(request.scope, request.query_params, settings.default_model)
-            parsed = await query(params, request)
+            parsed = await query(resolved(request.scope, request.query_params), request)
         completion = placed(parsed.completion, request.headers, asking, settings)
         asked = replace(parsed, completion=completion)
         return completion
@@ -147,10 +146,10 @@ async def embed(request: Request[State], parse: EmbedParse) -> Response:
 
     async def read() -> tuple[EmbeddingRequest, Render]:
         data = await read_object(request)
-        return parse(resolved(request.scope, data, settings.default_model), settings)
+        return parse(resolved(request.scope, data), settings)
 
     async with _owning(request) as admission:
-        asked, render = await admission.counted(read, generates=False)
+        asked, render = await admission.counted(read, lambda pair: pair[0].model, generates=False)
         assert admission.account is not None  # counted
         answer, x_cache = await request.state["embedder"].embed(asked, admission.account)
         _used(admission, asked.model, x_cache, int(answer.get("prompt_eval_count") or 0))

@@ -426,15 +426,12 @@ class Generation:
         output = int(stats.get("eval_count") or 0)
         finished = self.stats is not None  # the engine said done, with its counts
         tokens = prompt + output if finished else len(self.payloads)
-        usage = account.usage
-        if usage is None or not finished:
-            await _unless_redis_fails(lambda: account.settle(tokens))
-            return
-        used = Counts(input_tokens=prompt, output_tokens=output)
-        await asyncio.gather(  # two components' round trips, side by side
-            _unless_redis_fails(lambda: account.settle(tokens)),
-            _unless_redis_fails(lambda: usage.record(account.client, self.request.model, used)),
-        )
+        charges = [lambda: account.settle(tokens)]
+        usage, used = account.usage, Counts(input_tokens=prompt, output_tokens=output)
+        if usage is not None and finished:
+            charges.append(lambda: usage.record(account.client, self.request.model, used))
+        # each component's round trip, side by side
+        await asyncio.gather(*(_unless_redis_fails(charge) for charge in charges))
 
     async def _publish_while_running(self) -> int:
         """Tokens go to Redis in batches until the generation ends; returns how many tokens are

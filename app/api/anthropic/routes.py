@@ -56,10 +56,9 @@ async def count_tokens(request: Request[State]) -> Response:
     """``POST /v1/messages/count_tokens``: ``{"input_tokens": n}``, as the engine serving the
     model counts them where it can (vLLM, llama.cpp), else an estimate
     (``requests.estimate_tokens`` says how). Counted against no quota: it generates nothing."""
-    default = request.state["settings"].default_model
-    data = resolved(request.scope, await pipeline.read_object(request), default)
-    mapped = requests.parse(data, counting=True)
-    completion = mapped.completion(default, can_think=False)
+    mapped = requests.parse(resolved(request.scope, await pipeline.read_object(request)),
+                            counting=True)  # fmt: skip
+    completion = mapped.completion(request.state["settings"].default_model, can_think=False)
     counted = await request.state["hosts"].count_tokens(completion)
     return JSONBody({"input_tokens": requests.estimate_tokens(mapped) if counted is None
                      else counted})  # fmt: skip
